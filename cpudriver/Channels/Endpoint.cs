@@ -1,0 +1,452 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using Multikernel.CpuDriver.Kernel;
+using Multikernel.CpuDriver.Urpc;
+
+namespace Multikernel.CpuDriver.Channels;
+
+/// <summary>
+/// One end of a channel between two domains (on the same core or on two cores). A channel is
+/// multiplexed over the URPC ring of its ordered core pair and flow-controlled with credits:
+/// the sender may have at most <c>ChannelWindow</c> messages in flight, which is exactly the
+/// receiver's queue size, so the receiving kernel always has room and keeps draining the ring
+/// for everyone else. A domain that does not read stalls only its own senders (seed 002).
+/// Credits return in batches of half a window.
+/// </summary>
+/// <remarks>Used only from its core's thread; the awaitables are reusable and allocation-free.</remarks>
+public sealed class Endpoint
+{
+    private readonly CoreKernel _kernel;
+    private readonly Message[] _queue;
+    private readonly int _window;
+    private int _queueHead;
+    private int _queueCount;
+    private int _credits;
+    private int _consumedSinceCredit;
+    private int _creditToReturn;
+    private bool _closeToSend;
+    private bool _localClosed;
+    private bool _remoteClosed;
+
+    private readonly CoreOperation<Message> _readOperation;
+    private readonly CoreOperation<bool> _waitOperation;
+    private readonly CoreOperation<bool> _writeOperation;
+    private Message _pendingWrite;
+    private bool _writePending;
+    private long _sent;
+    private long _received;
+
+    internal Endpoint(CoreKernel kernel, uint id, string name, int window)
+    {
+        _kernel = kernel;
+        Id = id;
+        Name = name;
+        _window = window;
+        _queue = new Message[window];
+        _readOperation = new CoreOperation<Message>(kernel);
+        _waitOperation = new CoreOperation<bool>(kernel);
+        _writeOperation = new CoreOperation<bool>(kernel);
+        RemoteCore = -1;
+    }
+
+    /// <summary>Endpoint id on its core (generation in the high 16 bits, table index in the low 16).</summary>
+    public uint Id { get; }
+
+    /// <summary>What the endpoint is for (diagnostics and traces).</summary>
+    public string Name { get; }
+
+    /// <summary>The core this endpoint lives on.</summary>
+    public int Core => _kernel.Id;
+
+    /// <summary>The core of the other end, or -1 until connected.</summary>
+    public int RemoteCore { get; private set; }
+
+    /// <summary>The endpoint id of the other end.</summary>
+    public uint RemoteId { get; private set; }
+
+    /// <summary>The kernel that owns this endpoint.</summary>
+    public CoreKernel Kernel => _kernel;
+
+    /// <summary>Messages waiting to be read.</summary>
+    public int QueuedCount => _queueCount;
+
+    /// <summary>Send credits left before the sender stalls.</summary>
+    public int Credits => _credits;
+
+    /// <summary>Messages sent through this endpoint.</summary>
+    public long SentCount => _sent;
+
+    /// <summary>Messages received by this endpoint.</summary>
+    public long ReceivedCount => _received;
+
+    /// <summary>True once the other end has completed its writer and every message was read.</summary>
+    public bool IsCompleted => _remoteClosed && _queueCount == 0;
+
+    internal Endpoint? NextStalled { get; set; }
+
+    internal bool InStalledList { get; set; }
+
+    /// <summary>Connects this end to its peer. Both ends are connected by the monitor that binds them.</summary>
+    internal void Connect(int remoteCore, uint remoteId)
+    {
+        if (RemoteCore >= 0)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} is already connected.");
+        }
+
+        RemoteCore = remoteCore;
+        RemoteId = remoteId;
+        _credits = _window;
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    /// <summary>Sends without waiting; false when the window or the ring is full (nothing is queued).</summary>
+    public bool TryWrite(in Message message)
+    {
+        _kernel.CheckThread();
+        ThrowIfCannotWrite();
+        if (_writePending || _credits == 0)
+        {
+            return false;
+        }
+
+        Message m = message;
+        m.Endpoint = RemoteId;
+        m.Flags &= ~MessageFlags.Control;
+        if (!_kernel.TrySend(RemoteCore, in m))
+        {
+            return false;
+        }
+
+        _credits--;
+        _sent++;
+        return true;
+    }
+
+    /// <summary>
+    /// Sends a message. Completes at once when the window and the ring have room; otherwise the
+    /// calling domain is stalled until the receiver frees room. One write at a time per endpoint.
+    /// </summary>
+    public ValueTask WriteAsync(in Message message)
+    {
+        _kernel.CheckThread();
+        ThrowIfCannotWrite();
+        if (_writePending)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} already has a write in progress; await it before writing again.");
+        }
+
+        Message m = message;
+        m.Endpoint = RemoteId;
+        m.Flags &= ~MessageFlags.Control;
+        if (_credits > 0 && _kernel.TrySend(RemoteCore, in m))
+        {
+            _credits--;
+            _sent++;
+            return default;
+        }
+
+        _pendingWrite = m;
+        _writePending = true;
+        _writeOperation.Reset();
+        if (_credits > 0)
+        {
+            _kernel.EnqueueStalled(this); // ring full: retried by the kernel loop
+        }
+
+        return _writeOperation.AsValueTaskNonGeneric();
+    }
+
+    /// <summary>Completes the writing side: the reader sees the end after the messages already sent.</summary>
+    public void Complete()
+    {
+        _kernel.CheckThread();
+        if (_localClosed || RemoteCore < 0)
+        {
+            _localClosed = true;
+            return;
+        }
+
+        _localClosed = true;
+        _closeToSend = true;
+        if (!_writePending)
+        {
+            TrySendControlOrStall();
+        }
+    }
+
+    private void ThrowIfCannotWrite()
+    {
+        if (RemoteCore < 0)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} is not connected.");
+        }
+
+        if (_localClosed)
+        {
+            throw new ChannelClosedException($"Endpoint {Name} was completed; no more writes.");
+        }
+    }
+
+    /// <summary>Kernel: retry what this endpoint owes the ring. True when nothing is left.</summary>
+    internal bool FlushPending()
+    {
+        if (_creditToReturn > 0)
+        {
+            Message credit = ControlMessage(CoreKernel.CreditMessage, (ulong)_creditToReturn);
+            if (!_kernel.TrySendFromStall(RemoteCore, in credit))
+            {
+                return false;
+            }
+
+            _creditToReturn = 0;
+        }
+
+        if (_writePending)
+        {
+            if (_credits == 0)
+            {
+                return true; // waiting for credits, not for the ring: leave the list
+            }
+
+            if (!_kernel.TrySendFromStall(RemoteCore, in _pendingWrite))
+            {
+                return false;
+            }
+
+            _credits--;
+            _sent++;
+            _writePending = false;
+            _writeOperation.SetResult(true);
+        }
+
+        if (_closeToSend)
+        {
+            Message close = ControlMessage(CoreKernel.CloseMessage, 0);
+            if (!_kernel.TrySendFromStall(RemoteCore, in close))
+            {
+                return false;
+            }
+
+            _closeToSend = false;
+        }
+
+        return true;
+    }
+
+    private Message ControlMessage(ushort type, ulong value)
+    {
+        Message m = Message.Create(type, value);
+        m.Flags = MessageFlags.Control;
+        m.Endpoint = RemoteId;
+        return m;
+    }
+
+    private void TrySendControlOrStall()
+    {
+        // Same path as a stalled write, so control messages keep their order behind data.
+        if (InStalledList || !FlushPendingDirect())
+        {
+            _kernel.EnqueueStalled(this);
+        }
+    }
+
+    private bool FlushPendingDirect()
+    {
+        if (_creditToReturn > 0)
+        {
+            Message credit = ControlMessage(CoreKernel.CreditMessage, (ulong)_creditToReturn);
+            if (!_kernel.TrySend(RemoteCore, in credit))
+            {
+                return false;
+            }
+
+            _creditToReturn = 0;
+        }
+
+        if (_closeToSend && !_writePending)
+        {
+            Message close = ControlMessage(CoreKernel.CloseMessage, 0);
+            if (!_kernel.TrySend(RemoteCore, in close))
+            {
+                return false;
+            }
+
+            _closeToSend = false;
+        }
+
+        return true;
+    }
+
+    // ---------------------------------------------------------------- receiving
+
+    /// <summary>Kernel: a message for this endpoint arrived.</summary>
+    internal void OnMessage(in Message message)
+    {
+        if ((message.Flags & MessageFlags.Control) != 0)
+        {
+            OnControl(in message);
+            return;
+        }
+
+        _received++;
+        if (_readOperation.IsPending)
+        {
+            Debug.Assert(_queueCount == 0, "a reader waits only on an empty queue");
+            Consumed();
+            _readOperation.SetResult(message);
+            return;
+        }
+
+        // Never overflows: the sender holds at most one window of credits.
+        Debug.Assert(_queueCount < _queue.Length, "credit window violated");
+        _queue[(_queueHead + _queueCount) & (_queue.Length - 1)] = message;
+        _queueCount++;
+        if (_waitOperation.IsPending)
+        {
+            _waitOperation.SetResult(true);
+        }
+    }
+
+    private void OnControl(in Message message)
+    {
+        switch (message.Type)
+        {
+            case CoreKernel.CreditMessage:
+                _credits += (int)message.Word0;
+                Debug.Assert(_credits <= _window, "more credits than the window");
+                if (_writePending && !InStalledList)
+                {
+                    if (!FlushPending())
+                    {
+                        _kernel.EnqueueStalled(this);
+                    }
+                }
+
+                break;
+            case CoreKernel.CloseMessage:
+                _remoteClosed = true;
+                if (_queueCount == 0)
+                {
+                    if (_readOperation.IsPending)
+                    {
+                        _readOperation.SetException(new ChannelClosedException());
+                    }
+
+                    if (_waitOperation.IsPending)
+                    {
+                        _waitOperation.SetResult(false);
+                    }
+                }
+
+                break;
+            default:
+                Debug.Fail($"unknown control message {message.Type}");
+                break;
+        }
+    }
+
+    /// <summary>Reads a waiting message without blocking.</summary>
+    public bool TryRead(out Message message)
+    {
+        _kernel.CheckThread();
+        if (_queueCount == 0)
+        {
+            message = default;
+            return false;
+        }
+
+        message = _queue[_queueHead];
+        _queueHead = (_queueHead + 1) & (_queue.Length - 1);
+        _queueCount--;
+        Consumed();
+        return true;
+    }
+
+    /// <summary>Reads the next message, waiting on this core until one arrives.</summary>
+    public ValueTask<Message> ReadAsync()
+    {
+        if (TryRead(out Message message))
+        {
+            return new ValueTask<Message>(message);
+        }
+
+        if (_remoteClosed)
+        {
+            return ValueTask.FromException<Message>(new ChannelClosedException());
+        }
+
+        if (_readOperation.IsPending || _waitOperation.IsPending)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} already has a reader waiting.");
+        }
+
+        _readOperation.Reset();
+        return _readOperation.AsValueTask();
+    }
+
+    /// <summary>Waits until a message can be read (true) or the writer completed (false).</summary>
+    public ValueTask<bool> WaitToReadAsync()
+    {
+        _kernel.CheckThread();
+        if (_queueCount > 0)
+        {
+            return new ValueTask<bool>(true);
+        }
+
+        if (_remoteClosed)
+        {
+            return new ValueTask<bool>(false);
+        }
+
+        if (_readOperation.IsPending || _waitOperation.IsPending)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} already has a reader waiting.");
+        }
+
+        _waitOperation.Reset();
+        return _waitOperation.AsValueTask();
+    }
+
+    /// <summary>Wakes a waiting reader with an exception (cancellation). Core thread.</summary>
+    internal void CancelWaiters(Exception exception)
+    {
+        if (_readOperation.IsPending)
+        {
+            _readOperation.SetException(exception);
+        }
+
+        if (_waitOperation.IsPending)
+        {
+            _waitOperation.SetException(exception);
+        }
+
+        if (_writePending)
+        {
+            _writePending = false;
+            _writeOperation.SetException(exception);
+        }
+    }
+
+    private void Consumed()
+    {
+        if (++_consumedSinceCredit >= _window / 2)
+        {
+            _creditToReturn += _consumedSinceCredit;
+            _consumedSinceCredit = 0;
+            TrySendControlOrStall();
+        }
+    }
+
+    /// <summary>Releases the endpoint's table slot; later messages to it are dropped and counted.</summary>
+    public void Close()
+    {
+        _kernel.CheckThread();
+        CancelWaiters(new ChannelClosedException($"Endpoint {Name} was closed."));
+        _kernel.ReleaseEndpoint(this);
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Name} (core {Core} ep {Id:x} -> core {RemoteCore} ep {RemoteId:x})";
+}
