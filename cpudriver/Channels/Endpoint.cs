@@ -31,6 +31,7 @@ public sealed class Endpoint
     private readonly CoreOperation<Message> _readOperation;
     private readonly CoreOperation<bool> _waitOperation;
     private readonly CoreOperation<bool> _writeOperation;
+    private readonly CoreOperation<bool> _waitWriteOperation;
     private Message _pendingWrite;
     private bool _writePending;
     private long _sent;
@@ -46,6 +47,7 @@ public sealed class Endpoint
         _readOperation = new CoreOperation<Message>(kernel);
         _waitOperation = new CoreOperation<bool>(kernel);
         _writeOperation = new CoreOperation<bool>(kernel);
+        _waitWriteOperation = new CoreOperation<bool>(kernel);
         RemoteCore = -1;
     }
 
@@ -316,6 +318,11 @@ public sealed class Endpoint
             case CoreKernel.CreditMessage:
                 _credits += (int)message.Word0;
                 Debug.Assert(_credits <= _window, "more credits than the window");
+                if (_waitWriteOperation.IsPending)
+                {
+                    _waitWriteOperation.SetResult(true);
+                }
+
                 if (_writePending && !InStalledList)
                 {
                     if (!FlushPending())
@@ -409,9 +416,33 @@ public sealed class Endpoint
         return _waitOperation.AsValueTask();
     }
 
-    /// <summary>Wakes a waiting reader with an exception (cancellation). Core thread.</summary>
-    internal void CancelWaiters(Exception exception)
+    /// <summary>Waits until a write would not stall for credits (true), or returns false once completed.</summary>
+    public ValueTask<bool> WaitToWriteAsync()
     {
+        _kernel.CheckThread();
+        if (_localClosed)
+        {
+            return new ValueTask<bool>(false);
+        }
+
+        if (_credits > 0 && !_writePending)
+        {
+            return new ValueTask<bool>(true);
+        }
+
+        if (_waitWriteOperation.IsPending)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} already has a writer waiting.");
+        }
+
+        _waitWriteOperation.Reset();
+        return _waitWriteOperation.AsValueTask();
+    }
+
+    /// <summary>Wakes waiting readers with <paramref name="exception"/> (cancellation). Core thread.</summary>
+    public void CancelReaders(Exception exception)
+    {
+        _kernel.CheckThread();
         if (_readOperation.IsPending)
         {
             _readOperation.SetException(exception);
@@ -421,12 +452,31 @@ public sealed class Endpoint
         {
             _waitOperation.SetException(exception);
         }
+    }
 
+    /// <summary>
+    /// Wakes waiting writers with <paramref name="exception"/> (cancellation). A write already
+    /// accepted into a ring cannot be taken back; one still waiting for room is abandoned.
+    /// </summary>
+    public void CancelWriters(Exception exception)
+    {
+        _kernel.CheckThread();
         if (_writePending)
         {
             _writePending = false;
             _writeOperation.SetException(exception);
         }
+
+        if (_waitWriteOperation.IsPending)
+        {
+            _waitWriteOperation.SetException(exception);
+        }
+    }
+
+    private void CancelWaiters(Exception exception)
+    {
+        CancelReaders(exception);
+        CancelWriters(exception);
     }
 
     private void Consumed()

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Urpc;
 
 namespace Multikernel.CpuDriver.Kernel;
@@ -41,6 +42,9 @@ public sealed class CoreKernel
     private int _foreignCount;
 
     private readonly PriorityQueue<CoreOperation<bool>, long> _timers = new();
+
+    private readonly List<Domain> _domains = [];
+    private uint _nextDomain;
 
     private Thread? _thread;
     private int _threadId = -1;
@@ -181,6 +185,32 @@ public sealed class CoreKernel
         _runQueue = bigger;
         _runHead = 0;
     }
+
+    // ---------------------------------------------------------------- domains
+
+    /// <summary>Domains running on this core. Core thread only.</summary>
+    public IReadOnlyList<Domain> Domains => _domains;
+
+    /// <summary>
+    /// Creates a domain's dispatcher on this core and starts <paramref name="main"/> on the
+    /// core's scheduler. Core thread only (the monitor does this on request).
+    /// </summary>
+    public Domain StartDomain(string name, Func<Domain, Task> main)
+    {
+        ArgumentNullException.ThrowIfNull(main);
+        CheckThread();
+        if (_domains.Count >= _options.MaxDomainsPerCore)
+        {
+            throw new InvalidOperationException($"Core {Id} already runs {_domains.Count} domains (MaxDomainsPerCore = {_options.MaxDomainsPerCore}).");
+        }
+
+        var domain = new Domain(this, ((ulong)(uint)Id << 32) | ++_nextDomain, name);
+        _domains.Add(domain);
+        domain.Start(main);
+        return domain;
+    }
+
+    internal void RemoveDomain(Domain domain) => _domains.Remove(domain);
 
     // ---------------------------------------------------------------- endpoints
 
@@ -541,7 +571,15 @@ public sealed class CoreKernel
 
                 if (++idle < _options.SpinBudget)
                 {
-                    Thread.SpinWait(4);
+                    if (_options.YieldWhenIdle)
+                    {
+                        Thread.Yield();
+                    }
+                    else
+                    {
+                        Thread.SpinWait(4);
+                    }
+
                     continue;
                 }
 

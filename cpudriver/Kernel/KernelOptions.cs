@@ -29,8 +29,18 @@ public sealed class KernelOptions
     /// <summary>Messages one inbound ring delivers per loop iteration before the kernel looks at other work. Default 64.</summary>
     public int ReceiveBatch { get; set; } = 64;
 
+    /// <summary>
+    /// Give the CPU away (Thread.Yield) instead of spinning while idle. The machine turns this on
+    /// when kernels outnumber CPUs, so a spinning kernel does not starve the one sharing its CPU.
+    /// Default false.
+    /// </summary>
+    public bool YieldWhenIdle { get; set; }
+
     /// <summary>Pin each kernel thread to a CPU with sched_setaffinity. Default true.</summary>
     public bool PinThreads { get; set; } = true;
+
+    /// <summary>A copy of these options.</summary>
+    public KernelOptions Clone() => (KernelOptions)MemberwiseClone();
 
     /// <summary>Returns the first problem with these options, or null.</summary>
     public string? Validate()

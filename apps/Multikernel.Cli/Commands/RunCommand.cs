@@ -1,0 +1,118 @@
+using System.CommandLine;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Multikernel.Cli.Display;
+using Multikernel.Monitor.Hosting;
+using Spectre.Console;
+
+namespace Multikernel.Cli.Commands;
+
+/// <summary><c>multikernel run</c>: boot N cores and keep them running until Ctrl-C, SIGTERM or the duration ends.</summary>
+internal static class RunCommand
+{
+    public static Command Create()
+    {
+        var cores = CommonOptions.Cores();
+        var duration = new Option<double?>("--duration")
+        {
+            Description = "Stop after this many seconds (default: run until Ctrl-C or SIGTERM).",
+        };
+        duration.Validators.Add(r =>
+        {
+            if (CommonOptions.TryGet<double?>(r) is double d && (d <= 0 || double.IsNaN(d) || double.IsInfinity(d)))
+            {
+                r.AddError($"--duration must be a positive number of seconds (got {d}).");
+            }
+        });
+        var stats = new Option<bool>("--stats") { Description = "Show a live table of per-core activity, refreshed every second." };
+        var command = new Command("run", "Boot the cores under the generic host and keep them running until Ctrl-C/SIGTERM or --duration ends.")
+        {
+            cores, duration, stats,
+        };
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), ct));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, CancellationToken cancellationToken)
+    {
+        using IHost host = CliHost.Build(CliHost.Overrides(cores));
+        if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
+        {
+            return failed;
+        }
+
+        var runtime = host.Services.GetRequiredService<MultikernelRuntime>();
+        var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping, cancellationToken);
+        if (durationSeconds is double seconds)
+        {
+            stop.CancelAfter(TimeSpan.FromSeconds(seconds));
+        }
+
+        if (stats)
+        {
+            await ShowStatsAsync(runtime, stop.Token);
+        }
+        else
+        {
+            try
+            {
+                await Task.Delay(Timeout.Infinite, stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        await host.StopAsync(CancellationToken.None);
+        return 0;
+    }
+
+    private static async Task ShowStatsAsync(MultikernelRuntime runtime, CancellationToken stop)
+    {
+        TimeProvider time = runtime.Time;
+        MachineSnapshot previous = MachineSnapshot.Take(runtime.Machine, time);
+        await AnsiConsole.Live(new Markup("[grey]collecting...[/]")).StartAsync(async live =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), stop);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+
+                MachineSnapshot now = MachineSnapshot.Take(runtime.Machine, time);
+                live.UpdateTarget(new Rows(
+                    StatsRenderer.CoreTable(previous, now, time, runtime.Machine.Oversubscribed),
+                    StatsRenderer.Matrix(previous, now, time)));
+                previous = now;
+            }
+        });
+    }
+}
+
+/// <summary>Options shared by several commands.</summary>
+internal static class CommonOptions
+{
+    /// <summary>The option's value, or default when it did not parse (the parser reports that error itself).</summary>
+    public static T? TryGet<T>(System.CommandLine.Parsing.OptionResult result)
+    {
+        try
+        {
+            return result.GetValueOrDefault<T>();
+        }
+        catch (InvalidOperationException)
+        {
+            return default;
+        }
+    }
+
+    public static Option<string?> Cores() => new("--cores")
+    {
+        Description = "Number of cores (kernels) to boot, or 'auto' for one per CPU. Overrides Multikernel:Cores.",
+    };
+}

@@ -1,0 +1,151 @@
+using Multikernel.Monitor;
+using Multikernel.Monitor.Hosting;
+
+namespace Multikernel.Cli.Demo;
+
+/// <summary>
+/// The built-in cross-core workload of <c>multikernel demo</c>: on every core a sink service and
+/// one streamer per other core (so every ordered pair of cores carries a stream), plus a token
+/// ring through every core. All traffic goes through monitors' bind and URPC channels.
+/// </summary>
+internal static class DemoWorkload
+{
+    public const string Sink = "demo-sink";
+    public const string Streamer = "demo-stream";
+    public const string RingNode = "demo-ring";
+    private const ushort DataMessage = 1;
+    private const ushort TokenMessage = 2;
+
+    /// <summary>Registers the demo programs and spawns them at boot.</summary>
+    public static void Configure(MultikernelOptions options, DemoCounters counters)
+    {
+        options.AddProgram(Sink, ctx => UntilStopped(ctx, SinkAsync));
+        options.AddProgram(RingNode, ctx => UntilStopped(ctx, c => RingNodeAsync(c, counters)));
+        options.AddProgram(Streamer, ctx => UntilStopped(ctx, StreamAsync));
+        options.SpawnAtBoot(Sink);
+        options.SpawnAtBoot(RingNode);
+        options.SpawnAtBoot(Streamer);
+    }
+
+    // Stopping is the normal end of every demo domain; whatever it interrupts is not a fault.
+    private static async Task UntilStopped(DomainContext ctx, Func<DomainContext, Task> body)
+    {
+        try
+        {
+            await body(ctx);
+        }
+        catch (Exception ex) when (ctx.Stopping.IsCancellationRequested && ex is OperationCanceledException or System.Threading.Channels.ChannelClosedException or MonitorException)
+        {
+        }
+    }
+
+    private static string SinkName(int core) => $"sink-{core}";
+
+    private static string RingName(int core) => $"ring-{core}";
+
+    // A sink per core: accepts streams and consumes them as fast as they come.
+    private static async Task SinkAsync(DomainContext ctx)
+    {
+        using ServiceListener listener = await ctx.ExportAsync(SinkName(ctx.Core), backlog: ctx.CoreCount);
+        var drains = new List<Task>();
+        for (int i = 0; i < ctx.CoreCount - 1; i++)
+        {
+            DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+            drains.Add(DrainAsync(channel, ctx.Stopping));
+        }
+
+        await Task.WhenAll(drains);
+    }
+
+    private static async Task DrainAsync(DomainChannel channel, CancellationToken stopping)
+    {
+        await foreach (long _ in channel.Reader<long>().ReadAllAsync(stopping))
+        {
+        }
+    }
+
+    // One streamer domain per core; it binds to every other core's sink and keeps each stream full.
+    private static async Task StreamAsync(DomainContext ctx)
+    {
+        var streams = new List<Task>();
+        for (int peer = 0; peer < ctx.CoreCount; peer++)
+        {
+            if (peer == ctx.Core)
+            {
+                continue;
+            }
+
+            DomainChannel channel = await BindWithRetryAsync(ctx, SinkName(peer));
+            streams.Add(PumpAsync(channel, ctx.Stopping));
+        }
+
+        await Task.WhenAll(streams);
+    }
+
+    private static async Task PumpAsync(DomainChannel channel, CancellationToken stopping)
+    {
+        var writer = channel.Writer<long>(DataMessage);
+        long n = 0;
+        while (!stopping.IsCancellationRequested)
+        {
+            await writer.WriteAsync(n++, stopping);
+        }
+    }
+
+    // A token ring through every core: node k binds to node k+1 and forwards what node k-1 sends.
+    private static async Task RingNodeAsync(DomainContext ctx, DemoCounters counters)
+    {
+        int n = ctx.CoreCount;
+        if (n < 2)
+        {
+            return;
+        }
+
+        using ServiceListener listener = await ctx.ExportAsync(RingName(ctx.Core));
+        DomainChannel next = await BindWithRetryAsync(ctx, RingName((ctx.Core + 1) % n));
+        DomainChannel previous = await listener.AcceptAsync(ctx.Stopping);
+        var output = next.Writer<long>(TokenMessage);
+        var input = previous.Reader<long>();
+        if (ctx.Core == 0)
+        {
+            await output.WriteAsync(0, ctx.Stopping);
+        }
+
+        while (!ctx.Stopping.IsCancellationRequested)
+        {
+            long hops = await input.ReadAsync(ctx.Stopping);
+            if (ctx.Core == 0)
+            {
+                counters.AddLap();
+            }
+
+            await output.WriteAsync(hops + 1, ctx.Stopping);
+        }
+    }
+
+    private static async Task<DomainChannel> BindWithRetryAsync(DomainContext ctx, string service)
+    {
+        // Services come up concurrently at boot: wait for the peer to export.
+        while (true)
+        {
+            try
+            {
+                return await ctx.BindAsync(service);
+            }
+            catch (MonitorException ex) when (ex.Status == MonitorStatus.NotFound && !ctx.Stopping.IsCancellationRequested)
+            {
+                await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
+            }
+        }
+    }
+}
+
+/// <summary>Counters the demo reads from outside the cores (written by one core only).</summary>
+internal sealed class DemoCounters
+{
+    private long _laps;
+
+    public long Laps => Volatile.Read(ref _laps);
+
+    public void AddLap() => Volatile.Write(ref _laps, _laps + 1);
+}

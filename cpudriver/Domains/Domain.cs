@@ -1,0 +1,97 @@
+using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Kernel;
+
+namespace Multikernel.CpuDriver.Domains;
+
+/// <summary>
+/// A domain's dispatcher on one core: cooperative async code that runs to completion on the
+/// core's own scheduler and never blocks the kernel thread. The kernel keeps a bounded table
+/// of them; the monitor creates and stops them.
+/// </summary>
+public sealed class Domain
+{
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly List<Endpoint> _endpoints = [];
+    private Task _completion = Task.CompletedTask;
+
+    internal Domain(CoreKernel kernel, ulong id, string name)
+    {
+        Kernel = kernel;
+        Id = id;
+        Name = name;
+    }
+
+    /// <summary>Machine-wide domain id: the core in the high 32 bits, a per-core sequence number below.</summary>
+    public ulong Id { get; }
+
+    /// <summary>Program or service name.</summary>
+    public string Name { get; }
+
+    /// <summary>The kernel this dispatcher runs on.</summary>
+    public CoreKernel Kernel { get; }
+
+    /// <summary>The core this dispatcher runs on.</summary>
+    public int Core => Kernel.Id;
+
+    /// <summary>Signalled when the domain is asked to stop (shutdown or kill).</summary>
+    public CancellationToken Stopping => _stopping.Token;
+
+    /// <summary>Completes when the domain's main function has returned (or faulted).</summary>
+    public Task Completion => _completion;
+
+    /// <summary>Endpoints this domain owns (closed when it ends).</summary>
+    public IReadOnlyList<Endpoint> Endpoints => _endpoints;
+
+    /// <summary>Creates an unconnected endpoint owned by this domain. Core thread only.</summary>
+    public Endpoint CreateEndpoint(string name)
+    {
+        Endpoint endpoint = Kernel.CreateEndpoint(name);
+        _endpoints.Add(endpoint);
+        return endpoint;
+    }
+
+    internal void Start(Func<Domain, Task> main)
+    {
+        var started = new TaskCompletionSource<Task>();
+        Kernel.Post(static s =>
+        {
+            var (domain, entry, tcs) = ((Domain, Func<Domain, Task>, TaskCompletionSource<Task>))s!;
+            Task task;
+            try
+            {
+                task = entry(domain);
+            }
+#pragma warning disable CA1031 // the fault is the domain's result
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                task = Task.FromException(ex);
+            }
+
+            tcs.SetResult(task);
+        }, (this, main, started));
+        _completion = started.Task.Unwrap().ContinueWith(
+            static (t, s) =>
+            {
+                var domain = (Domain)s!;
+                domain.Kernel.RemoveDomain(domain);
+                foreach (Endpoint endpoint in domain._endpoints)
+                {
+                    endpoint.Close();
+                }
+
+                domain._endpoints.Clear();
+                return t;
+            },
+            this,
+            CancellationToken.None,
+            TaskContinuationOptions.None,
+            Kernel.Scheduler).Unwrap();
+    }
+
+    /// <summary>Asks the domain to stop. Any thread.</summary>
+    public void RequestStop() => _stopping.Cancel();
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Name} (domain {Id >> 32}.{Id & 0xFFFFFFFF} on core {Core})";
+}

@@ -1,0 +1,47 @@
+using Multikernel.CpuDriver.Domains;
+using Multikernel.Monitor.Protocol;
+
+namespace Multikernel.Monitor;
+
+/// <summary>What a domain's code sees: its core, its stop signal, and the monitor's services.</summary>
+public sealed class DomainContext
+{
+    private readonly CoreMonitor _monitor;
+
+    internal DomainContext(Domain domain, CoreMonitor monitor, ulong argument)
+    {
+        Domain = domain;
+        _monitor = monitor;
+        Argument = argument;
+    }
+
+    /// <summary>The kernel-side dispatcher of this domain.</summary>
+    public Domain Domain { get; }
+
+    /// <summary>The core this domain runs on.</summary>
+    public int Core => Domain.Core;
+
+    /// <summary>Number of cores in the machine.</summary>
+    public int CoreCount => Domain.Kernel.CoreCount;
+
+    /// <summary>The argument given at spawn.</summary>
+    public ulong Argument { get; }
+
+    /// <summary>Signalled when the machine shuts down or the domain is stopped.</summary>
+    public CancellationToken Stopping => Domain.Stopping;
+
+    /// <summary>The time source of this core.</summary>
+    public TimeProvider Time => Domain.Kernel.Time;
+
+    /// <summary>Exports a service name; other domains bind to it.</summary>
+    public Task<ServiceListener> ExportAsync(string name, int backlog = 16) => _monitor.ExportAsync(Domain, name, backlog);
+
+    /// <summary>Binds to a service and returns this end of a fresh channel.</summary>
+    public Task<DomainChannel> BindAsync(string name) => _monitor.BindAsync(Domain, name);
+
+    /// <summary>Starts program <paramref name="program"/> as a new domain on core <paramref name="core"/>.</summary>
+    public Task<ulong> SpawnAsync(int core, string program, ulong argument = 0) => _monitor.SpawnAsync(core, program, argument);
+
+    /// <summary>Waits on this core's timer queue.</summary>
+    public ValueTask Delay(TimeSpan delay, CancellationToken cancellationToken = default) => Domain.Kernel.Delay(delay, cancellationToken);
+}

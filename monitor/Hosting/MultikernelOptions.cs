@@ -1,0 +1,239 @@
+using System.Globalization;
+using System.Numerics;
+using Multikernel.CpuDriver.Kernel;
+
+namespace Multikernel.Monitor.Hosting;
+
+/// <summary>
+/// Options of a multikernel machine, bound from the <c>Multikernel</c> configuration section
+/// (appsettings.json, <c>MULTIKERNEL__*</c> environment variables, the command line).
+/// </summary>
+public sealed class MultikernelOptions
+{
+    /// <summary>The configuration section name.</summary>
+    public const string SectionName = "Multikernel";
+
+    /// <summary>Number of cores (kernels) to boot, or <c>auto</c> for one per CPU. Default <c>auto</c>.</summary>
+    public string Cores { get; set; } = "auto";
+
+    /// <summary>The most cores a machine may be configured with. Default 256.</summary>
+    public int MaxCores { get; set; } = 256;
+
+    /// <summary>Slots per URPC ring (per ordered pair of cores), a power of two. Default 256 (16 KiB per ring).</summary>
+    public int RingSlots { get; set; } = 256;
+
+    /// <summary>Messages a channel may have in flight before its sender stalls, a power of two. Default 64.</summary>
+    public int ChannelWindow { get; set; } = 64;
+
+    /// <summary>Idle loop iterations before a core parks. Default 2000.</summary>
+    public int SpinBudget { get; set; } = 2000;
+
+    /// <summary>Longest a parked core sleeps without a doorbell or a due timer. Default 100 ms.</summary>
+    public TimeSpan MaxPark { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Channel endpoints per core. Default 4096.</summary>
+    public int MaxEndpointsPerCore { get; set; } = 4096;
+
+    /// <summary>Domains per core. Default 256.</summary>
+    public int MaxDomainsPerCore { get; set; } = 256;
+
+    /// <summary>Pending timers per core. Default 4096.</summary>
+    public int MaxTimersPerCore { get; set; } = 4096;
+
+    /// <summary>Pin kernel threads to CPUs. Default true.</summary>
+    public bool PinThreads { get; set; } = true;
+
+    /// <summary>Unsent messages a monitor link may hold before a request fails. Default 1024.</summary>
+    public int MonitorOutbox { get; set; } = 1024;
+
+    /// <summary>Monitor requests (bind, spawn, export) in flight per core. Default 1024.</summary>
+    public int MaxPendingRequests { get; set; } = 1024;
+
+    /// <summary>How long to wait for all cores to boot. Default 30 s.</summary>
+    public TimeSpan BootTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long domains get to stop at shutdown before they are abandoned. Default 10 s.</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Programs that can be spawned as domains (registered in code, not configuration).</summary>
+    public ProgramRegistry Programs { get; } = new();
+
+    /// <summary>Programs to spawn once the machine has booted.</summary>
+    public IList<StartupProgram> Startup { get; } = [];
+
+    /// <summary>Registers a program that monitors can spawn by name.</summary>
+    public MultikernelOptions AddProgram(string name, Func<DomainContext, Task> main)
+    {
+        Programs.Add(name, main);
+        return this;
+    }
+
+    /// <summary>Spawns <paramref name="program"/> at boot on <paramref name="core"/> (or on every core when null).</summary>
+    public MultikernelOptions SpawnAtBoot(string program, int? core = null, ulong argument = 0)
+    {
+        Startup.Add(new StartupProgram(program, core, argument));
+        return this;
+    }
+
+    /// <summary>The core count <see cref="Cores"/> asks for on a machine with <paramref name="cpus"/> CPUs.</summary>
+    public int ResolveCores(int cpus)
+    {
+        if (string.Equals(Cores?.Trim(), "auto", StringComparison.OrdinalIgnoreCase))
+        {
+            return Math.Min(Math.Max(1, cpus), MaxCores);
+        }
+
+        return int.Parse(Cores!, NumberStyles.None, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>The kernel limits these options describe.</summary>
+    public KernelOptions ToKernelOptions() => new()
+    {
+        RingSlots = RingSlots,
+        ChannelWindow = ChannelWindow,
+        SpinBudget = SpinBudget,
+        MaxPark = MaxPark,
+        MaxEndpointsPerCore = MaxEndpointsPerCore,
+        MaxDomainsPerCore = MaxDomainsPerCore,
+        MaxTimersPerCore = MaxTimersPerCore,
+        PinThreads = PinThreads,
+    };
+
+    /// <summary>Every problem with these options, each one clear line naming the option.</summary>
+    public IEnumerable<string> Validate()
+    {
+        string cores = Cores?.Trim() ?? string.Empty;
+        if (MaxCores < 1)
+        {
+            yield return $"MaxCores must be at least 1 (got {MaxCores}).";
+        }
+        else if (!string.Equals(cores, "auto", StringComparison.OrdinalIgnoreCase))
+        {
+            if (!int.TryParse(cores, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n < 1)
+            {
+                yield return $"--cores must be a positive whole number or 'auto' (got '{Cores}').";
+            }
+            else if (n > MaxCores)
+            {
+                yield return $"--cores {n} is more than the configured maximum of {MaxCores} (Multikernel:MaxCores).";
+            }
+        }
+
+        if (RingSlots < 2 || !BitOperations.IsPow2(RingSlots) || RingSlots > (1 << 20))
+        {
+            yield return $"RingSlots must be a power of two between 2 and 1048576 (got {RingSlots}).";
+        }
+
+        if (ChannelWindow < 2 || !BitOperations.IsPow2(ChannelWindow) || ChannelWindow > 65536)
+        {
+            yield return $"ChannelWindow must be a power of two between 2 and 65536 (got {ChannelWindow}).";
+        }
+
+        if (SpinBudget < 0)
+        {
+            yield return $"SpinBudget must not be negative (got {SpinBudget}).";
+        }
+
+        if (MaxPark <= TimeSpan.Zero)
+        {
+            yield return $"MaxPark must be positive (got {MaxPark}).";
+        }
+
+        if (MaxEndpointsPerCore is < 1 or > 65535)
+        {
+            yield return $"MaxEndpointsPerCore must be between 1 and 65535 (got {MaxEndpointsPerCore}).";
+        }
+
+        if (MaxDomainsPerCore < 1)
+        {
+            yield return $"MaxDomainsPerCore must be at least 1 (got {MaxDomainsPerCore}).";
+        }
+
+        if (MaxTimersPerCore < 1)
+        {
+            yield return $"MaxTimersPerCore must be at least 1 (got {MaxTimersPerCore}).";
+        }
+
+        if (MonitorOutbox < 1)
+        {
+            yield return $"MonitorOutbox must be at least 1 (got {MonitorOutbox}).";
+        }
+
+        if (MaxPendingRequests < 1)
+        {
+            yield return $"MaxPendingRequests must be at least 1 (got {MaxPendingRequests}).";
+        }
+
+        if (BootTimeout <= TimeSpan.Zero)
+        {
+            yield return $"BootTimeout must be positive (got {BootTimeout}).";
+        }
+
+        if (ShutdownTimeout <= TimeSpan.Zero)
+        {
+            yield return $"ShutdownTimeout must be positive (got {ShutdownTimeout}).";
+        }
+
+        foreach (StartupProgram start in Startup)
+        {
+            if (Programs.IndexOf(start.Program) < 0)
+            {
+                yield return $"Startup program '{start.Program}' is not registered.";
+            }
+        }
+    }
+}
+
+/// <summary>A program to spawn at boot.</summary>
+/// <param name="Program">Registered program name.</param>
+/// <param name="Core">The core, or null for every core.</param>
+/// <param name="Argument">Argument passed to the domain.</param>
+public sealed record StartupProgram(string Program, int? Core, ulong Argument);
+
+/// <summary>A program that can be spawned as a domain.</summary>
+/// <param name="Name">Program name.</param>
+/// <param name="Main">Its entry point, run on the domain's core.</param>
+public sealed record DomainProgram(string Name, Func<DomainContext, Task> Main);
+
+/// <summary>
+/// The programs monitors can spawn, by name. Filled during configuration and read-only once the
+/// machine boots: every core reads the same immutable table, the way Barrelfish spawns from its
+/// boot image by name.
+/// </summary>
+public sealed class ProgramRegistry
+{
+    private readonly List<DomainProgram> _programs = [];
+    private bool _frozen;
+
+    /// <summary>Number of programs.</summary>
+    public int Count => _programs.Count;
+
+    /// <summary>Program by index.</summary>
+    public DomainProgram this[int index] => _programs[index];
+
+    /// <summary>Program names.</summary>
+    public IEnumerable<string> Names => _programs.Select(p => p.Name);
+
+    /// <summary>Adds a program.</summary>
+    public void Add(string name, Func<DomainContext, Task> main)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(main);
+        if (_frozen)
+        {
+            throw new InvalidOperationException("Programs are registered before the machine boots.");
+        }
+
+        if (IndexOf(name) >= 0)
+        {
+            throw new ArgumentException($"A program named '{name}' is already registered.", nameof(name));
+        }
+
+        _programs.Add(new DomainProgram(name, main));
+    }
+
+    /// <summary>Index of the program, or -1.</summary>
+    public int IndexOf(string name) => _programs.FindIndex(p => string.Equals(p.Name, name, StringComparison.Ordinal));
+
+    internal void Freeze() => _frozen = true;
+}

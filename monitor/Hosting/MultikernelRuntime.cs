@@ -1,0 +1,221 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Multikernel.CpuDriver.Domains;
+using Multikernel.CpuDriver.Kernel;
+using Multikernel.Monitor.Protocol;
+
+namespace Multikernel.Monitor.Hosting;
+
+/// <summary>
+/// A booted multikernel: the machine (kernels and rings) and a monitor per core. Boot starts
+/// core 0 only; its monitor starts the rest. Stop runs the monitors' two-phase shutdown (stop
+/// domains everywhere, then halt) and joins every kernel thread.
+/// </summary>
+public sealed class MultikernelRuntime : IAsyncDisposable
+{
+    private readonly ILogger _logger;
+    private readonly CoreMonitor[] _monitors;
+    private readonly TaskCompletionSource _booted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<int> _domainsStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _state; // 0 new, 1 started, 2 stopping, 3 stopped
+    private bool _threadsLeftRunning;
+
+    /// <summary>Creates the machine for the configured core count (nothing runs yet).</summary>
+    public MultikernelRuntime(MultikernelOptions options, TimeProvider? time = null, ILogger? logger = null, int? cpuCount = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        string[] problems = [.. options.Validate()];
+        if (problems.Length > 0)
+        {
+            throw new ArgumentException(string.Join(Environment.NewLine, problems), nameof(options));
+        }
+
+        Options = options;
+        Time = time ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
+        Programs = options.Programs;
+        Programs.Freeze();
+        int cpus = Math.Max(1, cpuCount ?? Environment.ProcessorCount);
+        Machine = new Machine(options.ResolveCores(cpus), options.ToKernelOptions(), Time, cpus);
+        _monitors = new CoreMonitor[Machine.Cores];
+        for (int core = 0; core < Machine.Cores; core++)
+        {
+            _monitors[core] = new CoreMonitor(this, core);
+            Machine.Kernels[core].UnhandledException = (kernel, ex) => MultikernelLog.CoreUnhandled(_logger, kernel.Id, ex);
+        }
+    }
+
+    /// <summary>The options the machine was built from.</summary>
+    public MultikernelOptions Options { get; }
+
+    /// <summary>The time source of every kernel.</summary>
+    public TimeProvider Time { get; }
+
+    /// <summary>The kernels and rings.</summary>
+    public Machine Machine { get; }
+
+    /// <summary>Registered programs.</summary>
+    public ProgramRegistry Programs { get; }
+
+    /// <summary>Monitor operation counters.</summary>
+    public RuntimeTelemetry Telemetry { get; } = new();
+
+    /// <summary>Number of cores.</summary>
+    public int Cores => Machine.Cores;
+
+    /// <summary>Completes when every core has booted.</summary>
+    public Task Booted => _booted.Task;
+
+    /// <summary>Boots core 0, which boots the others, and waits until all are up.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+        {
+            throw new InvalidOperationException("The machine was already started.");
+        }
+
+        long start = Stopwatch.GetTimestamp();
+        MultikernelLog.Booting(_logger, Machine.Cores, Machine.Cpus, Machine.RingBytes);
+        if (Machine.Oversubscribed)
+        {
+            MultikernelLog.Oversubscribed(_logger, Machine.Cores, Machine.Cpus);
+        }
+
+        // Each monitor's first act is queued before its kernel starts; core 0's runs now.
+        for (int core = 0; core < Machine.Cores; core++)
+        {
+            CoreMonitor monitor = _monitors[core];
+            Machine.Kernels[core].Post(static s => ((CoreMonitor)s!).Start(), monitor);
+        }
+
+        Machine.StartCore(0);
+        await _booted.Task.WaitAsync(Options.BootTimeout, cancellationToken);
+        foreach (CoreKernel kernel in Machine.Kernels)
+        {
+            if (kernel.PinningError is { } error)
+            {
+                MultikernelLog.PinningFailed(_logger, kernel.Id, kernel.Cpu, error);
+            }
+        }
+
+        MultikernelLog.Booted(_logger, Machine.Cores, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        foreach (StartupProgram program in Options.Startup)
+        {
+            if (program.Core is int core)
+            {
+                await SpawnAsync(core, program.Program, program.Argument);
+            }
+            else
+            {
+                for (int k = 0; k < Machine.Cores; k++)
+                {
+                    await SpawnAsync(k, program.Program, program.Argument);
+                }
+            }
+        }
+    }
+
+    /// <summary>Spawns a registered program as a domain on <paramref name="core"/> (asked of that core's monitor).</summary>
+    public Task<ulong> SpawnAsync(int core, string program, ulong argument = 0)
+    {
+        if ((uint)core >= (uint)Machine.Cores)
+        {
+            throw new ArgumentOutOfRangeException(nameof(core), core, $"There are {Machine.Cores} cores (0..{Machine.Cores - 1}).");
+        }
+
+        return RunOnCoreAsync(core, monitor => monitor.SpawnAsync(core, program, argument));
+    }
+
+    /// <summary>Runs <paramref name="work"/> on <paramref name="core"/>'s thread and returns its result here.</summary>
+    internal Task<T> RunOnCoreAsync<T>(int core, Func<CoreMonitor, Task<T>> work)
+    {
+        var result = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        CoreMonitor monitor = _monitors[core];
+        monitor.Kernel.Post(static s =>
+        {
+            var (m, w, tcs) = ((CoreMonitor, Func<CoreMonitor, Task<T>>, TaskCompletionSource<T>))s!;
+            _ = Forward(w, m, tcs);
+        }, (monitor, work, result));
+        return result.Task;
+
+        static async Task Forward(Func<CoreMonitor, Task<T>> w, CoreMonitor m, TaskCompletionSource<T> tcs)
+        {
+            try
+            {
+                tcs.SetResult(await w(m));
+            }
+#pragma warning disable CA1031 // handed to the caller
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                tcs.SetException(ex);
+            }
+        }
+    }
+
+    /// <summary>Domains running on <paramref name="core"/> (snapshot taken on that core).</summary>
+    public Task<IReadOnlyList<string>> ListDomainsAsync(int core) =>
+        RunOnCoreAsync<IReadOnlyList<string>>(core, m => Task.FromResult<IReadOnlyList<string>>([.. m.Kernel.Domains.Select(d => d.ToString())]));
+
+    /// <summary>
+    /// Shuts the machine down: every monitor stops its domains (they see their Stopping token),
+    /// reports to core 0, and core 0 halts everyone; each kernel drains its rings and stalled
+    /// sends before its thread exits. Then the rings are freed.
+    /// </summary>
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        int previous = Interlocked.CompareExchange(ref _state, 2, 1);
+        if (previous != 1)
+        {
+            if (previous == 0)
+            {
+                Interlocked.Exchange(ref _state, 3);
+                Machine.Dispose();
+            }
+
+            return;
+        }
+
+        long start = Stopwatch.GetTimestamp();
+        MultikernelLog.ShuttingDown(_logger);
+        Machine.Kernels[0].Post(static s => ((CoreMonitor)s!).BeginShutdown(), _monitors[0]);
+        TimeSpan budget = Options.ShutdownTimeout + TimeSpan.FromSeconds(5);
+        Task allStopped = Task.WhenAll(Machine.Kernels.Select(k => k.Stopped));
+        try
+        {
+            await allStopped.WaitAsync(budget, cancellationToken);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        {
+            // A core did not answer the protocol: halt every kernel directly.
+            if (!Machine.HaltAll(TimeSpan.FromSeconds(5)))
+            {
+                _threadsLeftRunning = true;
+                MultikernelLog.HaltTimeout(_logger, budget.TotalSeconds);
+            }
+        }
+
+        Machine.JoinAll(TimeSpan.FromSeconds(5));
+        int abandoned = _domainsStopped.Task.IsCompletedSuccessfully ? _domainsStopped.Task.Result : -1;
+        MultikernelLog.Halted(_logger, Stopwatch.GetElapsedTime(start).TotalMilliseconds, abandoned);
+        Interlocked.Exchange(ref _state, 3);
+        if (!_threadsLeftRunning)
+        {
+            Machine.Dispose();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync() => await StopAsync();
+
+    internal void OnBooted() => _booted.TrySetResult();
+
+    internal void OnDomainsStopped(int abandoned) => _domainsStopped.TrySetResult(abandoned);
+
+    internal void ReportDomainFault(Domain domain, Exception ex) => MultikernelLog.DomainFaulted(_logger, domain.ToString(), ex);
+
+    internal void ReportAbandoned(int core, int count) => MultikernelLog.Abandoned(_logger, core, count);
+
+    internal void ReportMonitorError(int core, int peer, Exception ex) => MultikernelLog.MonitorError(_logger, core, peer, ex);
+}

@@ -1,0 +1,558 @@
+using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Domains;
+using Multikernel.CpuDriver.Kernel;
+using Multikernel.CpuDriver.Urpc;
+using Multikernel.Monitor.Hosting;
+
+namespace Multikernel.Monitor.Protocol;
+
+/// <summary>
+/// The monitor of one core: a privileged service that runs on the core's own scheduler and
+/// talks to the other monitors only through its links. Core 0's monitor boots the other cores,
+/// sequences the name table (which every monitor replicates by message) and runs the two-phase
+/// shutdown. Every method runs on this core's thread.
+/// </summary>
+internal sealed class CoreMonitor
+{
+    private readonly MultikernelRuntime _runtime;
+    private readonly CoreKernel _kernel;
+    private readonly MonitorLink?[] _links;
+    private readonly Dictionary<string, int> _names = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ServiceListener> _exports = new(StringComparer.Ordinal);
+    private readonly Dictionary<uint, TaskCompletionSource<Message>> _pending = [];
+    private uint _nextRequest;
+    private bool _shuttingDown;
+
+    // Core 0 only.
+    private int _hellos;
+    private int _stoppedReports;
+    private int _abandonedDomains;
+
+    public CoreMonitor(MultikernelRuntime runtime, int core)
+    {
+        _runtime = runtime;
+        _kernel = runtime.Machine.Kernels[core];
+        Core = core;
+        _links = new MonitorLink?[runtime.Machine.Cores];
+        for (int peer = 0; peer < _links.Length; peer++)
+        {
+            if (peer != core)
+            {
+                _links[peer] = new MonitorLink(runtime.Machine.MonitorLink(core, peer), runtime.Options.MonitorOutbox);
+            }
+        }
+    }
+
+    public int Core { get; }
+
+    public CoreKernel Kernel => _kernel;
+
+    public bool IsShuttingDown => _shuttingDown;
+
+    private int Cores => _links.Length;
+
+    // ------------------------------------------------------------------ boot
+
+    /// <summary>Runs first on every core: listen on every link; core 0 then starts the others.</summary>
+    public void Start()
+    {
+        for (int peer = 0; peer < Cores; peer++)
+        {
+            if (_links[peer] is { } link)
+            {
+                _ = ReceiveLoopAsync(peer, link.Endpoint);
+            }
+        }
+
+        if (Core == 0)
+        {
+            if (Cores == 1)
+            {
+                _runtime.OnBooted();
+                return;
+            }
+
+            for (int k = 1; k < Cores; k++)
+            {
+                // Holding the Kernel capability, core 0 starts the other kernels; each one's
+                // monitor says Hello over the link the boot loader prepared.
+                _runtime.Machine.StartCore(k);
+            }
+        }
+        else
+        {
+            Send(0, Message.Create((ushort)MonitorMessage.Hello, (ulong)Core));
+        }
+    }
+
+    private async Task ReceiveLoopAsync(int peer, Endpoint endpoint)
+    {
+        while (true)
+        {
+            Message message;
+            try
+            {
+                message = await endpoint.ReadAsync();
+            }
+            catch (System.Threading.Channels.ChannelClosedException)
+            {
+                return;
+            }
+
+            try
+            {
+                Handle(peer, in message);
+            }
+#pragma warning disable CA1031 // one bad request must not stop the monitor
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                _runtime.ReportMonitorError(Core, peer, ex);
+            }
+        }
+    }
+
+    private void Send(int core, in Message message) => _links[core]!.Send(in message);
+
+    private void Broadcast(in Message message)
+    {
+        for (int k = 0; k < Cores; k++)
+        {
+            if (k != Core)
+            {
+                Send(k, in message);
+            }
+        }
+    }
+
+    private void Handle(int from, in Message m)
+    {
+        switch ((MonitorMessage)m.Type)
+        {
+            case MonitorMessage.Hello:
+                if (++_hellos == Cores - 1)
+                {
+                    Broadcast(Message.Create((ushort)MonitorMessage.Welcome, (ulong)Cores));
+                    _runtime.OnBooted();
+                }
+
+                break;
+            case MonitorMessage.Welcome:
+                break;
+            case MonitorMessage.Export:
+                {
+                    string name = ServiceName.Read(in m);
+                    MonitorStatus status = RegisterName(name, from);
+                    Send(from, Message.Create((ushort)MonitorMessage.ExportReply, m.Word2, (ulong)status));
+                    break;
+                }
+
+            case MonitorMessage.NameAdded:
+                _names[ServiceName.Read(in m)] = (int)m.Word2;
+                break;
+            case MonitorMessage.Unexport:
+                RemoveName(ServiceName.Read(in m));
+                break;
+            case MonitorMessage.NameRemoved:
+                _names.Remove(ServiceName.Read(in m));
+                break;
+            case MonitorMessage.Lookup:
+                {
+                    string name = ServiceName.Read(in m);
+                    ulong core = _names.TryGetValue(name, out int c) ? (ulong)c : ulong.MaxValue;
+                    Send(from, Message.Create((ushort)MonitorMessage.LookupReply, m.Word2, core));
+                    break;
+                }
+
+            case MonitorMessage.Bind:
+                {
+                    string name = ServiceName.Read(in m);
+                    (MonitorStatus status, uint serverEndpoint) = AcceptBind(name, from, (uint)m.Word2);
+                    Send(from, Message.Create((ushort)MonitorMessage.BindReply, m.Word2 >> 32, (ulong)status, serverEndpoint));
+                    break;
+                }
+
+            case MonitorMessage.Spawn:
+                {
+                    (MonitorStatus status, ulong domainId) = SpawnLocal((int)m.Word0, m.Word1);
+                    Send(from, Message.Create((ushort)MonitorMessage.SpawnReply, m.Word2, (ulong)status, domainId));
+                    break;
+                }
+
+            case MonitorMessage.ExportReply:
+            case MonitorMessage.LookupReply:
+            case MonitorMessage.BindReply:
+            case MonitorMessage.SpawnReply:
+                if (_pending.Remove((uint)m.Word0, out TaskCompletionSource<Message>? waiter))
+                {
+                    waiter.SetResult(m);
+                }
+
+                break;
+            case MonitorMessage.StopDomains:
+                _ = StopDomainsAsync();
+                break;
+            case MonitorMessage.DomainsStopped:
+                OnDomainsStopped((int)m.Word0);
+                break;
+            case MonitorMessage.Halt:
+                _kernel.Halt();
+                break;
+            default:
+                throw new InvalidDataException($"Monitor {Core} got unknown message type 0x{m.Type:x4} from core {from}.");
+        }
+    }
+
+    private (uint Id, Task<Message> Reply) NewRequest()
+    {
+        if (_pending.Count >= _runtime.Options.MaxPendingRequests)
+        {
+            throw new InvalidOperationException($"Monitor {Core} has {_pending.Count} requests in flight (MaxPendingRequests = {_runtime.Options.MaxPendingRequests}).");
+        }
+
+        uint id = ++_nextRequest;
+        var tcs = new TaskCompletionSource<Message>();
+        _pending.Add(id, tcs);
+        return (id, tcs.Task);
+    }
+
+    // ------------------------------------------------------------------ name service
+
+    private MonitorStatus RegisterName(string name, int core)
+    {
+        // Core 0 sequences the name table; every other monitor holds a replica.
+        if (_shuttingDown)
+        {
+            return MonitorStatus.ShuttingDown;
+        }
+
+        if (!_names.TryAdd(name, core))
+        {
+            return MonitorStatus.Duplicate;
+        }
+
+        var added = Message.Create((ushort)MonitorMessage.NameAdded, 0, 0, (ulong)core);
+        ServiceName.Write(ref added, name);
+        added.Word2 = (ulong)core;
+        Broadcast(in added);
+        return MonitorStatus.Ok;
+    }
+
+    private void RemoveName(string name)
+    {
+        if (_names.Remove(name))
+        {
+            var removed = Message.Create((ushort)MonitorMessage.NameRemoved);
+            ServiceName.Write(ref removed, name);
+            Broadcast(in removed);
+        }
+    }
+
+    public async Task<ServiceListener> ExportAsync(Domain domain, string name, int backlog)
+    {
+        ServiceName.Validate(name);
+        if (backlog < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(backlog), backlog, "The accept backlog must be at least 1.");
+        }
+
+        if (_exports.ContainsKey(name))
+        {
+            throw new MonitorException(MonitorStatus.Duplicate, $"The service '{name}' is already exported.");
+        }
+
+        MonitorStatus status;
+        if (Core == 0)
+        {
+            status = RegisterName(name, Core);
+        }
+        else
+        {
+            (uint id, Task<Message> reply) = NewRequest();
+            var request = Message.Create((ushort)MonitorMessage.Export, 0, 0, id);
+            ServiceName.Write(ref request, name);
+            request.Word2 = id;
+            Send(0, in request);
+            Message answer = await reply;
+            status = (MonitorStatus)answer.Word1;
+            if (status == MonitorStatus.Ok)
+            {
+                _names[name] = Core;
+            }
+        }
+
+        if (status != MonitorStatus.Ok)
+        {
+            throw new MonitorException(status, status == MonitorStatus.Duplicate
+                ? $"The service '{name}' is already exported by another domain."
+                : $"Exporting '{name}' failed: {status}.");
+        }
+
+        var listener = new ServiceListener(this, name, domain, backlog);
+        _exports.Add(name, listener);
+        _runtime.Telemetry.MonitorOperation("export");
+        return listener;
+    }
+
+    public void Unexport(ServiceListener listener)
+    {
+        if (!_exports.Remove(listener.Name))
+        {
+            return;
+        }
+
+        if (Core == 0)
+        {
+            RemoveName(listener.Name);
+        }
+        else if (!_shuttingDown)
+        {
+            _names.Remove(listener.Name);
+            var request = Message.Create((ushort)MonitorMessage.Unexport);
+            ServiceName.Write(ref request, listener.Name);
+            Send(0, in request);
+        }
+    }
+
+    public async Task<DomainChannel> BindAsync(Domain domain, string name)
+    {
+        ServiceName.Validate(name);
+        if (!_names.TryGetValue(name, out int serverCore))
+        {
+            if (Core == 0)
+            {
+                throw new MonitorException(MonitorStatus.NotFound, $"No domain exports the service '{name}'.");
+            }
+
+            // The replica may lag the sequencer: ask core 0.
+            (uint lookupId, Task<Message> lookupReply) = NewRequest();
+            var lookup = Message.Create((ushort)MonitorMessage.Lookup);
+            ServiceName.Write(ref lookup, name);
+            lookup.Word2 = lookupId;
+            Send(0, in lookup);
+            Message answer = await lookupReply;
+            if (answer.Word1 == ulong.MaxValue)
+            {
+                throw new MonitorException(MonitorStatus.NotFound, $"No domain exports the service '{name}'.");
+            }
+
+            serverCore = (int)answer.Word1;
+        }
+
+        Endpoint endpoint = domain.CreateEndpoint($"{name} client");
+        if (serverCore == Core)
+        {
+            (MonitorStatus status, uint serverEndpoint) = AcceptBind(name, Core, endpoint.Id);
+            if (status != MonitorStatus.Ok)
+            {
+                endpoint.Close();
+                throw BindFailed(name, status);
+            }
+
+            endpoint.Connect(Core, serverEndpoint);
+        }
+        else
+        {
+            (uint id, Task<Message> reply) = NewRequest();
+            var request = Message.Create((ushort)MonitorMessage.Bind);
+            ServiceName.Write(ref request, name);
+            request.Word2 = ((ulong)id << 32) | endpoint.Id;
+            Send(serverCore, in request);
+            Message answer = await reply;
+            var status = (MonitorStatus)answer.Word1;
+            if (status != MonitorStatus.Ok)
+            {
+                endpoint.Close();
+                throw BindFailed(name, status);
+            }
+
+            endpoint.Connect(serverCore, (uint)answer.Word2);
+        }
+
+        _runtime.Telemetry.MonitorOperation("bind");
+        return new DomainChannel(endpoint, name);
+    }
+
+    private static MonitorException BindFailed(string name, MonitorStatus status) => new(status, status switch
+    {
+        MonitorStatus.NotFound => $"No domain exports the service '{name}'.",
+        MonitorStatus.Refused => $"The service '{name}' refused the bind: its accept backlog is full.",
+        MonitorStatus.NoResources => $"The server core of '{name}' has no free endpoint.",
+        _ => $"Binding to '{name}' failed: {status}.",
+    });
+
+    private (MonitorStatus Status, uint ServerEndpoint) AcceptBind(string name, int clientCore, uint clientEndpoint)
+    {
+        if (_shuttingDown)
+        {
+            return (MonitorStatus.ShuttingDown, 0);
+        }
+
+        if (!_exports.TryGetValue(name, out ServiceListener? listener))
+        {
+            return (MonitorStatus.NotFound, 0);
+        }
+
+        Endpoint endpoint;
+        try
+        {
+            endpoint = listener.Domain.CreateEndpoint($"{name} server");
+        }
+        catch (InvalidOperationException)
+        {
+            return (MonitorStatus.NoResources, 0);
+        }
+
+        endpoint.Connect(clientCore, clientEndpoint);
+        if (!listener.TryEnqueue(endpoint))
+        {
+            endpoint.Close();
+            return (MonitorStatus.Refused, 0);
+        }
+
+        return (MonitorStatus.Ok, endpoint.Id);
+    }
+
+    // ------------------------------------------------------------------ spawn
+
+    public async Task<ulong> SpawnAsync(int core, string program, ulong argument)
+    {
+        if ((uint)core >= (uint)Cores)
+        {
+            throw new ArgumentOutOfRangeException(nameof(core), core, $"There are {Cores} cores (0..{Cores - 1}).");
+        }
+
+        int index = _runtime.Programs.IndexOf(program);
+        if (index < 0)
+        {
+            throw new MonitorException(MonitorStatus.UnknownProgram, $"No program named '{program}' is registered (known: {string.Join(", ", _runtime.Programs.Names)}).");
+        }
+
+        MonitorStatus status;
+        ulong domainId;
+        if (core == Core)
+        {
+            (status, domainId) = SpawnLocal(index, argument);
+        }
+        else
+        {
+            (uint id, Task<Message> reply) = NewRequest();
+            Send(core, Message.Create((ushort)MonitorMessage.Spawn, (ulong)index, argument, id));
+            Message answer = await reply;
+            (status, domainId) = ((MonitorStatus)answer.Word1, answer.Word2);
+        }
+
+        if (status != MonitorStatus.Ok)
+        {
+            throw new MonitorException(status, $"Spawning '{program}' on core {core} failed: {status}.");
+        }
+
+        return domainId;
+    }
+
+    private (MonitorStatus Status, ulong DomainId) SpawnLocal(int programIndex, ulong argument)
+    {
+        if (_shuttingDown)
+        {
+            return (MonitorStatus.ShuttingDown, 0);
+        }
+
+        if ((uint)programIndex >= (uint)_runtime.Programs.Count)
+        {
+            return (MonitorStatus.UnknownProgram, 0);
+        }
+
+        DomainProgram program = _runtime.Programs[programIndex];
+        try
+        {
+            Domain domain = _kernel.StartDomain(program.Name, d => program.Main(new DomainContext(d, this, argument)));
+            _runtime.Telemetry.MonitorOperation("spawn");
+            _ = ObserveAsync(domain);
+            return (MonitorStatus.Ok, domain.Id);
+        }
+        catch (InvalidOperationException)
+        {
+            return (MonitorStatus.NoResources, 0);
+        }
+    }
+
+    private async Task ObserveAsync(Domain domain)
+    {
+        try
+        {
+            await domain.Completion;
+        }
+        catch (OperationCanceledException) when (domain.Stopping.IsCancellationRequested)
+        {
+            // stopped on request: a normal end
+        }
+#pragma warning disable CA1031 // a domain's fault is reported, never rethrown into the kernel
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            _runtime.ReportDomainFault(domain, ex);
+        }
+
+        foreach (ServiceListener listener in _exports.Values.Where(l => l.Domain == domain).ToList())
+        {
+            listener.Dispose();
+        }
+    }
+
+    // ------------------------------------------------------------------ shutdown
+
+    /// <summary>Core 0: start the two-phase shutdown (stop domains everywhere, then halt).</summary>
+    public void BeginShutdown()
+    {
+        if (_shuttingDown)
+        {
+            return;
+        }
+
+        Broadcast(Message.Create((ushort)MonitorMessage.StopDomains));
+        _ = StopDomainsAsync();
+    }
+
+    private async Task StopDomainsAsync()
+    {
+        _shuttingDown = true;
+        var domains = _kernel.Domains.ToList();
+        foreach (Domain domain in domains)
+        {
+            domain.RequestStop();
+        }
+
+        Task all = Task.WhenAll(domains.Select(d => d.Completion));
+        Task timeout = _kernel.Delay(_runtime.Options.ShutdownTimeout).AsTask();
+        await Task.WhenAny(all, timeout);
+        int abandoned = domains.Count(d => !d.Completion.IsCompleted);
+        if (abandoned > 0)
+        {
+            _runtime.ReportAbandoned(Core, abandoned);
+        }
+
+        if (Core == 0)
+        {
+            OnDomainsStopped(abandoned);
+        }
+        else
+        {
+            Send(0, Message.Create((ushort)MonitorMessage.DomainsStopped, (ulong)abandoned));
+        }
+    }
+
+    private void OnDomainsStopped(int abandoned)
+    {
+        _abandonedDomains += abandoned;
+        if (++_stoppedReports < Cores)
+        {
+            return;
+        }
+
+        // Every core's domains are done: halt the others, then this core. Each kernel leaves
+        // its loop only once its rings and stalled sends are drained.
+        Broadcast(Message.Create((ushort)MonitorMessage.Halt));
+        _runtime.OnDomainsStopped(_abandonedDomains);
+        _kernel.Halt();
+    }
+}

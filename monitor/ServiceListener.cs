@@ -1,0 +1,58 @@
+using System.Threading.Channels;
+using Multikernel.CpuDriver.Channels;
+using Multikernel.Monitor.Protocol;
+
+namespace Multikernel.Monitor;
+
+/// <summary>An exported service name: binds from other domains arrive here as channels.</summary>
+public sealed class ServiceListener : IDisposable
+{
+    private readonly Channel<DomainChannel> _accepted;
+    private readonly CoreMonitor _monitor;
+    private bool _disposed;
+
+    internal ServiceListener(CoreMonitor monitor, string name, CpuDriver.Domains.Domain domain, int backlog)
+    {
+        _monitor = monitor;
+        Name = name;
+        Domain = domain;
+        Backlog = backlog;
+        _accepted = Channel.CreateBounded<DomainChannel>(new BoundedChannelOptions(backlog)
+        {
+            SingleReader = true,
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+    }
+
+    /// <summary>The service name.</summary>
+    public string Name { get; }
+
+    /// <summary>How many bound channels may wait to be accepted before binds are refused.</summary>
+    public int Backlog { get; }
+
+    internal CpuDriver.Domains.Domain Domain { get; }
+
+    /// <summary>Waits for the next client that binds to this service.</summary>
+    public ValueTask<DomainChannel> AcceptAsync(CancellationToken cancellationToken = default) =>
+        _accepted.Reader.ReadAsync(cancellationToken);
+
+    /// <summary>Accepted channels as an async stream.</summary>
+    public IAsyncEnumerable<DomainChannel> AcceptAllAsync(CancellationToken cancellationToken = default) =>
+        _accepted.Reader.ReadAllAsync(cancellationToken);
+
+    internal bool TryEnqueue(Endpoint endpoint) => !_disposed && _accepted.Writer.TryWrite(new DomainChannel(endpoint, Name));
+
+    /// <summary>Withdraws the name from the name service.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _accepted.Writer.TryComplete();
+        _monitor.Unexport(this);
+    }
+}
