@@ -122,6 +122,27 @@ public sealed class CoreKernel
     /// <summary>Depth of the outbound ring to <paramref name="core"/> (0 for the own core).</summary>
     public int OutboundDepth(int core) => _outbound[core]?.Depth ?? 0;
 
+    /// <summary>Runs <paramref name="work"/> on this core and returns its result to the caller's thread.</summary>
+    public Task<T> RunAsync<T>(Func<T> work)
+    {
+        var result = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Post(static s =>
+        {
+            var (w, tcs) = ((Func<T>, TaskCompletionSource<T>))s!;
+            try
+            {
+                tcs.SetResult(w());
+            }
+#pragma warning disable CA1031 // handed to the caller
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                tcs.SetException(ex);
+            }
+        }, (work, result));
+        return result.Task;
+    }
+
     /// <summary>Starts the kernel thread.</summary>
     internal void Start()
     {
@@ -304,6 +325,12 @@ public sealed class CoreKernel
     /// <summary>Sends from the stalled-list flush, which is already first in line.</summary>
     internal bool TrySendFromStall(int core, in Message message)
     {
+        if (core == Id)
+        {
+            DeliverLocal(in message);
+            return true;
+        }
+
         if (!_outbound[core]!.TryWrite(in message))
         {
             return false;

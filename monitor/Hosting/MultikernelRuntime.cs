@@ -20,6 +20,8 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     private readonly TaskCompletionSource<int> _domainsStopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _state; // 0 new, 1 started, 2 stopping, 3 stopped
     private bool _threadsLeftRunning;
+    private const int MaxRememberedFaults = 64;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<DomainFault> _faults = new();
 
     /// <summary>Creates the machine for the configured core count (nothing runs yet).</summary>
     public MultikernelRuntime(MultikernelOptions options, TimeProvider? time = null, ILogger? logger = null, int? cpuCount = null)
@@ -63,6 +65,12 @@ public sealed class MultikernelRuntime : IAsyncDisposable
 
     /// <summary>Number of cores.</summary>
     public int Cores => Machine.Cores;
+
+    /// <summary>Domains that did not stop within the shutdown timeout (-1 until shutdown ran its protocol).</summary>
+    public int AbandonedDomains => _domainsStopped.Task.IsCompletedSuccessfully ? _domainsStopped.Task.Result : -1;
+
+    /// <summary>The first domains that failed (at most 64 are remembered; all are logged).</summary>
+    public IReadOnlyCollection<DomainFault> DomainFaults => _faults;
 
     /// <summary>Completes when every core has booted.</summary>
     public Task Booted => _booted.Task;
@@ -213,9 +221,21 @@ public sealed class MultikernelRuntime : IAsyncDisposable
 
     internal void OnDomainsStopped(int abandoned) => _domainsStopped.TrySetResult(abandoned);
 
-    internal void ReportDomainFault(Domain domain, Exception ex) => MultikernelLog.DomainFaulted(_logger, domain.ToString(), ex);
+    internal void ReportDomainFault(Domain domain, Exception ex)
+    {
+        MultikernelLog.DomainFaulted(_logger, domain.ToString(), ex);
+        if (_faults.Count < MaxRememberedFaults)
+        {
+            _faults.Enqueue(new DomainFault(domain.ToString(), ex));
+        }
+    }
 
     internal void ReportAbandoned(int core, int count) => MultikernelLog.Abandoned(_logger, core, count);
 
     internal void ReportMonitorError(int core, int peer, Exception ex) => MultikernelLog.MonitorError(_logger, core, peer, ex);
 }
+
+/// <summary>A domain that ended with an exception.</summary>
+/// <param name="Domain">The domain.</param>
+/// <param name="Exception">What it threw.</param>
+public sealed record DomainFault(string Domain, Exception Exception);

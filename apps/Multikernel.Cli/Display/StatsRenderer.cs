@@ -44,8 +44,7 @@ internal static class StatsRenderer
     public static IRenderable Matrix(MachineSnapshot before, MachineSnapshot after, TimeProvider time)
     {
         double seconds = Math.Max(1e-9, time.GetElapsedTime(before.Timestamp, after.Timestamp).TotalSeconds);
-        var table = new Table().Border(TableBorder.Rounded)
-            .Title("messages/s from core (row) to core (column); ring-full stalls in brackets");
+        var table = new Table().Border(TableBorder.Rounded);
         table.AddColumn("from \\ to");
         for (int d = 0; d < after.Cores; d++)
         {
@@ -71,7 +70,7 @@ internal static class StatsRenderer
             table.AddRow(row.ToArray());
         }
 
-        return table;
+        return new Rows(new Text("messages/s from core (row) to core (column); ring-full stalls in brackets"), table);
     }
 
     public static string Rate(double perSecond) => perSecond switch

@@ -1,0 +1,145 @@
+using System.Diagnostics;
+using Multikernel.Monitor.Hosting;
+
+namespace Multikernel.Tests.Cli;
+
+/// <summary>The `multikernel` command as a user runs it: a real process, real exit codes.</summary>
+public sealed class CliTests
+{
+    private static async Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments, IDictionary<string, string>? environment = null)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "multikernel.dll");
+        var start = new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
+
+        using var process = Process.Start(start)!;
+        try
+        {
+            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+            Task<string> stderr = process.StandardError.ReadToEndAsync();
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            return (process.ExitCode, await stdout, await stderr);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("run --cores 0", "--cores must be a positive whole number or 'auto' (got '0')")]
+    [InlineData("run --cores banana", "--cores must be a positive whole number or 'auto' (got 'banana')")]
+    [InlineData("run --cores 100000", "more than the configured maximum of 256")]
+    [InlineData("run --duration -3", "--duration must be a positive number of seconds")]
+    [InlineData("run --duration soon", "Cannot parse argument 'soon'")]
+    [InlineData("demo --seconds 0", "--seconds must be between 0 and 3600")]
+    [InlineData("launch", "Unrecognized command or argument 'launch'")]
+    public async Task InvalidOptions_StopWithOneClearLine_AndExitCode2(string arguments, string expected)
+    {
+        var (code, _, err) = await RunAsync(arguments);
+        Assert.Equal(2, code);
+        Assert.Contains(expected, err, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", err, StringComparison.Ordinal); // never a stack trace
+    }
+
+    [Theory]
+    [InlineData("MULTIKERNEL__RingSlots", "100", "RingSlots must be a power of two")]
+    [InlineData("MULTIKERNEL__ChannelWindow", "lots", "Failed to convert configuration value 'lots'")]
+    [InlineData("MULTIKERNEL__MaxCores", "2", "more than the configured maximum of 2")]
+    public async Task InvalidEnvironmentOptions_AreReportedTheSameWay(string variable, string value, string expected)
+    {
+        var (code, _, err) = await RunAsync("run --cores 3 --duration 1", new Dictionary<string, string> { [variable] = value });
+        Assert.Equal(2, code);
+        Assert.Contains(expected, err, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_ForADuration_BootsAndShutsDownGracefully()
+    {
+        var (code, output, err) = await RunAsync("run --cores 3 --duration 1");
+        string all = output + err;
+        Assert.True(code == 0, all);
+        Assert.Contains("All 3 cores booted", all, StringComparison.Ordinal);
+        Assert.Contains("oversubscribed", all, StringComparison.Ordinal);
+        Assert.Contains("All cores halted", all, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Demo_PrintsThePerCoreSummaryAndTheMatrix()
+    {
+        var (code, output, err) = await RunAsync("demo --cores 2 --seconds 1");
+        Assert.True(code == 0, output + err);
+        Assert.Contains("per core", output, StringComparison.Ordinal);
+        Assert.Contains("messages/s from core (row) to core (column)", output, StringComparison.Ordinal);
+        Assert.Contains("token ring:", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("0 laps", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Help_DescribesEveryCommand()
+    {
+        var (code, output, _) = await RunAsync("--help");
+        Assert.Equal(0, code);
+        Assert.Contains("run", output, StringComparison.Ordinal);
+        Assert.Contains("demo", output, StringComparison.Ordinal);
+        var (runCode, runHelp, _) = await RunAsync("run --help");
+        Assert.Equal(0, runCode);
+        Assert.Contains("--cores", runHelp, StringComparison.Ordinal);
+        Assert.Contains("--duration", runHelp, StringComparison.Ordinal);
+    }
+}
+
+public sealed class OptionsValidationTests
+{
+    [Fact]
+    public void Defaults_AreValid()
+    {
+        Assert.Empty(new MultikernelOptions().Validate());
+    }
+
+    [Fact]
+    public void EveryBadValue_IsReportedOnItsOwnLine()
+    {
+        var options = new MultikernelOptions
+        {
+            Cores = "-1",
+            RingSlots = 3,
+            ChannelWindow = 1,
+            SpinBudget = -5,
+            MaxPark = TimeSpan.Zero,
+            MaxEndpointsPerCore = 70_000,
+        };
+        string[] problems = [.. options.Validate()];
+        Assert.Equal(6, problems.Length);
+        Assert.All(problems, p => Assert.DoesNotContain('\n', p));
+    }
+
+    [Fact]
+    public void Runtime_RefusesInvalidOptions()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => new MultikernelRuntime(new MultikernelOptions { RingSlots = 1000 }));
+        Assert.Contains("RingSlots", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AutoCores_IsOnePerCpu_CappedByMaxCores()
+    {
+        Assert.Equal(2, new MultikernelOptions { Cores = "auto" }.ResolveCores(2));
+        Assert.Equal(4, new MultikernelOptions { Cores = "AUTO", MaxCores = 4 }.ResolveCores(64));
+        Assert.Equal(8, new MultikernelOptions { Cores = "8" }.ResolveCores(2));
+    }
+}
