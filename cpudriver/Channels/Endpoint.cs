@@ -27,6 +27,9 @@ public sealed class Endpoint
     private bool _closeToSend;
     private bool _localClosed;
     private bool _remoteClosed;
+    private bool _peerGone;
+    private bool _goneToSend;
+    private bool _released;
 
     private readonly CoreOperation<Message> _readOperation;
     private readonly CoreOperation<bool> _waitOperation;
@@ -189,6 +192,11 @@ public sealed class Endpoint
         {
             throw new ChannelClosedException($"Endpoint {Name} was completed; no more writes.");
         }
+
+        if (_peerGone)
+        {
+            throw new ChannelClosedException($"The other end of {Name} was closed.");
+        }
     }
 
     /// <summary>Kernel: retry what this endpoint owes the ring. True when nothing is left.</summary>
@@ -234,6 +242,17 @@ public sealed class Endpoint
             _closeToSend = false;
         }
 
+        if (_goneToSend)
+        {
+            Message gone = ControlMessage(CoreKernel.PeerGoneMessage, 0);
+            if (!_kernel.TrySendFromStall(RemoteCore, in gone))
+            {
+                return false;
+            }
+
+            _goneToSend = false;
+        }
+
         return true;
     }
 
@@ -276,6 +295,17 @@ public sealed class Endpoint
             }
 
             _closeToSend = false;
+        }
+
+        if (_goneToSend && !_writePending && !_closeToSend)
+        {
+            Message gone = ControlMessage(CoreKernel.PeerGoneMessage, 0);
+            if (!_kernel.TrySend(RemoteCore, in gone))
+            {
+                return false;
+            }
+
+            _goneToSend = false;
         }
 
         return true;
@@ -333,24 +363,37 @@ public sealed class Endpoint
 
                 break;
             case CoreKernel.CloseMessage:
-                _remoteClosed = true;
-                if (_queueCount == 0)
-                {
-                    if (_readOperation.IsPending)
-                    {
-                        _readOperation.SetException(new ChannelClosedException());
-                    }
-
-                    if (_waitOperation.IsPending)
-                    {
-                        _waitOperation.SetResult(false);
-                    }
-                }
-
+                OnRemoteCompleted();
+                break;
+            case CoreKernel.PeerGoneMessage:
+                // The other end is closed for good: readers see the end after what is queued,
+                // writers fail instead of waiting for credits that will never come.
+                _peerGone = true;
+                CancelWriters(new ChannelClosedException($"The other end of {Name} was closed."));
+                OnRemoteCompleted();
                 break;
             default:
                 Debug.Fail($"unknown control message {message.Type}");
                 break;
+        }
+    }
+
+    // The peer will send no more: a waiting ReadAsync fails as on a completed channel, a waiting
+    // WaitToReadAsync answers false, so `await foreach` simply ends.
+    private void OnRemoteCompleted()
+    {
+        _remoteClosed = true;
+        if (_queueCount == 0)
+        {
+            if (_readOperation.IsPending)
+            {
+                _readOperation.SetException(new ChannelClosedException());
+            }
+
+            if (_waitOperation.IsPending)
+            {
+                _waitOperation.SetResult(false);
+            }
         }
     }
 
@@ -489,11 +532,28 @@ public sealed class Endpoint
         }
     }
 
-    /// <summary>Releases the endpoint's table slot; later messages to it are dropped and counted.</summary>
+    /// <summary>
+    /// Closes this end for good: the peer is told (its writers fail, its readers see the end),
+    /// local waiters fail, and the table slot is released; later messages to it are dropped and
+    /// counted. Called for every endpoint of a domain that ends.
+    /// </summary>
     public void Close()
     {
         _kernel.CheckThread();
+        if (_released)
+        {
+            return;
+        }
+
+        _released = true;
         CancelWaiters(new ChannelClosedException($"Endpoint {Name} was closed."));
+        if (RemoteCore >= 0 && !_peerGone)
+        {
+            _localClosed = true;
+            _goneToSend = true;
+            TrySendControlOrStall();
+        }
+
         _kernel.ReleaseEndpoint(this);
     }
 

@@ -17,6 +17,7 @@ public sealed class CoreKernel
 {
     internal const ushort CreditMessage = 0xFFF0;
     internal const ushort CloseMessage = 0xFFF1;
+    internal const ushort PeerGoneMessage = 0xFFF2;
 
     private readonly KernelOptions _options;
     private readonly TimeProvider _time;
@@ -49,6 +50,7 @@ public sealed class CoreKernel
     private Thread? _thread;
     private int _threadId = -1;
     private volatile bool _haltRequested;
+    private long _haltGraceStart;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private readonly record struct WorkItem(Delegate Callback, object? State);
@@ -591,7 +593,7 @@ public sealed class CoreKernel
                     busy = false;
                 }
 
-                if (_haltRequested)
+                if (_haltRequested && (_stalledCount == 0 || HaltGraceExpired()))
                 {
                     break;
                 }
@@ -628,6 +630,19 @@ public sealed class CoreKernel
 
             _stopped.TrySetResult();
         }
+    }
+
+    // A halting core keeps retrying stalled sends for a while; a peer that already halted with a
+    // full ring would otherwise keep it alive forever.
+    private bool HaltGraceExpired()
+    {
+        if (_haltGraceStart == 0)
+        {
+            _haltGraceStart = _time.GetTimestamp();
+            return false;
+        }
+
+        return _time.GetElapsedTime(_haltGraceStart) > TimeSpan.FromSeconds(1);
     }
 
     private void ParkUntilWork(Doorbell doorbell)

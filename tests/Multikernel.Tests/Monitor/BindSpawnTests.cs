@@ -180,4 +180,49 @@ public sealed class BindSpawnTests
             await runtime.StopCleanlyAsync();
         }
     }
+
+    [Fact]
+    public async Task WhenAServerDomainEnds_ItsClientsWritesFail_InsteadOfStallingForever()
+    {
+        var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
+        {
+            o.AddProgram("short-lived", async ctx =>
+            {
+                using ServiceListener listener = await ctx.ExportAsync("brief");
+                DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+                _ = await channel.Reader<long>().ReadAsync(ctx.Stopping); // one message, then the domain ends
+            });
+            o.AddProgram("writer", async ctx =>
+            {
+                try
+                {
+                    DomainChannel channel = await BootShutdownTests.BindEventuallyAsync(ctx, "brief");
+                    var writer = channel.Writer<long>();
+                    for (long i = 0; i < 1_000_000; i++)
+                    {
+                        await writer.WriteAsync(i, ctx.Stopping); // far more than one window
+                    }
+
+                    outcome.SetResult(null);
+                }
+                catch (Exception ex)
+                {
+                    outcome.SetResult(ex);
+                }
+            });
+            o.SpawnAtBoot("short-lived", core: 1);
+            o.SpawnAtBoot("writer", core: 0);
+        });
+        try
+        {
+            Exception? ex = await outcome.Task.WaitAsync(TestMachine.Patience);
+            Assert.IsType<System.Threading.Channels.ChannelClosedException>(ex);
+            Assert.Contains("closed", ex!.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+    }
 }
