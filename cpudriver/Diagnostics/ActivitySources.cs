@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Diagnostics;
 
 namespace Multikernel.CpuDriver.Diagnostics;
@@ -59,7 +60,7 @@ public static class ActivitySources
     public static readonly ActivitySource Apps = new(AppsName, Version);
 
     /// <summary>Every source name in the catalogue.</summary>
-    public static IReadOnlyList<string> AllNames { get; } = [UrpcName, KernelName, MonitorName, NetdName, NetName, AppsName];
+    public static ImmutableArray<string> AllNames { get; } = [UrpcName, KernelName, MonitorName, NetdName, NetName, AppsName];
 }
 
 /// <summary>Attribute (tag) names used by Multikernel spans and metrics.</summary>

@@ -167,6 +167,22 @@ public static class MessageTracing
     public static Activity? StartProcessBatch(ReadOnlySpan<Message> messages, int sourceCore, int destinationCore, string destinationName) =>
         ActivitySources.Urpc.HasListeners() ? StartProcessBatchSlow(messages, sourceCore, destinationCore, destinationName) : null;
 
+    /// <summary>
+    /// Makes <paramref name="span"/> stop being <see cref="Activity.Current"/> without ending it,
+    /// restoring the span that was current when it started. For a send that stalls on a full ring:
+    /// the endpoint keeps the send span open until the kernel finally writes the message (so the
+    /// stall shows as the span's length), but the domain that called <c>WriteAsync</c> must not keep
+    /// it as its current span, or its next sends would nest under it. Stop the span later from any
+    /// context with <see cref="Activity.Dispose()"/>.
+    /// </summary>
+    public static void Detach(Activity? span)
+    {
+        if (span is not null && ReferenceEquals(Activity.Current, span))
+        {
+            Activity.Current = span.Parent;
+        }
+    }
+
     // ------------------------------------------------------------------ monitor protocols
 
     /// <summary>

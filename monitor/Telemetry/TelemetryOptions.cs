@@ -1,3 +1,5 @@
+using System.Collections.Immutable;
+
 namespace Multikernel.Monitor.Telemetry;
 
 /// <summary>
@@ -8,7 +10,7 @@ namespace Multikernel.Monitor.Telemetry;
 public sealed class TelemetryOptions
 {
     /// <summary>The sampler names of the OpenTelemetry specification that are supported.</summary>
-    public static readonly IReadOnlyList<string> SamplerNames =
+    public static readonly ImmutableArray<string> SamplerNames =
         ["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"];
 
     private string? _traceFile;

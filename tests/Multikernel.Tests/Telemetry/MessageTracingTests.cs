@@ -212,6 +212,31 @@ public sealed class MessageTracingTests
     }
 
     [Fact]
+    public void Detach_RestoresTheCallersCurrentSpan_AndLeavesTheSendOpen()
+    {
+        using var capture = new ActivityCapture();
+        using Activity? outer = MessageTracing.StartProtocol(ProtocolSpanNames.Spawn, 0);
+        Message first = Message.Create(1);
+        Message second = Message.Create(2);
+
+        Activity? stalled = MessageTracing.StartSend(ref first, 0, 1, "ping", 16);
+        Assert.Same(stalled, Activity.Current);
+        MessageTracing.Detach(stalled);
+        Assert.Same(outer, Activity.Current);
+        Activity? next = MessageTracing.StartSend(ref second, 0, 1, "ping", 16);
+        next?.Dispose();
+        stalled?.Dispose(); // the kernel wrote the stalled message later
+
+        Assert.NotNull(stalled);
+        Assert.NotNull(next);
+        Assert.Equal(outer!.SpanId, next.ParentSpanId); // a sibling, not a child of the stalled send
+        Assert.Equal(outer.SpanId, stalled.ParentSpanId);
+        Assert.True(stalled.IsStopped);
+        Assert.Same(outer, Activity.Current);
+        MessageTracing.Detach(null);
+    }
+
+    [Fact]
     public void StartProtocol_FromAMessage_IsChildOfTheCarriedContext()
     {
         using var capture = new ActivityCapture();
