@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Urpc;
 
@@ -37,6 +39,8 @@ public sealed class Endpoint
     private readonly CoreOperation<bool> _waitWriteOperation;
     private Message _pendingWrite;
     private bool _writePending;
+    private Activity? _pendingSend;
+    private Activity? _processing;
     private long _sent;
     private long _received;
 
@@ -47,7 +51,7 @@ public sealed class Endpoint
         Name = name;
         _window = window;
         _queue = new Message[window];
-        _readOperation = new CoreOperation<Message>(kernel);
+        _readOperation = new CoreOperation<Message>(kernel, m => BeginProcessing(in m));
         _waitOperation = new CoreOperation<bool>(kernel);
         _writeOperation = new CoreOperation<bool>(kernel);
         _waitWriteOperation = new CoreOperation<bool>(kernel);
@@ -119,7 +123,11 @@ public sealed class Endpoint
         Message m = message;
         m.Endpoint = RemoteId;
         m.Flags &= ~MessageFlags.Control;
-        if (!_kernel.TrySend(RemoteCore, in m))
+        // Tracing off: one HasListeners() read, nothing allocated.
+        Activity? send = MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
+        bool sent = _kernel.TrySend(RemoteCore, in m);
+        send?.Dispose();
+        if (!sent)
         {
             return false;
         }
@@ -145,13 +153,19 @@ public sealed class Endpoint
         Message m = message;
         m.Endpoint = RemoteId;
         m.Flags &= ~MessageFlags.Control;
+        Activity? send = MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
         if (_credits > 0 && _kernel.TrySend(RemoteCore, in m))
         {
+            send?.Dispose();
             _credits--;
             _sent++;
             return default;
         }
 
+        // Stalled: the send span stays open until the kernel writes the message, so the stall
+        // is its length; the domain's own current span goes back to what it was.
+        _pendingSend = send;
+        MessageTracing.Detach(send);
         _pendingWrite = m;
         _writePending = true;
         _writeOperation.Reset();
@@ -228,6 +242,7 @@ public sealed class Endpoint
             _credits--;
             _sent++;
             _writePending = false;
+            EndPendingSend();
             _writeOperation.SetResult(true);
         }
 
@@ -401,6 +416,7 @@ public sealed class Endpoint
     public bool TryRead(out Message message)
     {
         _kernel.CheckThread();
+        EndProcessing();
         if (_queueCount == 0)
         {
             message = default;
@@ -411,7 +427,56 @@ public sealed class Endpoint
         _queueHead = (_queueHead + 1) & (_queue.Length - 1);
         _queueCount--;
         Consumed();
+        BeginProcessing(in message);
         return true;
+    }
+
+    // The consumer span of a message covers the domain's handling of it: it starts when the
+    // message is handed to the domain, in the domain's own execution context (TryRead is a
+    // synchronous call from the domain; a waiting ReadAsync starts it in GetResult, which runs
+    // inside the awaiting method), so what the handler sends joins the trace as its children.
+    // It ends when the domain next reads or waits, or closes the endpoint.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void BeginProcessing(in Message message)
+    {
+        if (ActivitySources.Urpc.HasListeners())
+        {
+            EndProcessing();
+            _processing = MessageTracing.StartProcess(in message, RemoteCore, Core, Name);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void EndProcessing()
+    {
+        if (_processing is not null)
+        {
+            Stop(_processing);
+            _processing = null;
+        }
+    }
+
+    private void EndPendingSend()
+    {
+        if (_pendingSend is not null)
+        {
+            Stop(_pendingSend);
+            _pendingSend = null;
+        }
+    }
+
+    // Activity.Stop makes the span's predecessor current again, wherever it is called from. A
+    // span ended outside the context that started it (a stalled send finished by the kernel
+    // loop, a consumer span ended at the domain's next read) must leave the caller's current
+    // span alone.
+    private static void Stop(Activity span)
+    {
+        Activity? current = Activity.Current;
+        span.Dispose();
+        if (!ReferenceEquals(current, span))
+        {
+            Activity.Current = current;
+        }
     }
 
     /// <summary>Reads the next message, waiting on this core until one arrives.</summary>
@@ -440,6 +505,7 @@ public sealed class Endpoint
     public ValueTask<bool> WaitToReadAsync()
     {
         _kernel.CheckThread();
+        EndProcessing();
         if (_queueCount > 0)
         {
             return new ValueTask<bool>(true);
@@ -507,6 +573,8 @@ public sealed class Endpoint
         if (_writePending)
         {
             _writePending = false;
+            _pendingSend?.SetStatus(ActivityStatusCode.Error, exception.Message);
+            EndPendingSend();
             _writeOperation.SetException(exception);
         }
 
@@ -546,6 +614,7 @@ public sealed class Endpoint
         }
 
         _released = true;
+        EndProcessing();
         CancelWaiters(new ChannelClosedException($"Endpoint {Name} was closed."));
         if (RemoteCore >= 0 && !_peerGone)
         {

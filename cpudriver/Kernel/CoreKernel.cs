@@ -109,6 +109,9 @@ public sealed class CoreKernel
     /// <summary>Where a continuation or work item that threw is reported (default: rethrown on the thread pool).</summary>
     public Action<CoreKernel, Exception>? UnhandledException { get; set; }
 
+    /// <summary>Called on this core's thread when an endpoint is closed (metrics stop reporting it).</summary>
+    public Action<Endpoint>? EndpointReleased { get; set; }
+
     /// <summary>Why pinning failed, when it did.</summary>
     public string? PinningError { get; private set; }
 
@@ -283,6 +286,7 @@ public sealed class CoreKernel
         {
             _endpoints[index] = null;
             _freeEndpoints.Push(index);
+            EndpointReleased?.Invoke(endpoint);
         }
     }
 

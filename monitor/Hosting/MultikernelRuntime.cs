@@ -1,9 +1,11 @@
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Kernel;
 using Multikernel.Monitor.Protocol;
+using Multikernel.Monitor.Telemetry;
 
 namespace Multikernel.Monitor.Hosting;
 
@@ -24,7 +26,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     private readonly System.Collections.Concurrent.ConcurrentQueue<DomainFault> _faults = new();
 
     /// <summary>Creates the machine for the configured core count (nothing runs yet).</summary>
-    public MultikernelRuntime(MultikernelOptions options, TimeProvider? time = null, ILogger? logger = null, int? cpuCount = null)
+    public MultikernelRuntime(MultikernelOptions options, TimeProvider? time = null, ILogger? logger = null, int? cpuCount = null, IMeterFactory? meterFactory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         string[] problems = [.. options.Validate()];
@@ -40,11 +42,13 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         Programs.Freeze();
         int cpus = Math.Max(1, cpuCount ?? Environment.ProcessorCount);
         Machine = new Machine(options.ResolveCores(cpus), options.ToKernelOptions(), Time, cpus);
+        Metrics = new MultikernelMetrics(Machine.Kernels, meterFactory, maxChannels: Math.Min(1 << 20, options.MaxEndpointsPerCore * Machine.Cores));
         _monitors = new CoreMonitor[Machine.Cores];
         for (int core = 0; core < Machine.Cores; core++)
         {
             _monitors[core] = new CoreMonitor(this, core);
             Machine.Kernels[core].UnhandledException = (kernel, ex) => MultikernelLog.CoreUnhandled(_logger, kernel.Id, ex);
+            Machine.Kernels[core].EndpointReleased = endpoint => Metrics.UnregisterChannel(endpoint);
         }
     }
 
@@ -60,8 +64,8 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     /// <summary>Registered programs.</summary>
     public ProgramRegistry Programs { get; }
 
-    /// <summary>Monitor operation counters.</summary>
-    public RuntimeTelemetry Telemetry { get; } = new();
+    /// <summary>The runtime's meter: per-core, per-channel and monitor instruments.</summary>
+    public MultikernelMetrics Metrics { get; }
 
     /// <summary>Number of cores.</summary>
     public int Cores => Machine.Cores;
@@ -210,6 +214,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         Interlocked.Exchange(ref _state, 3);
         if (!_threadsLeftRunning)
         {
+            Metrics.Dispose();
             Machine.Dispose();
         }
     }

@@ -1,7 +1,10 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Multikernel.Monitor.Hosting;
+using Multikernel.Monitor.Telemetry;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -30,11 +33,22 @@ public static class MultikernelServiceCollectionExtensions
 
         options.ValidateOnStart();
         services.AddSingleton<IValidateOptions<MultikernelOptions>, MultikernelOptionsValidator>();
-        services.AddSingleton(TimeProvider.System);
+        OptionsBuilder<TelemetryOptions> telemetry = services.AddOptions<TelemetryOptions>();
+        if (configuration is not null)
+        {
+            telemetry.Bind(configuration.GetSection(MultikernelOptions.SectionName + ":Telemetry"));
+        }
+
+        services.AddMetrics();
+        services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new MultikernelRuntime(
             sp.GetRequiredService<IOptions<MultikernelOptions>>().Value,
             sp.GetRequiredService<TimeProvider>(),
-            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Multikernel")));
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Multikernel"),
+            meterFactory: sp.GetRequiredService<IMeterFactory>()));
+
+        // Telemetry starts first and stops last, so the whole run is traced and flushed.
+        services.AddHostedService<TelemetryHostedService>();
         services.AddHostedService<MultikernelHostedService>();
         return services;
     }

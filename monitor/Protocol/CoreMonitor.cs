@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Urpc;
@@ -27,6 +29,8 @@ internal sealed class CoreMonitor
     private int _hellos;
     private int _stoppedReports;
     private int _abandonedDomains;
+    private Activity? _shutdownSpan;
+    private Activity? _bootSpan;
 
     public CoreMonitor(MultikernelRuntime runtime, int core)
     {
@@ -66,9 +70,10 @@ internal sealed class CoreMonitor
 
         if (Core == 0)
         {
+            _bootSpan = MessageTracing.StartProtocol(ProtocolSpanNames.Boot, Core);
             if (Cores == 1)
             {
-                _runtime.OnBooted();
+                EndBoot();
                 return;
             }
 
@@ -83,6 +88,15 @@ internal sealed class CoreMonitor
         {
             Send(0, Message.Create((ushort)MonitorMessage.Hello, (ulong)Core));
         }
+    }
+
+    private void EndBoot()
+    {
+        _bootSpan?.SetTag("multikernel.cores", Cores);
+        _bootSpan?.Dispose();
+        _bootSpan = null;
+        _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Boot);
+        _runtime.OnBooted();
     }
 
     private async Task ReceiveLoopAsync(int peer, Endpoint endpoint)
@@ -133,7 +147,7 @@ internal sealed class CoreMonitor
                 if (++_hellos == Cores - 1)
                 {
                     Broadcast(Message.Create((ushort)MonitorMessage.Welcome, (ulong)Cores));
-                    _runtime.OnBooted();
+                    EndBoot();
                 }
 
                 break;
@@ -141,6 +155,7 @@ internal sealed class CoreMonitor
                 break;
             case MonitorMessage.Export:
                 {
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Export, Core, ActivityKind.Server);
                     string name = ServiceName.Read(in m);
                     MonitorStatus status = RegisterName(name, from);
                     Send(from, Message.Create((ushort)MonitorMessage.ExportReply, m.Word2, (ulong)status));
@@ -166,6 +181,7 @@ internal sealed class CoreMonitor
 
             case MonitorMessage.Bind:
                 {
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Bind, Core, ActivityKind.Server);
                     string name = ServiceName.Read(in m);
                     (MonitorStatus status, uint serverEndpoint) = AcceptBind(name, from, (uint)m.Word2);
                     Send(from, Message.Create((ushort)MonitorMessage.BindReply, m.Word2 >> 32, (ulong)status, serverEndpoint));
@@ -174,6 +190,7 @@ internal sealed class CoreMonitor
 
             case MonitorMessage.Spawn:
                 {
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Spawn, Core, ActivityKind.Server);
                     (MonitorStatus status, ulong domainId) = SpawnLocal((int)m.Word0, m.Word1);
                     Send(from, Message.Create((ushort)MonitorMessage.SpawnReply, m.Word2, (ulong)status, domainId));
                     break;
@@ -190,8 +207,11 @@ internal sealed class CoreMonitor
 
                 break;
             case MonitorMessage.StopDomains:
-                _ = StopDomainsAsync();
-                break;
+                {
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Shutdown, Core, ActivityKind.Server);
+                    _ = StopDomainsAsync();
+                    break;
+                }
             case MonitorMessage.DomainsStopped:
                 OnDomainsStopped((int)m.Word0);
                 break;
@@ -250,6 +270,28 @@ internal sealed class CoreMonitor
 
     public async Task<ServiceListener> ExportAsync(Domain domain, string name, int backlog)
     {
+        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Export, Core, ActivityKind.Client);
+        try
+        {
+            ServiceListener listener = await ExportCoreAsync(domain, name, backlog);
+            _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Export);
+            return listener;
+        }
+        catch (Exception ex)
+        {
+            Failed(span, ProtocolSpanNames.Export, ex);
+            throw;
+        }
+    }
+
+    private void Failed(Activity? span, string operation, Exception ex)
+    {
+        span?.SetStatus(ActivityStatusCode.Error, ex.Message);
+        _runtime.Metrics.RecordMonitorOperation(Core, operation, ex is MonitorException me ? me.Status.ToString() : "error");
+    }
+
+    private async Task<ServiceListener> ExportCoreAsync(Domain domain, string name, int backlog)
+    {
         ServiceName.Validate(name);
         if (backlog < 1)
         {
@@ -290,7 +332,6 @@ internal sealed class CoreMonitor
 
         var listener = new ServiceListener(this, name, domain, backlog);
         _exports.Add(name, listener);
-        _runtime.Telemetry.MonitorOperation("export");
         return listener;
     }
 
@@ -315,6 +356,23 @@ internal sealed class CoreMonitor
     }
 
     public async Task<DomainChannel> BindAsync(Domain domain, string name)
+    {
+        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Bind, Core, ActivityKind.Client);
+        try
+        {
+            DomainChannel channel = await BindCoreAsync(domain, name);
+            _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Bind);
+            _runtime.Metrics.TryRegisterChannel(channel.Endpoint);
+            return channel;
+        }
+        catch (Exception ex)
+        {
+            Failed(span, ProtocolSpanNames.Bind, ex);
+            throw;
+        }
+    }
+
+    private async Task<DomainChannel> BindCoreAsync(Domain domain, string name)
     {
         ServiceName.Validate(name);
         if (!_names.TryGetValue(name, out int serverCore))
@@ -369,7 +427,6 @@ internal sealed class CoreMonitor
             endpoint.Connect(serverCore, (uint)answer.Word2);
         }
 
-        _runtime.Telemetry.MonitorOperation("bind");
         return new DomainChannel(endpoint, name);
     }
 
@@ -410,12 +467,31 @@ internal sealed class CoreMonitor
             return (MonitorStatus.Refused, 0);
         }
 
+        _runtime.Metrics.TryRegisterChannel(endpoint);
         return (MonitorStatus.Ok, endpoint.Id);
     }
 
     // ------------------------------------------------------------------ spawn
 
     public async Task<ulong> SpawnAsync(int core, string program, ulong argument)
+    {
+        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Spawn, Core, ActivityKind.Client);
+        span?.SetTag("multikernel.program", program);
+        span?.SetTag(TelemetryTags.CoreDestination, core);
+        try
+        {
+            ulong id = await SpawnCoreAsync(core, program, argument);
+            _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Spawn);
+            return id;
+        }
+        catch (Exception ex)
+        {
+            Failed(span, ProtocolSpanNames.Spawn, ex);
+            throw;
+        }
+    }
+
+    private async Task<ulong> SpawnCoreAsync(int core, string program, ulong argument)
     {
         if ((uint)core >= (uint)Cores)
         {
@@ -466,7 +542,6 @@ internal sealed class CoreMonitor
         try
         {
             Domain domain = _kernel.StartDomain(program.Name, d => program.Main(new DomainContext(d, this, argument)));
-            _runtime.Telemetry.MonitorOperation("spawn");
             _ = ObserveAsync(domain);
             return (MonitorStatus.Ok, domain.Id);
         }
@@ -509,8 +584,10 @@ internal sealed class CoreMonitor
             return;
         }
 
+        _shutdownSpan = MessageTracing.StartProtocol(ProtocolSpanNames.Shutdown, Core);
         Broadcast(Message.Create((ushort)MonitorMessage.StopDomains));
         _ = StopDomainsAsync();
+        _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Shutdown);
     }
 
     private async Task StopDomainsAsync()
@@ -551,7 +628,13 @@ internal sealed class CoreMonitor
 
         // Every core's domains are done: halt the others, then this core. Each kernel leaves
         // its loop only once its rings and stalled sends are drained.
+        if (_shutdownSpan is { } span)
+        {
+            span.SetTag("multikernel.domains.abandoned", _abandonedDomains);
+        }
+
         Broadcast(Message.Create((ushort)MonitorMessage.Halt));
+        _shutdownSpan?.Dispose();
         _runtime.OnDomainsStopped(_abandonedDomains);
         _kernel.Halt();
     }

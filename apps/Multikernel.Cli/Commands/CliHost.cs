@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Multikernel.Monitor.Hosting;
+using Multikernel.Monitor.Telemetry;
 
 namespace Multikernel.Cli.Commands;
 
@@ -44,6 +45,7 @@ internal static class CliHost
         {
             // Validate before the host starts, so a bad option is one line, not a host failure log.
             _ = host.Services.GetRequiredService<IOptions<MultikernelOptions>>().Value;
+            _ = host.Services.GetRequiredService<IOptions<TelemetryOptions>>().Value;
             await host.StartAsync(cancellationToken);
             return null;
         }
@@ -61,6 +63,32 @@ internal static class CliHost
             await Console.Error.WriteLineAsync($"multikernel: invalid configuration: {ex.Message}");
             return UsageError;
         }
+        catch (InvalidOperationException ex) when (ex.InnerException is ArgumentException inner)
+        {
+            // A telemetry setting rejected by its setter, or an OTEL_* variable that makes no sense.
+            await Console.Error.WriteLineAsync($"multikernel: {inner.Message}");
+            return UsageError;
+        }
+        catch (InvalidOperationException ex) when (ex.Message.Contains("OTEL_", StringComparison.Ordinal))
+        {
+            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
+            return UsageError;
+        }
+        catch (ArgumentException ex)
+        {
+            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
+            return UsageError;
+        }
+        catch (IOException ex)
+        {
+            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
+            return UsageError;
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
+            return UsageError;
+        }
         catch (InvalidOperationException ex) when (ex.InnerException is OptionsValidationException inner)
         {
             foreach (string failure in inner.Failures)
@@ -72,12 +100,17 @@ internal static class CliHost
         }
     }
 
-    public static Dictionary<string, string?> Overrides(string? cores)
+    public static Dictionary<string, string?> Overrides(string? cores, string? traceFile = null)
     {
         var overrides = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         if (cores is not null)
         {
             overrides[$"{MultikernelOptions.SectionName}:Cores"] = cores;
+        }
+
+        if (traceFile is not null)
+        {
+            overrides[$"{MultikernelOptions.SectionName}:Telemetry:TraceFile"] = Path.GetFullPath(traceFile);
         }
 
         return overrides;

@@ -32,18 +32,19 @@ internal static class DemoCommand
                 r.AddError($"--seconds must be between 0 and 3600 (got {s}).");
             }
         });
+        var traceFile = CommonOptions.TraceFile();
         var command = new Command("demo", "Boot all CPUs, run a cross-core streaming workload and a token ring, and print the per-core summary and message matrix.")
         {
-            cores, seconds,
+            cores, seconds, traceFile,
         };
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(seconds), ct));
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(seconds), parse.GetValue(traceFile), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double seconds, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double seconds, string? traceFile, CancellationToken cancellationToken)
     {
         var counters = new DemoCounters();
-        using IHost host = CliHost.Build(CliHost.Overrides(cores), o => DemoWorkload.Configure(o, counters));
+        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile), o => DemoWorkload.Configure(o, counters));
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;

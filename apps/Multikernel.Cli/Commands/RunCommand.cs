@@ -25,17 +25,18 @@ internal static class RunCommand
             }
         });
         var stats = new Option<bool>("--stats") { Description = "Show a live table of per-core activity, refreshed every second." };
+        var traceFile = CommonOptions.TraceFile();
         var command = new Command("run", "Boot the cores under the generic host and keep them running until Ctrl-C/SIGTERM or --duration ends.")
         {
-            cores, duration, stats,
+            cores, duration, stats, traceFile,
         };
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), ct));
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, CancellationToken cancellationToken)
     {
-        using IHost host = CliHost.Build(CliHost.Overrides(cores));
+        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile));
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;
@@ -110,6 +111,11 @@ internal static class CommonOptions
             return default;
         }
     }
+
+    public static Option<string?> TraceFile() => new("--trace-file")
+    {
+        Description = "Write a Chrome Trace Event JSON file (open it in Perfetto): one track per core, an arrow from each send to its process. OTLP export is switched on by OTEL_EXPORTER_OTLP_ENDPOINT.",
+    };
 
     public static Option<string?> Cores() => new("--cores")
     {

@@ -90,6 +90,33 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Demo_WithATraceFile_WritesPerfettoJson_OneTrackPerCore_WithFlowArrows()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"mk-demo-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = await RunAsync($"demo --cores 3 --seconds 1 --trace-file {path}");
+            Assert.True(code == 0, output + err);
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
+            var events = document.RootElement.EnumerateArray().ToList();
+            var tracks = events
+                .Where(e => e.GetProperty("ph").GetString() == "M" && e.GetProperty("name").GetString() == "thread_name")
+                .Select(e => e.GetProperty("args").GetProperty("name").GetString())
+                .ToHashSet();
+            Assert.Superset(new HashSet<string?> { "core 0", "core 1", "core 2" }, tracks);
+            Assert.Contains(events, e => e.GetProperty("ph").GetString() == "s");
+            Assert.Contains(events, e => e.GetProperty("ph").GetString() == "f");
+            Assert.Contains(events, e => e.GetProperty("name").GetString() == "bind");
+            Assert.Contains(events, e => e.GetProperty("name").GetString() == "send core/2");
+            Assert.Contains(events, e => e.GetProperty("name").GetString() == "process core/2");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public async Task Help_DescribesEveryCommand()
     {
         var (code, output, _) = await RunAsync("--help");

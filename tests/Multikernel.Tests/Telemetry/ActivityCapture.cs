@@ -33,6 +33,8 @@ internal sealed class ActivityCapture : IDisposable
 
     public Activity Single(string name) => Assert.Single(_stopped, a => a.DisplayName == name);
 
+    public IReadOnlyList<Activity> All(string name) => [.. _stopped.Where(a => a.DisplayName == name)];
+
     public void Dispose() => _listener.Dispose();
 }
 

@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using Multikernel.CpuDriver.Diagnostics;
+using Multikernel.Monitor;
+using Multikernel.Monitor.Hosting;
+
+namespace Multikernel.Tests.Telemetry;
+
+/// <summary>Spans from a real machine: monitors binding, domains messaging across cores.</summary>
+[Collection(TelemetryCollection.Name)]
+public sealed class RuntimeTracingTests
+{
+    [Fact]
+    public async Task BindAndCrossCoreMessage_ProduceMonitorSpans_AndLinkedSendProcessSpansOnTheRightCores()
+    {
+        using var capture = new ActivityCapture();
+        var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
+        {
+            o.AddProgram("traced-server", async ctx =>
+            {
+                using ServiceListener listener = await ctx.ExportAsync("traced");
+                DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+                CpuDriver.Urpc.Message m = await channel.Endpoint.ReadAsync();
+                // The consumer span is current while the handler runs, on this core.
+                Assert.Equal("process core/1", Activity.Current?.DisplayName);
+                await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(2, m.Word0 + 1));
+                channel.Endpoint.TryRead(out _);
+            });
+            o.AddProgram("traced-client", async ctx =>
+            {
+                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "traced");
+                using (ActivitySources.Apps.StartActivity("client request"))
+                {
+                    await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(1, 41));
+                    CpuDriver.Urpc.Message reply = await channel.Endpoint.ReadAsync();
+                    channel.Endpoint.TryRead(out _);
+                    done.SetResult((int)reply.Word0);
+                }
+            });
+            o.SpawnAtBoot("traced-server", core: 1);
+            o.SpawnAtBoot("traced-client", core: 0);
+        });
+        try
+        {
+            Assert.Equal(42, await done.Task.WaitAsync(TestMachine.Patience));
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+
+        Activity request = capture.Single("client request");
+        Activity send = Assert.Single(capture.All("send core/1"), a => a.ParentSpanId == request.SpanId);
+        Activity process = Assert.Single(capture.All("process core/1"), a => a.ParentSpanId == send.SpanId);
+        Assert.Equal(send.SpanId, Assert.Single(process.Links).Context.SpanId);
+        Activity reply = Assert.Single(capture.All("send core/0"), a => a.ParentSpanId == process.SpanId);
+        Activity replyProcess = Assert.Single(capture.All("process core/0"), a => a.ParentSpanId == reply.SpanId);
+        Assert.All([send, process, reply, replyProcess], a => Assert.Equal(request.TraceId, a.TraceId));
+        Assert.Equal(0, send.GetTagItem(TelemetryTags.Core));
+        Assert.Equal(1, process.GetTagItem(TelemetryTags.Core));
+        Assert.Equal(0, process.GetTagItem(TelemetryTags.CoreSource));
+        Assert.Equal(1, process.GetTagItem(TelemetryTags.CoreDestination));
+        Assert.Equal("multikernel", send.GetTagItem(TelemetryTags.MessagingSystem));
+        Assert.Equal("send", send.GetTagItem(TelemetryTags.MessagingOperationType));
+        Assert.NotNull(send.GetTagItem(TelemetryTags.RingDepth));
+
+        // The monitors' bind: the client's span on core 0, the server monitor's on core 1, one trace.
+        Activity clientBind = Assert.Single(capture.All("bind"), a => a.Kind == ActivityKind.Client && a.Status != ActivityStatusCode.Error);
+        Activity serverBind = Assert.Single(capture.All("bind"), a => a.Kind == ActivityKind.Server && a.TraceId == clientBind.TraceId);
+        Assert.Equal(0, clientBind.GetTagItem(TelemetryTags.Core));
+        Assert.Equal(1, serverBind.GetTagItem(TelemetryTags.Core));
+    }
+}
