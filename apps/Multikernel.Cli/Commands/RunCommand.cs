@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Multikernel.Cli.Display;
 using Multikernel.Monitor.Hosting;
+using Multikernel.Monitor.Telemetry;
 using Spectre.Console;
 
 namespace Multikernel.Cli.Commands;
@@ -72,6 +73,7 @@ internal static class RunCommand
     private static async Task ShowStatsAsync(MultikernelRuntime runtime, CancellationToken stop)
     {
         TimeProvider time = runtime.Time;
+        using var meter = new MetricsSnapshotReader();
         MachineSnapshot previous = MachineSnapshot.Take(runtime.Machine, time);
         await AnsiConsole.Live(new Markup("[grey]collecting...[/]")).StartAsync(async live =>
         {
@@ -89,7 +91,8 @@ internal static class RunCommand
                 MachineSnapshot now = MachineSnapshot.Take(runtime.Machine, time);
                 live.UpdateTarget(new Rows(
                     StatsRenderer.CoreTable(previous, now, time, runtime.Machine.Oversubscribed),
-                    StatsRenderer.Matrix(previous, now, time)));
+                    StatsRenderer.Matrix(previous, now, time),
+                    StatsRenderer.MeterTables(meter.Collect())));
                 previous = now;
             }
         });

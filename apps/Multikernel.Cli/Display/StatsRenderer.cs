@@ -1,3 +1,5 @@
+using Multikernel.CpuDriver.Diagnostics;
+using Multikernel.Monitor.Telemetry;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 
@@ -71,6 +73,42 @@ internal static class StatsRenderer
         }
 
         return new Rows(new Text("messages/s from core (row) to core (column); ring-full stalls in brackets"), table);
+    }
+
+    /// <summary>
+    /// What the runtime's Meter reports (the same instruments OTLP exports): the busiest channels
+    /// and the monitor/capability operation counts.
+    /// </summary>
+    public static IRenderable MeterTables(IReadOnlyList<MetricValue> values, int topChannels = 12)
+    {
+        var channels = new Table().Border(TableBorder.Rounded).Title($"busiest channels (top {topChannels}, from the Multikernel meter)");
+        channels.AddColumns("channel", "core", "to core", "sent", "received", "queued");
+        var sent = values.Where(v => v.Instrument == "multikernel.channel.messages.sent").ToList();
+        string Key(MetricValue v) => $"{v.Tag(TelemetryTags.Channel)}|{v.Tag(TelemetryTags.Core)}";
+        var received = values.Where(v => v.Instrument == "multikernel.channel.messages.received").ToDictionary(Key, v => v.Value);
+        var queued = values.Where(v => v.Instrument == "multikernel.channel.queue.depth").ToDictionary(Key, v => v.Value);
+        foreach (MetricValue v in sent.OrderByDescending(v => v.Value + received.GetValueOrDefault(Key(v))).Take(topChannels))
+        {
+            channels.AddRow(
+                Markup.Escape(v.Tag(TelemetryTags.Channel)?.ToString() ?? "?"),
+                v.Tag(TelemetryTags.Core)?.ToString() ?? "?",
+                v.Tag(TelemetryTags.CoreDestination)?.ToString() ?? "?",
+                v.Value.ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
+                received.GetValueOrDefault(Key(v)).ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
+                queued.GetValueOrDefault(Key(v)).ToString("N0", System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        var operations = new Table().Border(TableBorder.Rounded).Title("monitor and capability operations");
+        operations.AddColumns("operation", "outcome", "count");
+        foreach (var group in values
+            .Where(v => v.Instrument is "multikernel.monitor.operations" or "multikernel.capability.operations")
+            .GroupBy(v => (Operation: (v.Tag(TelemetryTags.MonitorOperation) ?? v.Tag(TelemetryTags.CapabilityOperation))?.ToString() ?? "?", Outcome: v.Tag(TelemetryTags.Outcome)?.ToString() ?? "?"))
+            .OrderBy(g => g.Key.Operation, StringComparer.Ordinal))
+        {
+            operations.AddRow(Markup.Escape(group.Key.Operation), Markup.Escape(group.Key.Outcome), group.Sum(v => v.Value).ToString("N0", System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        return new Rows(channels, operations);
     }
 
     public static string Rate(double perSecond) => perSecond switch
