@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Text.Encodings.Web;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Spectre.Console;
 
 namespace Multikernel.Cli.Bench;
@@ -121,8 +123,15 @@ public static partial class UrpcBench
             Directory.CreateDirectory(directory);
         }
 
+        // Relaxed escaping so method texts read as written ('->', '+'); the file is data, never embedded in HTML.
+        var context = new UrpcBenchJsonContext(new JsonSerializerOptions
+        {
+            WriteIndented = true,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+            Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        });
         using FileStream file = File.Create(path);
-        JsonSerializer.Serialize(file, results.ToList(), UrpcBenchJsonContext.Default.ListUrpcBenchResult);
+        JsonSerializer.Serialize(file, results.ToList(), context.ListUrpcBenchResult);
     }
 
     private static UrpcBenchTarget Judge(string target, double? value, Func<double, string> format, Func<double, bool> pass) =>

@@ -128,10 +128,10 @@ public static partial class UrpcBench
             results.Add(new UrpcBenchResult
             {
                 Name = variants[v].Name,
-                RttNs = Finite(roundTrips[v].Median),
-                MsgsPerSecond = streams[v] is { } s ? Finite(s.Median) : null,
+                RttNs = Finite(Math.Round(roundTrips[v].Median, 1)),
+                MsgsPerSecond = streams[v] is { } s ? Finite(Math.Round(s.Median)) : null,
                 BytesPerMessage = MessageBytes,
-                AllocatedBytesPerMessage = Finite(alloc),
+                AllocatedBytesPerMessage = Finite(Math.Round(alloc, 4)),
                 Batch = variants[v].Batch,
                 Runs = settings.Runs,
                 Pinned = plan.Pinned,
@@ -176,11 +176,11 @@ public static partial class UrpcBench
         return new UrpcBenchResult
         {
             Name = UrpcWakeup,
-            RttNs = ns.Length > 0 ? Finite(Percentile(ns, 0.5)) : null,
-            P90Ns = ns.Length > 0 ? Finite(Percentile(ns, 0.9)) : null,
+            RttNs = ns.Length > 0 ? Finite(Math.Round(Percentile(ns, 0.5), 1)) : null,
+            P90Ns = ns.Length > 0 ? Finite(Math.Round(Percentile(ns, 0.9), 1)) : null,
             MsgsPerSecond = null,
             BytesPerMessage = MessageBytes,
-            AllocatedBytesPerMessage = outcome.Messages > 0 ? Finite((double)outcome.AllocatedBytes / outcome.Messages) : null,
+            AllocatedBytesPerMessage = outcome.Messages > 0 ? Finite(Math.Round((double)outcome.AllocatedBytes / outcome.Messages, 4)) : null,
             Runs = ns.Length,
             Pinned = plan.Pinned,
             Cpus = plan.Pinned ? $"{plan.Settings.CpuA},{plan.Settings.CpuB}" : null,
