@@ -13,6 +13,7 @@ var root = new RootCommand("multikernel: a Barrelfish-style multikernel for .NET
 {
     RunCommand.Create(),
     DemoCommand.Create(),
+    BenchCommand.Create(),
 };
 
 ParseResult parse = root.Parse(args);

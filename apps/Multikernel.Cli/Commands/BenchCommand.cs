@@ -1,0 +1,70 @@
+using System.CommandLine;
+using Multikernel.Cli.Bench;
+
+namespace Multikernel.Cli.Commands;
+
+/// <summary><c>multikernel bench</c>: measurements that compare the multikernel with the usual way, side by side in one run.</summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("bench", "Side-by-side measurements (ratios against a baseline in the same run).");
+        command.Subcommands.Add(Urpc());
+        return command;
+    }
+
+    private static Command Urpc()
+    {
+        var json = new Option<string?>("--json") { Description = "Also write the results as a JSON array of {name, rtt_ns, msgs_per_s, bytes_per_msg, ...}." };
+        var cpus = new Option<string?>("--cpus") { Description = "The two CPUs to pin the threads to, as A,B (default 0,1)." };
+        var slots = new Option<int>("--ring-slots") { Description = "Slots of the URPC ring under test (power of two).", DefaultValueFactory = _ => 256 };
+        var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var command = new Command("urpc", "URPC ring vs Channel.CreateBounded (async and TryWrite/TryRead) vs Channel.CreateUnbounded vs ConcurrentQueue vs a shared cache line: round trip, one-way streaming, allocation, wake-up cost. Two pinned threads, 64-byte messages, under two minutes.")
+        {
+            json, cpus, slots, quick,
+        };
+        command.SetAction(parse => RunUrpc(parse.GetValue(json), parse.GetValue(cpus), parse.GetValue(slots), parse.GetValue(quick)));
+        return command;
+    }
+
+    private static int RunUrpc(string? json, string? cpus, int slots, bool quick)
+    {
+        int cpuA = 0;
+        int cpuB = 1;
+        if (cpus is not null)
+        {
+            string[] parts = cpus.Split(',');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out cpuA) || !int.TryParse(parts[1], out cpuB) || cpuA < 0 || cpuB < 0 || cpuA == cpuB)
+            {
+                Console.Error.WriteLine($"multikernel: --cpus must be two different CPU numbers as A,B (got '{cpus}').");
+                return CliHost.UsageError;
+            }
+        }
+
+        var settings = new UrpcBenchSettings
+        {
+            CpuA = cpuA,
+            CpuB = cpuB,
+            RingSlots = slots,
+            BatchSize = Math.Max(1, Math.Min(32, slots / 2)),
+            Runs = quick ? 2 : 7,
+            RunDuration = quick ? TimeSpan.FromMilliseconds(60) : TimeSpan.FromMilliseconds(250),
+            WakeSamples = quick ? 30 : 300,
+        };
+        if (settings.Validate() is { } problem)
+        {
+            Console.Error.WriteLine($"multikernel: {problem}");
+            return CliHost.UsageError;
+        }
+
+        IReadOnlyList<UrpcBenchResult> results = UrpcBench.Run(settings, message => Console.Error.WriteLine(message));
+        Console.WriteLine(UrpcBench.RenderTable(results));
+        if (json is not null)
+        {
+            UrpcBench.WriteJson(results, json);
+            Console.WriteLine($"wrote {Path.GetFullPath(json)}");
+        }
+
+        return 0;
+    }
+}
