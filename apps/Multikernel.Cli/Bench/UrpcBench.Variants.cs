@@ -671,7 +671,7 @@ public static partial class UrpcBench
                 }
 
                 expected++;
-                if (_window > 0 && (expected & 63) == 0)
+                if (_window > 0 && (expected & PublishMask(_window)) == 0)
                 {
                     Volatile.Write(ref _consumed.Line.Value, expected);
                 }
@@ -680,6 +680,12 @@ public static partial class UrpcBench
             c.RecordEnd(Stopwatch.GetTimestamp(), expected, 1);
         }
     }
+
+    /// <summary>
+    /// How often a consumer publishes its count: every 64 messages, or every message when the
+    /// window is so small that batching the count would close it for good.
+    /// </summary>
+    private static long PublishMask(long window) => window >= 128 ? 63 : 0;
 
     /// <summary>Spins (the producer has nothing else to do) until the consumer's published count opens the window.</summary>
     private static long WaitForWindow(SharedLine consumedLine, long produced, long window, RunControl c)
@@ -842,7 +848,7 @@ public static partial class UrpcBench
             }
 
             long expected = 0;
-            while (Consume(_ab, ref expected, _window > 0 ? _consumed : null, c))
+            while (Consume(_ab, ref expected, _window > 0 ? _consumed : null, _window, c))
             {
             }
 
@@ -925,7 +931,7 @@ public static partial class UrpcBench
         }
 
         [MethodImpl(MethodImplOptions.NoInlining)]
-        private static bool Consume(TQueue q, ref long expected, SharedLine? consumedLine, RunControl c)
+        private static bool Consume(TQueue q, ref long expected, SharedLine? consumedLine, long window, RunControl c)
         {
             long e = expected;
             try
@@ -949,7 +955,7 @@ public static partial class UrpcBench
                     }
 
                     e++;
-                    if (consumedLine is not null && (e & 63) == 0)
+                    if (consumedLine is not null && (e & PublishMask(window)) == 0)
                     {
                         Volatile.Write(ref consumedLine.Line.Value, e);
                     }
