@@ -39,6 +39,27 @@ public sealed class DomainContext
     /// <summary>Binds to a service and returns this end of a fresh channel.</summary>
     public Task<DomainChannel> BindAsync(string name) => _monitor.BindAsync(Domain, name);
 
+    /// <summary>
+    /// Binds to a service that may not be exported yet (services start concurrently): retries
+    /// every millisecond until it appears, <paramref name="waitForExport"/> passes (then throws
+    /// the NotFound <see cref="MonitorException"/>), or the domain is stopped.
+    /// </summary>
+    public async Task<DomainChannel> BindAsync(string name, TimeSpan waitForExport)
+    {
+        long deadline = Time.GetTimestamp() + (long)(waitForExport.TotalSeconds * Time.TimestampFrequency);
+        while (true)
+        {
+            try
+            {
+                return await _monitor.BindAsync(Domain, name);
+            }
+            catch (MonitorException ex) when (ex.Status == MonitorStatus.NotFound && Time.GetTimestamp() < deadline && !Stopping.IsCancellationRequested)
+            {
+                await Delay(TimeSpan.FromMilliseconds(1), Stopping);
+            }
+        }
+    }
+
     /// <summary>Starts program <paramref name="program"/> as a new domain on core <paramref name="core"/>.</summary>
     public Task<ulong> SpawnAsync(int core, string program, ulong argument = 0) => _monitor.SpawnAsync(core, program, argument);
 

@@ -124,7 +124,11 @@ public sealed class Endpoint
         m.Endpoint = RemoteId;
         m.Flags &= ~MessageFlags.Control;
         // Tracing off: one HasListeners() read, nothing allocated.
+        #if MULTIKERNEL_NO_TRACING
+        Activity? send = null; // the comparison build: no instrumentation in the path
+#else
         Activity? send = MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
+#endif
         bool sent = _kernel.TrySend(RemoteCore, in m);
         send?.Dispose();
         if (!sent)
@@ -153,7 +157,11 @@ public sealed class Endpoint
         Message m = message;
         m.Endpoint = RemoteId;
         m.Flags &= ~MessageFlags.Control;
+        #if MULTIKERNEL_NO_TRACING
+        Activity? send = null; // the comparison build: no instrumentation in the path
+#else
         Activity? send = MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
+#endif
         if (_credits > 0 && _kernel.TrySend(RemoteCore, in m))
         {
             send?.Dispose();
@@ -439,11 +447,13 @@ public sealed class Endpoint
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void BeginProcessing(in Message message)
     {
+#if !MULTIKERNEL_NO_TRACING
         if (ActivitySources.Urpc.HasListeners())
         {
             EndProcessing();
             _processing = MessageTracing.StartProcess(in message, RemoteCore, Core, Name);
         }
+#endif
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

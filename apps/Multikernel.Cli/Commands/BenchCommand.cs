@@ -10,6 +10,31 @@ internal static class BenchCommand
     {
         var command = new Command("bench", "Side-by-side measurements (ratios against a baseline in the same run).");
         command.Subcommands.Add(Urpc());
+        command.Subcommands.Add(Endpoint());
+        return command;
+    }
+
+    private static Command Endpoint()
+    {
+        var json = new Option<string?>("--json") { Description = "Also write the results as JSON." };
+        var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var command = new Command("endpoint", "Domain-to-domain messaging through two kernels with tracing off, sampled at 1% (OpenTelemetry SDK) and always on: the cost of the instrumentation in the path.")
+        {
+            json, quick,
+        };
+        command.SetAction(parse =>
+        {
+            bool q = parse.GetValue(quick);
+            IReadOnlyList<EndpointBenchResult> results = EndpointBench.Run(q ? 1 : 5, q ? 20_000 : 200_000, q ? 200_000 : 2_000_000, m => Console.Error.WriteLine(m));
+            Console.WriteLine(EndpointBench.Render(results));
+            if (parse.GetValue(json) is { } path)
+            {
+                EndpointBench.WriteJson(results, path);
+                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
+            }
+
+            return 0;
+        });
         return command;
     }
 
