@@ -1,0 +1,291 @@
+using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Memory;
+
+namespace Multikernel.Tests.Capabilities;
+
+/// <summary>The cross-core protocol driven by the deterministic simulation.</summary>
+public sealed class DistributedCapabilityTests
+{
+    private static T Complete<T>(CapabilitySimulation sim, ValueTask<T> task)
+    {
+        sim.RunUntilQuiet();
+        Assert.True(task.IsCompleted, "operation did not complete after the simulation quiesced");
+        return CapabilitySimulation.Result(task);
+    }
+
+    private static void Complete(CapabilitySimulation sim, ValueTask task)
+    {
+        sim.RunUntilQuiet();
+        Assert.True(task.IsCompleted, "operation did not complete after the simulation quiesced");
+        CapabilitySimulation.Result(task);
+    }
+
+    [Fact]
+    public void CopyToAnotherCore_SharesTheFrame()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 1);
+        CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[1][1];
+        int frame = a.Retype(0, CapabilityType.Frame);
+        a.GetFrame(frame).Span[10] = 42;
+
+        int received = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
+
+        FrameHandle remote = b.GetFrame(received);
+        Assert.Equal(42, remote.ReadOnlySpan[10]);
+        Assert.Equal(0, b.Inspect(received).OwnerCore);
+        Assert.Throws<InsufficientRightsException>(() => remote.Span[0] = 1);
+        Assert.False(a.IsEmpty(frame));
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void MoveToAnotherCore_IsGoneFromTheSender()
+    {
+        using var sim = new CapabilitySimulation(3, seed: 2);
+        CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[2][2];
+        int frame = a.Retype(0, CapabilityType.Frame);
+        FrameHandle senderHandle = a.GetFrame(frame);
+        senderHandle.Span[0] = 9;
+
+        ValueTask<int> move = a.TransferAsync(frame, 2, b.Id, TransferMode.Move);
+        // From the moment the move starts the sender can no longer use it.
+        Assert.Throws<EmptySlotException>(() => a.GetFrame(frame));
+        Assert.Throws<CapabilityRevokedException>(() => senderHandle.Span[0] = 1);
+        int received = Complete(sim, move);
+
+        Assert.True(a.IsEmpty(frame));
+        Assert.Equal(9, b.GetFrame(received).ReadOnlySpan[0]);
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void MoveToAFullCSpace_FailsAndTheSenderKeepsIt()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 3);
+        CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[1][1];
+        int filler = b.Retype(0, CapabilityType.Endpoint);
+        for (int i = b.UsedSlots; i < b.SlotCount; i++)
+        {
+            b.Copy(filler);
+        }
+
+        int frame = a.Retype(0, CapabilityType.Frame);
+        ValueTask<int> move = a.TransferAsync(frame, 1, b.Id, TransferMode.Move);
+        sim.RunUntilQuiet();
+        var error = Assert.Throws<CapabilityLimitException>(() => CapabilitySimulation.Result(move));
+        Assert.Contains("full", error.Message, StringComparison.Ordinal);
+        a.GetFrame(frame).Span[0] = 1;
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void TransferToAMissingDomain_Fails()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 4);
+        CSpace a = sim.Domains[0][1];
+        int frame = a.Retype(0, CapabilityType.Frame);
+        ValueTask<int> copy = a.TransferAsync(frame, 1, 7, TransferMode.Copy);
+        sim.RunUntilQuiet();
+        Assert.Throws<CapabilityException>(() => CapabilitySimulation.Result(copy));
+        sim.CheckInvariants();
+    }
+
+    [Theory]
+    [InlineData(RevokeMode.Unicast, 2)]
+    [InlineData(RevokeMode.Unicast, 8)]
+    [InlineData(RevokeMode.Multicast, 3)]
+    [InlineData(RevokeMode.Multicast, 8)]
+    public void Revoke_FrameWithCopiesOnEveryCore_LeavesOnlyTheOriginal(RevokeMode mode, int cores)
+    {
+        using var sim = new CapabilitySimulation(cores, seed: cores);
+        CSpace owner = sim.Domains[0][1];
+        int frame = owner.Retype(0, CapabilityType.Frame);
+        var handles = new List<FrameHandle>();
+        var slots = new List<(CSpace, int)>();
+        for (int c = 1; c < cores; c++)
+        {
+            for (int d = 1; d < CapabilitySimulation.DomainsPerCore; d++)
+            {
+                int s = Complete(sim, owner.TransferAsync(frame, c, sim.Domains[c][d].Id, TransferMode.Copy));
+                slots.Add((sim.Domains[c][d], s));
+                handles.Add(sim.Domains[c][d].GetFrame(s));
+                // A second-generation copy made on the remote core itself.
+                int again = sim.Domains[c][d].Copy(s, CapabilityRights.Read);
+                slots.Add((sim.Domains[c][d], again));
+            }
+        }
+
+        FrameHandle ownerHandle = owner.GetFrame(frame);
+        int objects = sim.Cores.Sum(c => c.ObjectCount);
+
+        Complete(sim, owner.RevokeAsync(frame, mode));
+
+        Assert.All(slots, s => Assert.True(s.Item1.IsEmpty(s.Item2)));
+        Assert.All(handles, h => Assert.Throws<CapabilityRevokedException>(() => h.ReadOnlySpan[0]));
+        ownerHandle.Span[0] = 3;
+        Assert.Equal(objects, sim.Cores.Sum(c => c.ObjectCount));
+        Assert.Equal(1, sim.Cores.Sum(c => c.InspectReferences().Count(r => r.Owner == 0 && r.Type == CapabilityType.Frame)));
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void RevokeRequestedByANonOwner_KeepsTheRequestersCopy()
+    {
+        using var sim = new CapabilitySimulation(4, seed: 5);
+        CSpace owner = sim.Domains[0][1];
+        int frame = owner.Retype(0, CapabilityType.Frame);
+        int onOne = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
+        int onTwo = Complete(sim, owner.TransferAsync(frame, 2, 1, TransferMode.Copy));
+
+        Complete(sim, sim.Domains[1][1].RevokeAsync(onOne, RevokeMode.Multicast));
+
+        Assert.False(sim.Domains[1][1].IsEmpty(onOne));
+        Assert.True(sim.Domains[2][1].IsEmpty(onTwo));
+        Assert.True(owner.IsEmpty(frame));
+        sim.Domains[1][1].GetFrame(onOne).Span[0] = 1;
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void RevokeRam_DeletesDerivedFramesOnEveryCore_AndReturnsTheMemory()
+    {
+        using var sim = new CapabilitySimulation(4, seed: 6);
+        CSpace owner = sim.Domains[0][1];
+        long free = owner.FreeRamFrames;
+        int part = owner.Retype(0, CapabilityType.Ram, 8);
+        var handles = new List<FrameHandle>();
+        for (int i = 0; i < 8; i++)
+        {
+            int f = owner.Retype(part, CapabilityType.Frame);
+            int c = 1 + (i % 3);
+            int s = Complete(sim, owner.TransferAsync(f, c, 2, TransferMode.Move));
+            handles.Add(sim.Domains[c][2].GetFrame(s));
+        }
+
+        Complete(sim, owner.RevokeAsync(0));
+
+        Assert.Equal(free, owner.FreeRamFrames);
+        Assert.All(handles, h => Assert.False(h.IsValid));
+        Assert.Equal(1, sim.Domains[1][2].UsedSlots);
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void DeletingTheLastRemoteCopy_FreesTheObject()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 7);
+        CSpace a = sim.Domains[0][1];
+        long free = a.FreeRamFrames;
+        int frame = a.Retype(0, CapabilityType.Frame);
+        int remote = Complete(sim, a.TransferAsync(frame, 1, 1, TransferMode.Move));
+        Assert.Equal(free - 1, a.FreeRamFrames);
+        FrameHandle handle = sim.Domains[1][1].GetFrame(remote);
+
+        sim.Domains[1][1].Delete(remote);
+        Assert.False(handle.IsValid);
+        sim.RunUntilQuiet();
+
+        Assert.Equal(free, a.FreeRamFrames);
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void CopyDuringARevoke_IsRefusedOrRevoked_NeverSurvives()
+    {
+        using var sim = new CapabilitySimulation(3, seed: 8);
+        CSpace owner = sim.Domains[0][1];
+        int frame = owner.Retype(0, CapabilityType.Frame);
+        int onOne = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
+
+        ValueTask revoke = owner.RevokeAsync(frame);
+        ValueTask<int> copy = sim.Domains[1][1].TransferAsync(onOne, 2, 1, TransferMode.Copy);
+        sim.RunUntilQuiet();
+
+        CapabilitySimulation.Result(revoke);
+        Assert.Throws<CapabilityBusyException>(() => CapabilitySimulation.Result(copy));
+        Assert.Equal(0, sim.Domains[2][1].UsedSlots - 1);
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void ConcurrentRevokesOfRelatedCapabilities_StayConsistent()
+    {
+        for (int seed = 0; seed < 30; seed++)
+        {
+            using var sim = new CapabilitySimulation(4, seed);
+            CSpace owner = sim.Domains[0][1];
+            int part = owner.Retype(0, CapabilityType.Ram, 4);
+            int frame = owner.Retype(part, CapabilityType.Frame);
+            int remote = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
+            Complete(sim, owner.TransferAsync(frame, 2, 1, TransferMode.Copy));
+
+            var tasks = new List<ValueTask>
+            {
+                owner.RevokeAsync(part, RevokeMode.Multicast),
+                sim.Domains[1][1].RevokeAsync(remote),
+            };
+            sim.Domains[0][1].Delete(frame);
+            sim.RunUntilQuiet();
+            foreach (ValueTask t in tasks)
+            {
+                Assert.True(t.IsCompleted);
+                try
+                {
+                    CapabilitySimulation.Result(t);
+                }
+                catch (CapabilityException)
+                {
+                    // Busy (the other revoke covered it) or revoked meanwhile: both are legitimate outcomes.
+                }
+            }
+
+            sim.CheckInvariants();
+            Assert.Equal(0, sim.Cores.Sum(c => c.InspectReferences().Count(r => r.Owner == 0 && r.Type == CapabilityType.Frame)));
+        }
+    }
+
+    [Fact]
+    public void BigTreeRevoke_ThroughTinyRingsAndOutboxes_Completes()
+    {
+        using var sim = new CapabilitySimulation(4, seed: 9, framesPerCore: 256, appRamFrames: 100, linkCapacity: 2, options: new CapabilityOptions
+        {
+            MaxObjectsPerCore = 512,
+            MaxReferencesPerCore = 1024,
+            MaxDomainsPerCore = 4,
+            SlotsPerDomain = 128,
+            MaxOperations = 4,
+            OutboxCapacity = 64,
+            MulticastFanout = 2,
+        });
+        CSpace owner = sim.Domains[0][1];
+        for (int i = 0; i < 90; i++)
+        {
+            int f = owner.Retype(0, CapabilityType.Frame);
+            Complete(sim, owner.TransferAsync(f, 1 + (i % 3), 1 + (i % 2), TransferMode.Copy));
+        }
+
+        Complete(sim, owner.RevokeAsync(0, RevokeMode.Unicast));
+        Assert.Equal(100, owner.FreeRamFrames);
+        Assert.True(sim.Refused >= 0);
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void TooManyOperations_IsAClearError()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 10, options: new CapabilityOptions { MaxOperations = 2, MaxDomainsPerCore = 4, SlotsPerDomain = 32 });
+        CSpace a = sim.Domains[0][1];
+        int f = a.Retype(0, CapabilityType.Frame);
+        ValueTask<int> one = a.TransferAsync(f, 1, 1, TransferMode.Copy);
+        ValueTask<int> two = a.TransferAsync(f, 1, 1, TransferMode.Copy);
+        var error = Assert.Throws<CapabilityLimitException>(() => a.TransferAsync(f, 1, 1, TransferMode.Copy));
+        Assert.Contains("MaxOperations", error.Message, StringComparison.Ordinal);
+        sim.RunUntilQuiet();
+        CapabilitySimulation.Result(one);
+        CapabilitySimulation.Result(two);
+        sim.CheckInvariants();
+    }
+}
