@@ -207,6 +207,17 @@ public sealed partial class CoreCapabilities
     public void DestroyDomain(CSpace domain)
     {
         CheckDomain(domain);
+        int remote = 0;
+        foreach (int s in domain.Slots)
+        {
+            remote += s != 0 && _refs[s - 1].Owner != Core ? 1 : 0;
+        }
+
+        if (OutboxFree < remote + _reserve)
+        {
+            throw new CapabilityBusyException($"Destroying {domain} releases {remote} remote capabilities but core {Core}'s protocol outbox has room for {OutboxFree - _reserve}; retry after the kernel loop has flushed it.");
+        }
+
         for (int slot = 0; slot < domain.Slots.Length; slot++)
         {
             if (domain.Slots[slot] != 0)

@@ -188,7 +188,7 @@ internal sealed class CapabilitySimulation : IDisposable
                 Assert.True(objects.TryGetValue((r.Owner, r.Object), out ObjectView o), $"reference {c}/{r.Index} names a dead object {r.Owner}/{r.Object}");
                 Assert.Equal(o.Generation, r.ObjectGeneration);
                 Assert.Equal(o.Type, r.Type);
-                CSpace cs = Domains[c][r.Domain];
+                CSpace cs = Cores[c].FindDomain(r.Domain) ?? throw new InvalidOperationException($"reference {c}/{r.Index} in a destroyed domain");
                 Assert.Equal((r.Index, r.Generation), Cores[c].InspectSlot(cs, r.Slot));
                 refCounts[(r.Owner, r.Object)] = refCounts.GetValueOrDefault((r.Owner, r.Object)) + 1;
                 holders[(r.Owner, r.Object)] = holders.GetValueOrDefault((r.Owner, r.Object)) | (1UL << c);
