@@ -522,6 +522,11 @@ public sealed partial class CoreCapabilities
 
     private void Dispatch(int from, in Message m)
     {
+        if (m.Type is MsgMark or MsgCommit or MsgMarkAck or MsgCommitAck && (int)(m.Word1 & 0xFF) >= _ops.Length)
+        {
+            throw new InvalidOperationException($"Core {from} sent an operation slot {(int)(m.Word1 & 0xFF)} beyond core {Core}'s MaxOperations ({_ops.Length}); every core must use the same CapabilityOptions.");
+        }
+
         switch (m.Type)
         {
             case MsgCopyRequest:
