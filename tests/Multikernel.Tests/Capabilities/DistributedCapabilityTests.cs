@@ -288,4 +288,121 @@ public sealed class DistributedCapabilityTests
         CapabilitySimulation.Result(two);
         sim.CheckInvariants();
     }
+
+    [Fact]
+    public void RemoteHolder_CannotAmplifyRights_WhenPassingItOn()
+    {
+        using var sim = new CapabilitySimulation(3, seed: 14);
+        CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[1][1];
+        int frame = a.Retype(0, CapabilityType.Frame);
+        int readGrant = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
+
+        Assert.Throws<InsufficientRightsException>(() => b.TransferAsync(readGrant, 2, 1, TransferMode.Copy, CapabilityRights.All));
+        Assert.Throws<InsufficientRightsException>(() => b.TransferAsync(readGrant, 2, 1, TransferMode.Move, CapabilityRights.Read | CapabilityRights.Write));
+        Assert.Throws<InsufficientRightsException>(() => b.Copy(readGrant, CapabilityRights.Write));
+        int moved = Complete(sim, b.TransferAsync(readGrant, 2, 1, TransferMode.Move));
+        Assert.Equal(CapabilityRights.Read | CapabilityRights.Grant, sim.Domains[2][1].Inspect(moved).Rights);
+        Assert.Throws<InsufficientRightsException>(() => sim.Domains[2][1].GetFrame(moved).Span[0] = 1);
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void MemoryViewKeptAcrossARevoke_FailsOnTheNextAccess()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 15);
+        CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[1][1];
+        int frame = a.Retype(0, CapabilityType.Frame);
+        int remote = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Copy));
+        Memory<byte> view = b.GetFrame(remote).Memory;
+        view.Span[0] = 1;
+
+        Complete(sim, a.RevokeAsync(frame, RevokeMode.Multicast));
+
+        var error = Assert.Throws<CapabilityRevokedException>(() => view.Span[0] = 2);
+        Assert.Contains("revoked", error.Message, StringComparison.Ordinal);
+        Assert.Equal(1, a.GetFrame(frame).ReadOnlySpan[0]);
+    }
+
+    [Fact]
+    public void RevokedRamReused_OldHandlesNeverSeeTheNewContents()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 16);
+        CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[1][1];
+        int part = a.Retype(0, CapabilityType.Ram, 1);
+        int frame = a.Retype(part, CapabilityType.Frame);
+        int remote = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Move));
+        FrameHandle stale = b.GetFrame(remote);
+        Complete(sim, a.RevokeAsync(part));
+        int reused = a.Retype(part, CapabilityType.Frame);
+        FrameHandle fresh = a.GetFrame(reused);
+        Assert.Equal(stale.BaseFrame, fresh.BaseFrame);
+        fresh.Span[0] = 0x5A;
+        Assert.Throws<CapabilityRevokedException>(() => stale.ReadOnlySpan[0]);
+        Assert.Throws<CapabilityRevokedException>(() => stale.Span[0] = 1);
+        Assert.Equal(0x5A, fresh.ReadOnlySpan[0]);
+        sim.CheckInvariants();
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void SenderDestroyedDuringAMove_NothingLeaks(bool receiverHasRoom)
+    {
+        using var sim = new CapabilitySimulation(2, seed: 17);
+        CSpace monitor = sim.Domains[0][0];
+        CSpace sender = sim.Cores[0].CreateDomain("sender");
+        CSpace b = sim.Domains[1][1];
+        long monitorFree = monitor.FreeRamFrames;
+        if (!receiverHasRoom)
+        {
+            int filler = b.Retype(0, CapabilityType.Endpoint);
+            for (int i = b.UsedSlots; i < b.SlotCount; i++)
+            {
+                b.Copy(filler);
+            }
+        }
+
+        int usedBefore = b.UsedSlots;
+        // The frame is billed to the monitor's RAM, so it outlives the sender.
+        int frame = monitor.MoveTo(monitor.Retype(0, CapabilityType.Frame), sender);
+        ValueTask<int> move = sender.TransferAsync(frame, 1, b.Id, TransferMode.Move);
+        sim.Cores[0].DestroyDomain(sender);
+        sim.RunUntilQuiet();
+
+        if (receiverHasRoom)
+        {
+            int received = CapabilitySimulation.Result(move);
+            Assert.Equal(usedBefore + 1, b.UsedSlots);
+            b.GetFrame(received).Span[0] = 1;
+            Assert.Equal(monitorFree - 1, monitor.FreeRamFrames);
+        }
+        else
+        {
+            Assert.Throws<CapabilityLimitException>(() => CapabilitySimulation.Result(move));
+            // The sender is gone, so nobody holds the frame any more: it went back to the monitor's RAM.
+            Assert.Equal(monitorFree, monitor.FreeRamFrames);
+        }
+
+        sim.CheckInvariants();
+    }
+
+    [Fact]
+    public void SenderDestroyedWithItsRam_TheFrameInTransitGoesToo()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 18);
+        CSpace monitor = sim.Domains[0][0];
+        CSpace sender = sim.Cores[0].CreateDomain("sender");
+        long monitorFree = monitor.FreeRamFrames;
+        monitor.MoveTo(monitor.Retype(0, CapabilityType.Ram, 4), sender);
+        int frame = sender.Retype(0, CapabilityType.Frame);
+        ValueTask<int> move = sender.TransferAsync(frame, 1, 1, TransferMode.Move);
+        sim.Cores[0].DestroyDomain(sender);
+        sim.RunUntilQuiet();
+        Assert.Throws<CapabilityRevokedException>(() => CapabilitySimulation.Result(move));
+        Assert.Equal(monitorFree, monitor.FreeRamFrames);
+        sim.CheckInvariants();
+    }
 }
