@@ -96,6 +96,7 @@ public sealed partial class CoreCapabilities
         public bool Active;
         public ushort Version;
         public int RequesterCore;
+        public int Destination;
         public uint RequestId;
         public int Object;
         public uint ObjectGeneration;
@@ -624,54 +625,64 @@ public sealed partial class CoreCapabilities
         t.Active = true;
         t.Version++;
         t.RequesterCore = from;
+        t.Destination = dest;
         t.RequestId = requestId;
         t.Object = obj;
         t.ObjectGeneration = gen;
-        ulong payload = o.Type is CapabilityType.Ram or CapabilityType.Frame or CapabilityType.DevFrame or CapabilityType.CNode or CapabilityType.Endpoint or CapabilityType.Dispatcher
-            ? (uint)o.BaseFrame | ((ulong)(uint)o.FrameCount << 32)
-            : o.ObjectId;
-        Send(dest, MsgInstall,
+        ulong payload = IsMemoryType(o.Type) ? (uint)o.BaseFrame | ((ulong)(uint)o.FrameCount << 32) : o.ObjectId;
+        var install = Message.Create(MsgInstall,
             (uint)xfer | ((uint)t.Version << 16) | ((ulong)(uint)obj << 32),
             gen | ((ulong)(byte)o.Type << 32) | ((ulong)(byte)(rights & o.Rights) << 40) | ((ulong)(ushort)domain << 48),
             payload);
+        if (dest != Core)
+        {
+            Send(dest, MsgInstall, install.Word0, install.Word1, install.Word2);
+            return;
+        }
+
+        // Installing on the owner core itself happens now, not through the outbox: a revoke
+        // started meanwhile marks the owner's own copies directly, so a copy still queued to
+        // ourselves would escape it (remote destinations are safe by FIFO order).
+        Status installed = Install(Core, in install, out int slot);
+        var result = Message.Create(MsgInstallResult, (uint)install.Word0 | ((ulong)installed << 32), (ulong)(uint)slot);
+        OnInstallResult(in result);
     }
 
     private void OnInstall(int from, in Message m)
     {
-        uint xfer = (uint)m.Word0;
+        Status status = Install(from, in m, out int slot);
+        Send(from, MsgInstallResult, (uint)m.Word0 | ((ulong)status << 32), (ulong)(uint)slot, 0);
+    }
+
+    private Status Install(int owner, in Message m, out int slot)
+    {
         int obj = (int)(uint)(m.Word0 >> 32);
         uint gen = (uint)m.Word1;
         var type = (CapabilityType)(byte)(m.Word1 >> 32);
         var rights = (CapabilityRights)(byte)(m.Word1 >> 40);
         int domain = (ushort)(m.Word1 >> 48);
-        Status status = Status.Ok;
-        int slot = -1;
+        slot = -1;
         CSpace? cs = FindDomain(domain);
         if (cs is null)
         {
-            status = Status.NoSuchDomain;
-        }
-        else if (_freeRefCount == 0)
-        {
-            status = Status.TableFull;
-        }
-        else
-        {
-            slot = Array.IndexOf(cs.Slots, 0);
-            if (slot < 0)
-            {
-                status = Status.SlotsFull;
-            }
+            return Status.NoSuchDomain;
         }
 
-        if (status == Status.Ok)
+        if (_freeRefCount == 0)
         {
-            bool memory = IsMemoryType(type);
-            CreateRef(cs!, slot, from, obj, gen, type, rights,
-                memory ? (int)(uint)m.Word2 : 0, memory ? (int)(uint)(m.Word2 >> 32) : 0, memory ? 0 : m.Word2);
+            return Status.TableFull;
         }
 
-        Send(from, MsgInstallResult, xfer | ((ulong)status << 32), (ulong)(uint)slot, 0);
+        slot = Array.IndexOf(cs.Slots, 0);
+        if (slot < 0)
+        {
+            return Status.SlotsFull;
+        }
+
+        bool memory = IsMemoryType(type);
+        CreateRef(cs, slot, owner, obj, gen, type, rights,
+            memory ? (int)(uint)m.Word2 : 0, memory ? (int)(uint)(m.Word2 >> 32) : 0, memory ? 0 : m.Word2);
+        return Status.Ok;
     }
 
     private void OnInstallResult(in Message m)
@@ -915,6 +926,21 @@ public sealed partial class CoreCapabilities
         {
             FinishMark(op);
             return Status.Ok;
+        }
+
+        if (mode == RevokeMode.Multicast)
+        {
+            // FIFO holds per pair of cores only. An INSTALL this core sent straight to a target
+            // could be overtaken by a MARK relayed through another core, and the new copy would
+            // escape the revoke. While any transfer to a target is in flight, send directly.
+            foreach (ref readonly OwnerTransfer t in _transfers.AsSpan())
+            {
+                if (t.Active && (op.Targets & Bit(t.Destination)) != 0)
+                {
+                    op.Mode = mode = RevokeMode.Unicast;
+                    break;
+                }
+            }
         }
 
         if (mode == RevokeMode.Multicast)

@@ -45,7 +45,7 @@ public sealed class CapabilityPropertyTests
     private readonly Stats _stats = new();
 
     /// <summary>What the workloads actually exercised, so a property cannot pass vacuously.</summary>
-    private sealed class Stats
+    internal sealed class Stats
     {
         public int RevokesWithRemoteVictims;
         public int Transfers;
@@ -62,28 +62,48 @@ public sealed class CapabilityPropertyTests
     [Fact]
     public void Sequential_EveryRevokeLeavesNoDescendant_AccountingAddsUp()
     {
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(150), Prop.ForAll(Scenarios(60), scenario =>
-        {
-            using var sim = new CapabilitySimulation(scenario.Cores, scenario.Seed);
-            var workload = new Workload(sim, _stats);
-            foreach (int op in scenario.Operations)
-            {
-                workload.Apply(op, sequential: true);
-                sim.RunUntilQuiet();
-                workload.CompleteSequential();
-                sim.CheckInvariants();
-            }
-        }));
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(150), Prop.ForAll(Scenarios(60), scenario => RunSequential(scenario, _stats)));
         AssertExercised();
+    }
+
+    internal static void RunSequential(Scenario scenario, Stats stats)
+    {
+        using var sim = new CapabilitySimulation(scenario.Cores, scenario.Seed);
+        var workload = new Workload(sim, stats);
+        foreach (int op in scenario.Operations)
+        {
+            workload.Apply(op, sequential: true);
+            sim.RunUntilQuiet();
+            workload.CompleteSequential();
+            sim.CheckInvariants();
+        }
     }
 
     [Fact]
     public void Concurrent_OperationsInterleaved_StayConsistent()
     {
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(150), Prop.ForAll(Scenarios(80), scenario =>
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(150), Prop.ForAll(Scenarios(80), scenario => RunConcurrent(scenario, _stats)));
+        AssertExercised();
+    }
+
+    internal static void RunConcurrent(Scenario scenario, Stats stats)
+    {
         {
-            using var sim = new CapabilitySimulation(scenario.Cores, scenario.Seed);
-            var workload = new Workload(sim, _stats);
+            // A third of the runs use tight limits: one-slot rings, a small outbox and few
+            // operation slots, so back-pressure, refusals and deferred deletes are exercised.
+            using var sim = scenario.Seed % 3 != 0
+                ? new CapabilitySimulation(scenario.Cores, scenario.Seed)
+                : new CapabilitySimulation(scenario.Cores, scenario.Seed, linkCapacity: 1, options: new CapabilityOptions
+                {
+                    MaxObjectsPerCore = 512,
+                    MaxReferencesPerCore = 1024,
+                    MaxDomainsPerCore = 8,
+                    SlotsPerDomain = 64,
+                    MaxOperations = 2,
+                    OutboxCapacity = 64,
+                    MulticastFanout = 1 + (scenario.Seed % 4),
+                });
+            var workload = new Workload(sim, stats);
             foreach (int op in scenario.Operations)
             {
                 workload.Apply(op, sequential: false);
@@ -104,8 +124,7 @@ public sealed class CapabilityPropertyTests
             workload.Poll();
             Assert.Equal(0, workload.Pending);
             sim.CheckInvariants();
-        }));
-        AssertExercised();
+        }
     }
 
     /// <summary>Interprets operation codes against the simulation and tracks what each revoke must have removed.</summary>

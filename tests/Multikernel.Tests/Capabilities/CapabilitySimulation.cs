@@ -132,6 +132,23 @@ internal sealed class CapabilitySimulation : IDisposable
         return true;
     }
 
+    /// <summary>Delivers the next message on the link <paramref name="from"/> -> <paramref name="to"/>, if any.</summary>
+    public bool Deliver(int from, int to)
+    {
+        FlushAll();
+        Queue<Message> q = _links[(from * CoreCount) + to];
+        if (q.Count == 0)
+        {
+            return false;
+        }
+
+        Message m = q.Peek();
+        Assert.True(Cores[to].TryHandle(from, in m));
+        q.Dequeue();
+        Delivered++;
+        return true;
+    }
+
     public void FlushAll()
     {
         for (int i = 0; i < _order.Length; i++)

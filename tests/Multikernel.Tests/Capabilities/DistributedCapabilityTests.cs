@@ -13,6 +13,18 @@ public sealed class DistributedCapabilityTests
         return CapabilitySimulation.Result(task);
     }
 
+    /// <summary>Consumes a completed transfer whichever way it ended (delivered then revoked, or refused).</summary>
+    private static void Outcome(ValueTask<int> task)
+    {
+        try
+        {
+            CapabilitySimulation.Result(task);
+        }
+        catch (CapabilityException)
+        {
+        }
+    }
+
     private static void Complete(CapabilitySimulation sim, ValueTask task)
     {
         sim.RunUntilQuiet();
@@ -403,6 +415,59 @@ public sealed class DistributedCapabilityTests
         sim.RunUntilQuiet();
         Assert.Throws<CapabilityRevokedException>(() => CapabilitySimulation.Result(move));
         Assert.Equal(monitorFree, monitor.FreeRamFrames);
+        sim.CheckInvariants();
+    }
+
+    // Regression (found by the concurrent property): a transfer to the owner core itself used to
+    // install through the owner's outbox, so a revoke started in between missed the new copy.
+    [Fact]
+    public void CopyToTheOwnerCore_RacingARevoke_IsStillRevoked()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 19);
+        CSpace owner = sim.Domains[0][1];
+        CSpace third = sim.Domains[0][2];
+        int frame = owner.Retype(0, CapabilityType.Frame);
+        int remote = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
+        int thirdSlots = third.UsedSlots;
+
+        ValueTask<int> back = sim.Domains[1][1].TransferAsync(remote, 0, third.Id, TransferMode.Copy);
+        Assert.True(sim.Deliver(1, 0)); // the copy request reaches the owner
+        ValueTask revoke = owner.RevokeAsync(frame);
+        sim.RunUntilQuiet();
+
+        CapabilitySimulation.Result(revoke);
+        Outcome(back);
+        Assert.Equal(thirdSlots, third.UsedSlots);
+        Assert.Equal(1, sim.Cores.Sum(c => c.InspectReferences().Count(r => r.Owner == 0 && r.Type == CapabilityType.Frame)));
+        sim.CheckInvariants();
+    }
+
+    // Regression (found by the concurrent property): in a multicast revoke a MARK relayed through
+    // another core could overtake an INSTALL the owner had sent directly, and the copy escaped.
+    [Fact]
+    public void MulticastRevoke_WithAnInstallInFlight_StillReachesTheNewCopy()
+    {
+        using var sim = new CapabilitySimulation(4, seed: 20);
+        CSpace owner = sim.Domains[0][1];
+        int frame = owner.Retype(0, CapabilityType.Frame);
+        int onThree = 0;
+        for (int c = 1; c < 4; c++)
+        {
+            onThree = Complete(sim, owner.TransferAsync(frame, c, 1, TransferMode.Copy));
+        }
+
+        ValueTask<int> toTwo = sim.Domains[3][1].TransferAsync(onThree, 2, 2, TransferMode.Copy);
+        Assert.True(sim.Deliver(3, 0)); // request reaches the owner, which sends INSTALL to core 2
+        ValueTask revoke = owner.RevokeAsync(frame, RevokeMode.Multicast);
+        // Let the relay path run first: owner -> core 1 -> core 2, before the owner's INSTALL to core 2.
+        while (sim.Deliver(0, 1) || sim.Deliver(1, 2))
+        {
+        }
+
+        sim.RunUntilQuiet();
+        CapabilitySimulation.Result(revoke);
+        Outcome(toTwo);
+        Assert.Equal(1, sim.Cores.Sum(c => c.InspectReferences().Count(r => r.Owner == 0 && r.Type == CapabilityType.Frame)));
         sim.CheckInvariants();
     }
 }
