@@ -77,7 +77,7 @@ internal sealed class ShootdownHarness : IDisposable
                 ValueTask<int> copy = owner.TransferAsync(frame, c, 0, TransferMode.Copy);
                 while (!copy.IsCompleted)
                 {
-                    Turn(0);
+                    Wait(0);
                 }
 
                 CapabilitySimulation.Result(copy);
@@ -87,7 +87,7 @@ internal sealed class ShootdownHarness : IDisposable
             ValueTask revoke = owner.RevokeAsync(frame, mode);
             while (!revoke.IsCompleted)
             {
-                Turn(0);
+                Wait(0);
             }
 
             samples[i] = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
@@ -122,6 +122,15 @@ internal sealed class ShootdownHarness : IDisposable
     {
         double[] sorted = [.. values.Order()];
         return sorted[sorted.Length / 2];
+    }
+
+    // Yield when idle: with more cores than CPUs, a spinning owner would starve the others.
+    private void Wait(int core)
+    {
+        if (!Turn(core))
+        {
+            Thread.Yield();
+        }
     }
 
     private void Loop(int core)
