@@ -12,6 +12,10 @@ public sealed class CSpace
     private readonly CoreCapabilities _core;
     internal readonly int[] Slots;
 
+    // Every slot below this index is occupied, so a search for a free slot starts here
+    // (amortised O(1) for the usual take-lowest-free pattern instead of a scan per retype).
+    private int _freeHint;
+
     internal CSpace(CoreCapabilities core, int id, string name, int slots)
     {
         _core = core;
@@ -50,6 +54,33 @@ public sealed class CSpace
             }
 
             return n;
+        }
+    }
+
+    /// <summary>The lowest free slot, or -1 when the CSpace is full.</summary>
+    internal int FindFree()
+    {
+        int[] slots = Slots;
+        for (int i = _freeHint; i < slots.Length; i++)
+        {
+            if (slots[i] == 0)
+            {
+                _freeHint = i;
+                return i;
+            }
+        }
+
+        _freeHint = slots.Length;
+        return -1;
+    }
+
+    /// <summary>Empties a slot.</summary>
+    internal void Vacate(int slot)
+    {
+        Slots[slot] = 0;
+        if (slot < _freeHint)
+        {
+            _freeHint = slot;
         }
     }
 

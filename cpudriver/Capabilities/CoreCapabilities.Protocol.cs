@@ -673,7 +673,7 @@ public sealed partial class CoreCapabilities
             return Status.TableFull;
         }
 
-        slot = Array.IndexOf(cs.Slots, 0);
+        slot = cs.FindFree();
         if (slot < 0)
         {
             return Status.SlotsFull;

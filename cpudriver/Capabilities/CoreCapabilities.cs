@@ -338,7 +338,7 @@ public sealed partial class CoreCapabilities
         }
 
         int targetSlot = FindFreeSlot(target);
-        source.Slots[slot] = 0;
+        source.Vacate(slot);
         rec.Domain = target.Id;
         rec.Slot = targetSlot;
         target.Slots[targetSlot] = r + 1;
@@ -546,7 +546,7 @@ public sealed partial class CoreCapabilities
             CSpace? cs = _domains[rec.Domain];
             if (cs is not null && cs.Slots[rec.Slot] == r + 1)
             {
-                cs.Slots[rec.Slot] = 0;
+                cs.Vacate(rec.Slot);
             }
         }
 
@@ -601,7 +601,7 @@ public sealed partial class CoreCapabilities
             CSpace? cs = _domains[rec.Domain];
             if (cs is not null && cs.Slots[rec.Slot] == r + 1)
             {
-                cs.Slots[rec.Slot] = 0;
+                cs.Vacate(rec.Slot);
             }
 
             rec.Detached = true;
@@ -829,16 +829,13 @@ public sealed partial class CoreCapabilities
     private int FindFreeSlot(CSpace cs)
     {
         CheckDomain(cs);
-        int[] slots = cs.Slots;
-        for (int i = 0; i < slots.Length; i++)
+        int slot = cs.FindFree();
+        if (slot < 0)
         {
-            if (slots[i] == 0)
-            {
-                return i;
-            }
+            throw new CapabilityLimitException($"The CSpace of {cs} is full ({cs.Slots.Length} slots).");
         }
 
-        throw new CapabilityLimitException($"The CSpace of {cs} is full ({slots.Length} slots).");
+        return slot;
     }
 
     private void EnsureTables(int objects, int refs)
