@@ -81,3 +81,10 @@ public enum RevokeMode
 /// <param name="OwnerCore">Core that owns the object and sequences operations on it.</param>
 /// <param name="ObjectId">Kernel object id for non-memory types (filter id, endpoint id), else 0.</param>
 public readonly record struct CapabilityInfo(CapabilityType Type, CapabilityRights Rights, int FrameCount, int OwnerCore, ulong ObjectId);
+
+/// <summary>A kernel object, as reported when it is deleted.</summary>
+/// <param name="Type">Its type.</param>
+/// <param name="ObjectId">Kernel object id given to <c>CreateRoot</c> (filter id, ...), else 0.</param>
+/// <param name="BaseFrame">First frame (memory-backed types), else 0.</param>
+/// <param name="FrameCount">Frames (memory-backed types), else 0.</param>
+public readonly record struct CapabilityObject(CapabilityType Type, ulong ObjectId, int BaseFrame, int FrameCount);

@@ -151,6 +151,14 @@ public sealed partial class CoreCapabilities
     /// <summary>This core.</summary>
     public int Core { get; }
 
+    /// <summary>
+    /// Called on this core when an object it owns is deleted (its last copy went, or it was revoked
+    /// as a descendant): how the holder of the kernel resource behind a PacketFilter, Endpoint or
+    /// Dispatcher learns to tear it down. Runs inside capability operations: it must not call back
+    /// into this <see cref="CoreCapabilities"/>; queue the work instead.
+    /// </summary>
+    public Action<CapabilityObject>? ObjectDeleted { get; set; }
+
     /// <summary>Cores in the machine.</summary>
     public int CoreCount { get; }
 
@@ -644,6 +652,7 @@ public sealed partial class CoreCapabilities
     {
         ref ObjectRecord o = ref _objects[i];
         Debug.Assert(o.State != ObjectState.Free && o.FirstChild == -1);
+        ObjectDeleted?.Invoke(new CapabilityObject(o.Type, o.ObjectId, o.BaseFrame, o.FrameCount));
         if (IsMemoryType(o.Type) && o.FrameCount > 0)
         {
             // Every handle to these frames dies before the frames can be retyped again.

@@ -470,4 +470,24 @@ public sealed class DistributedCapabilityTests
         Assert.Equal(1, sim.Cores.Sum(c => c.InspectReferences().Count(r => r.Owner == 0 && r.Type == CapabilityType.Frame)));
         sim.CheckInvariants();
     }
+
+    [Fact]
+    public void DeletingTheLastCopyOfAPacketFilter_TellsTheOwnerCoreOnce()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 21);
+        var deleted = new List<CapabilityObject>();
+        sim.Cores[0].ObjectDeleted = deleted.Add;
+        CSpace netd = sim.Domains[0][1];
+        int filter = sim.Cores[0].CreateRoot(netd, CapabilityType.PacketFilter, objectId: 77);
+        int app = Complete(sim, netd.TransferAsync(filter, 1, 1, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
+        Assert.Equal(77UL, sim.Domains[1][1].Inspect(app).ObjectId);
+
+        Complete(sim, netd.RevokeAsync(filter));
+        Assert.Empty(deleted);
+        netd.Delete(filter);
+        sim.RunUntilQuiet();
+
+        Assert.Equal([new CapabilityObject(CapabilityType.PacketFilter, 77, 0, 0)], deleted);
+        sim.CheckInvariants();
+    }
 }
