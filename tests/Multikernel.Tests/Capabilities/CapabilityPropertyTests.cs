@@ -103,6 +103,11 @@ public sealed class CapabilityPropertyTests
                     OutboxCapacity = 64,
                     MulticastFanout = 1 + (scenario.Seed % 4),
                 });
+            if (scenario.Seed % 3 == 0)
+            {
+                sim.SlowCores = (ulong)(scenario.Seed >> 8) & ((1UL << scenario.Cores) - 1);
+            }
+
             var workload = new Workload(sim, stats);
             foreach (int op in scenario.Operations)
             {

@@ -76,6 +76,11 @@ internal sealed class CapabilitySimulation : IDisposable
 
     public long Refused { get; private set; }
 
+    /// <summary>Cores whose inbound rings are drained ten times less often than the others.</summary>
+    public ulong SlowCores { get; set; }
+
+    private int Weight(int link) => (SlowCores & (1UL << (link % CoreCount))) != 0 ? 1 : 10;
+
     public void Dispose() => Memory.Dispose();
 
     /// <summary>The result of a completed operation (the simulation completes them synchronously; nothing blocks).</summary>
@@ -96,21 +101,29 @@ internal sealed class CapabilitySimulation : IDisposable
     public bool Step()
     {
         FlushAll();
-        int nonEmpty = 0;
-        foreach (Queue<Message> q in _links)
+        // Weighted choice among non-empty links; a slow receiver is chosen a tenth as often
+        // (fault injection: a core that is busy elsewhere and drains its rings late).
+        int total = 0;
+        for (int i = 0; i < _links.Length; i++)
         {
-            nonEmpty += q.Count > 0 ? 1 : 0;
+            total += _links[i].Count == 0 ? 0 : Weight(i);
         }
 
-        if (nonEmpty == 0)
+        if (total == 0)
         {
             return false;
         }
 
-        int pick = Random.Next(nonEmpty);
+        int pick = Random.Next(total);
         for (int i = 0; i < _links.Length; i++)
         {
-            if (_links[i].Count > 0 && pick-- == 0)
+            if (_links[i].Count == 0)
+            {
+                continue;
+            }
+
+            pick -= Weight(i);
+            if (pick < 0)
             {
                 int from = i / CoreCount;
                 int to = i % CoreCount;
