@@ -33,8 +33,9 @@ public sealed class CSpace
     /// <summary>The core this CSpace lives on.</summary>
     public int Core => _core.Core;
 
-    /// <summary>The core's capability system.</summary>
-    public CoreCapabilities Capabilities => _core;
+    // Internal on purpose: a domain gets its CSpace, and must not reach the core's privileged
+    // surface (CreateRoot, other domains' CSpaces) through it.
+    internal CoreCapabilities Capabilities => _core;
 
     /// <summary>Number of slots.</summary>
     public int SlotCount => Slots.Length;

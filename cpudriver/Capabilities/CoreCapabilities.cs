@@ -242,14 +242,49 @@ public sealed partial class CoreCapabilities
     public CSpace? FindDomain(int id) => (uint)id < (uint)_domains.Length ? _domains[id] : null;
 
     /// <summary>
-    /// Creates an original capability that derives from nothing (boot only, by the monitor that
-    /// holds the Kernel capability): this core's RAM, DevFrames for a driver, the Nic, the Kernel
-    /// capability, a PacketFilter or Endpoint naming a kernel object. Memory roots must lie in
-    /// this core's share and must not overlap other memory roots.
+    /// Boot only: gives <paramref name="monitor"/> this core's Kernel capability, the authority to
+    /// create root capabilities. Returns its slot. A core has at most one.
     /// </summary>
-    public int CreateRoot(CSpace domain, CapabilityType type, int baseFrame = 0, int frameCount = 0, ulong objectId = 0, CapabilityRights rights = CapabilityRights.All)
+    public int CreateKernelCapability(CSpace monitor)
     {
-        CheckDomain(domain);
+        CheckDomain(monitor);
+        for (int r = _firstRoot; r != -1; r = _objects[r].NextSibling)
+        {
+            if (_objects[r].Type == CapabilityType.Kernel)
+            {
+                throw new CapabilityException($"Core {Core} already has its Kernel capability; copy it instead.");
+            }
+        }
+
+        return AddRoot(monitor, CapabilityType.Kernel, 0, 0, 0, CapabilityRights.All);
+    }
+
+    /// <summary>
+    /// Creates an original capability that derives from nothing, on the authority of the Kernel
+    /// capability in <paramref name="kernelSlot"/> of <paramref name="monitor"/>: this core's RAM,
+    /// DevFrames for a driver, the Nic, a PacketFilter or Endpoint naming a kernel object. The new
+    /// capability goes to a free slot of <paramref name="target"/>; its slot is returned. Memory
+    /// roots must lie in this core's share and must not overlap other memory roots.
+    /// </summary>
+    public int CreateRoot(CSpace monitor, int kernelSlot, CSpace target, CapabilityType type, int baseFrame = 0, int frameCount = 0, ulong objectId = 0, CapabilityRights rights = CapabilityRights.All)
+    {
+        int k = LookUpUsable(monitor, kernelSlot, "create root capabilities");
+        if (_refs[k].Type != CapabilityType.Kernel)
+        {
+            throw new CapabilityTypeException($"Creating root capabilities needs the Kernel capability; slot {kernelSlot} of {monitor} holds {_refs[k].Type}.");
+        }
+
+        if (type == CapabilityType.Kernel)
+        {
+            throw new CapabilityTypeException("The Kernel capability is created once per core (CreateKernelCapability) and copied from there.");
+        }
+
+        CheckDomain(target);
+        return AddRoot(target, type, baseFrame, frameCount, objectId, rights);
+    }
+
+    private int AddRoot(CSpace domain, CapabilityType type, int baseFrame, int frameCount, ulong objectId, CapabilityRights rights)
+    {
         bool memoryType = IsMemoryType(type);
         if (type == CapabilityType.None)
         {

@@ -33,7 +33,7 @@ public sealed class BilledBufferTests
             CSpace producer = sim.Cores[0].CreateDomain($"producer{round}");
             CSpace consumer = sim.Cores[1].CreateDomain($"consumer{round}");
             CSpace bystander = sim.Domains[0][2];
-            monitor.MoveTo(monitor.Retype(0, CapabilityType.Ram, 8), producer);
+            monitor.MoveTo(monitor.Retype(CapabilitySimulation.RootRamSlot, CapabilityType.Ram, 8), producer);
 
             int sent = 0;
             OutOfRamException? stop = null;
@@ -92,7 +92,7 @@ public sealed class BilledBufferTests
                 CSpace producer = core.CreateDomain($"p{pairs.Count}");
                 CSpace consumer = core.CreateDomain($"c{pairs.Count}");
                 pairs.Add((producer, consumer));
-                monitor.MoveTo(monitor.Retype(0, CapabilityType.Ram, 16), producer);
+                monitor.MoveTo(monitor.Retype(CapabilitySimulation.RootRamSlot, CapabilityType.Ram, 16), producer);
                 while (true)
                 {
                     producer.MoveTo(producer.Retype(0, CapabilityType.Frame), consumer);
@@ -132,13 +132,14 @@ public sealed class BilledBufferTests
         var core = new CoreCapabilities(0, 1, memory, new FrameRange(0, 64), new CapabilityOptions { SlotsPerDomain = 16 });
         CSpace netd = core.CreateDomain("netd");
         CSpace app = core.CreateDomain("app");
-        core.CreateRoot(netd, CapabilityType.Ram, 0, 32);
-        core.CreateRoot(app, CapabilityType.Ram, 32, 32);
+        int kernel = core.CreateKernelCapability(netd);
+        Assert.Equal(1, core.CreateRoot(netd, kernel, netd, CapabilityType.Ram, 0, 32));
+        Assert.Equal(0, core.CreateRoot(netd, kernel, app, CapabilityType.Ram, 32, 32));
         int posted = app.Retype(0, CapabilityType.Frame);
 
         void Cycle()
         {
-            int buffer = netd.Retype(0, CapabilityType.Frame);
+            int buffer = netd.Retype(1, CapabilityType.Frame);
             netd.GetFrame(buffer).Span[0] = 1;
             netd.SwapFrames(buffer, app, posted);
             _ = app.GetFrame(posted).ReadOnlySpan[0];

@@ -10,12 +10,14 @@ public sealed class CSpaceTests : IDisposable
     private readonly CoreCapabilities _core;
     private readonly CSpace _monitor;
     private readonly int _ram;
+    private readonly int _kernel;
 
     public CSpaceTests()
     {
         _core = new CoreCapabilities(0, 1, _memory, new FrameRange(0, 64), new CapabilityOptions { SlotsPerDomain = 32, MaxOperations = 8 });
         _monitor = _core.CreateDomain("monitor");
-        _ram = _core.CreateRoot(_monitor, CapabilityType.Ram, 0, 64);
+        _kernel = _core.CreateKernelCapability(_monitor);
+        _ram = _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.Ram, 0, 64);
     }
 
     public void Dispose() => _memory.Dispose();
@@ -328,11 +330,26 @@ public sealed class CSpaceTests : IDisposable
     [Fact]
     public void CreateRoot_RejectsMemoryOutsideTheShareOrOverlapping()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => _core.CreateRoot(_monitor, CapabilityType.DevFrame, 60, 8));
-        var error = Assert.Throws<CapabilityException>(() => _core.CreateRoot(_monitor, CapabilityType.DevFrame, 10, 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.DevFrame, 60, 8));
+        var error = Assert.Throws<CapabilityException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.DevFrame, 10, 2));
         Assert.Contains("overlap", error.Message, StringComparison.Ordinal);
-        int filter = _core.CreateRoot(_monitor, CapabilityType.PacketFilter, objectId: 77);
+        int filter = _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.PacketFilter, objectId: 77);
         Assert.Equal(77UL, _monitor.Inspect(filter).ObjectId);
+    }
+
+    [Fact]
+    public void CreateRoot_NeedsTheKernelCapability()
+    {
+        CSpace app = DomainWithRam("app", 2);
+        var error = Assert.Throws<CapabilityTypeException>(() => _core.CreateRoot(app, 0, app, CapabilityType.Ram, 40, 4));
+        Assert.Contains("Kernel capability", error.Message, StringComparison.Ordinal);
+        Assert.Throws<EmptySlotException>(() => _core.CreateRoot(app, 5, app, CapabilityType.Nic));
+        Assert.Throws<CapabilityException>(() => _core.CreateKernelCapability(app));
+        Assert.Throws<CapabilityTypeException>(() => _core.CreateRoot(_monitor, _kernel, app, CapabilityType.Kernel));
+        // The monitor can delegate its authority by copy; a domain holding a copy can then create roots.
+        int delegated = _monitor.CopyTo(_kernel, app);
+        int nic = _core.CreateRoot(app, delegated, app, CapabilityType.Nic);
+        Assert.Equal(CapabilityType.Nic, app.Inspect(nic).Type);
     }
 
     [Fact]

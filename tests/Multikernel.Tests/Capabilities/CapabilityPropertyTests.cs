@@ -151,7 +151,7 @@ public sealed class CapabilityPropertyTests
             {
                 if (kind < 20)
                 {
-                    var rams = occupied.Where(s => cs.Inspect(s).Type == CapabilityType.Ram && !(cs.Id == 0 && s == 0 && r.Next(2) == 0)).ToList();
+                    var rams = occupied.Where(s => cs.Inspect(s).Type == CapabilityType.Ram && !(cs.Id == 0 && s == CapabilitySimulation.RootRamSlot && r.Next(2) == 0)).ToList();
                     if (rams.Count > 0)
                     {
                         bool split = r.Next(10) == 0;
@@ -190,7 +190,7 @@ public sealed class CapabilityPropertyTests
                 }
                 else if (kind < 75)
                 {
-                    if (cs.Id == 0 && slot == 0)
+                    if (cs.Id == 0 && slot == CapabilitySimulation.RootRamSlot)
                     {
                         return; // keep each core's boot RAM, so the workload has something to work with
                     }

@@ -13,6 +13,12 @@ internal sealed class CapabilitySimulation : IDisposable
 {
     public const int DomainsPerCore = 3;
 
+    /// <summary>Slot of the monitor's Kernel capability.</summary>
+    public const int KernelSlot = 0;
+
+    /// <summary>Slot of each core's boot RAM in its monitor's CSpace.</summary>
+    public const int RootRamSlot = 1;
+
     private readonly Queue<Message>[] _links;
     private readonly Transport[] _transports;
     private readonly int _linkCapacity;
@@ -52,7 +58,9 @@ internal sealed class CapabilitySimulation : IDisposable
             Domains[c] = new CSpace[DomainsPerCore];
             CSpace monitor = core.CreateDomain("monitor");
             Domains[c][0] = monitor;
-            int root = core.CreateRoot(monitor, CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
+            Assert.Equal(KernelSlot, core.CreateKernelCapability(monitor));
+            int root = core.CreateRoot(monitor, KernelSlot, monitor, CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
+            Assert.Equal(RootRamSlot, root);
             for (int d = 1; d < DomainsPerCore; d++)
             {
                 CSpace app = core.CreateDomain($"app{c}.{d}");

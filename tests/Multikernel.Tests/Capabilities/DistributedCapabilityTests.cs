@@ -391,7 +391,7 @@ public sealed class DistributedCapabilityTests
 
         int usedBefore = b.UsedSlots;
         // The frame is billed to the monitor's RAM, so it outlives the sender.
-        int frame = monitor.MoveTo(monitor.Retype(0, CapabilityType.Frame), sender);
+        int frame = monitor.MoveTo(monitor.Retype(CapabilitySimulation.RootRamSlot, CapabilityType.Frame), sender);
         ValueTask<int> move = sender.TransferAsync(frame, 1, b.Id, TransferMode.Move);
         sim.Cores[0].DestroyDomain(sender);
         sim.RunUntilQuiet();
@@ -420,7 +420,7 @@ public sealed class DistributedCapabilityTests
         CSpace monitor = sim.Domains[0][0];
         CSpace sender = sim.Cores[0].CreateDomain("sender");
         long monitorFree = monitor.FreeRamFrames;
-        monitor.MoveTo(monitor.Retype(0, CapabilityType.Ram, 4), sender);
+        monitor.MoveTo(monitor.Retype(CapabilitySimulation.RootRamSlot, CapabilityType.Ram, 4), sender);
         int frame = sender.Retype(0, CapabilityType.Frame);
         ValueTask<int> move = sender.TransferAsync(frame, 1, 1, TransferMode.Move);
         sim.Cores[0].DestroyDomain(sender);
@@ -490,7 +490,7 @@ public sealed class DistributedCapabilityTests
         var deleted = new List<CapabilityObject>();
         sim.Cores[0].ObjectDeleted = deleted.Add;
         CSpace netd = sim.Domains[0][1];
-        int filter = sim.Cores[0].CreateRoot(netd, CapabilityType.PacketFilter, objectId: 77);
+        int filter = sim.Cores[0].CreateRoot(sim.Domains[0][0], CapabilitySimulation.KernelSlot, netd, CapabilityType.PacketFilter, objectId: 77);
         int app = Complete(sim, netd.TransferAsync(filter, 1, 1, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
         Assert.Equal(77UL, sim.Domains[1][1].Inspect(app).ObjectId);
 

@@ -44,7 +44,8 @@ internal sealed class ShootdownHarness : IDisposable
         {
             _caps[c] = new CoreCapabilities(c, cores, _memory, shares[c], new CapabilityOptions { MaxObjectsPerCore = 64, MaxReferencesPerCore = 256, MaxDomainsPerCore = 2, SlotsPerDomain = 64, MaxOperations = 8, OutboxCapacity = 256 });
             _domains[c] = _caps[c].CreateDomain($"d{c}");
-            _caps[c].CreateRoot(_domains[c], CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
+            int kernel = _caps[c].CreateKernelCapability(_domains[c]);
+            _caps[c].CreateRoot(_domains[c], kernel, _domains[c], CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
             _transports[c] = new RingTransport(_rings, c);
         }
     }
@@ -69,7 +70,7 @@ internal sealed class ShootdownHarness : IDisposable
 
         // Core 0 is the owner and runs on this thread.
         CSpace owner = _domains[0];
-        int frame = owner.Retype(0, CapabilityType.Frame);
+        int frame = owner.Retype(1, CapabilityType.Frame);
         for (int i = 0; i < iterations; i++)
         {
             for (int c = 1; c < _cores; c++)
