@@ -274,6 +274,11 @@ public sealed partial class CoreCapabilities
             throw new CapabilityTypeException($"Creating root capabilities needs the Kernel capability; slot {kernelSlot} of {monitor} holds {_refs[k].Type}.");
         }
 
+        if (_refs[k].Owner != Core)
+        {
+            throw new InsufficientRightsException($"Slot {kernelSlot} of {monitor} holds core {_refs[k].Owner}'s Kernel capability; roots on core {Core} need core {Core}'s.");
+        }
+
         if (type == CapabilityType.Kernel)
         {
             throw new CapabilityTypeException("The Kernel capability is created once per core (CreateKernelCapability) and copied from there.");

@@ -502,4 +502,16 @@ public sealed class DistributedCapabilityTests
         Assert.Equal([new CapabilityObject(CapabilityType.PacketFilter, 77, 0, 0)], deleted);
         sim.CheckInvariants();
     }
+
+    [Fact]
+    public void AnotherCoresKernelCapability_CannotCreateRootsHere()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 22);
+        CSpace monitor0 = sim.Domains[0][0];
+        CSpace app1 = sim.Domains[1][1];
+        int foreignKernel = Complete(sim, monitor0.TransferAsync(CapabilitySimulation.KernelSlot, 1, app1.Id, TransferMode.Copy));
+        var error = Assert.Throws<InsufficientRightsException>(() => sim.Cores[1].CreateRoot(app1, foreignKernel, app1, CapabilityType.Nic));
+        Assert.Contains("core 0's Kernel capability", error.Message, StringComparison.Ordinal);
+        sim.CheckInvariants();
+    }
 }
