@@ -523,10 +523,7 @@ public sealed partial class CoreCapabilities
 
     private void Dispatch(int from, in Message m)
     {
-        if (m.Type is MsgMark or MsgCommit or MsgMarkAck or MsgCommitAck && (int)(m.Word1 & 0xFF) >= _ops.Length)
-        {
-            throw new InvalidOperationException($"Core {from} sent an operation slot {(int)(m.Word1 & 0xFF)} beyond core {Core}'s MaxOperations ({_ops.Length}); every core must use the same CapabilityOptions.");
-        }
+        ValidateMessage(from, in m);
 
         switch (m.Type)
         {
@@ -566,6 +563,49 @@ public sealed partial class CoreCapabilities
                 break;
             default:
                 throw new ArgumentException($"Unknown capability protocol message 0x{m.Type:X4}.", nameof(m));
+        }
+    }
+
+    /// <summary>Rejects a malformed protocol message before it touches any table (a clear error, nothing corrupted).</summary>
+    private void ValidateMessage(int from, in Message m)
+    {
+        string? problem = null;
+        switch (m.Type)
+        {
+            case MsgMark or MsgCommit or MsgMarkAck or MsgCommitAck:
+                if ((int)(m.Word1 & 0xFF) >= _ops.Length)
+                {
+                    problem = $"operation slot {(int)(m.Word1 & 0xFF)} is beyond MaxOperations ({_ops.Length}); every core must use the same CapabilityOptions";
+                }
+                else if ((byte)(m.Word1 >> 16) >= CoreCount)
+                {
+                    problem = $"owner core {(byte)(m.Word1 >> 16)} does not exist";
+                }
+                else if (m.Type == MsgMark && (uint)m.Word0 >= (uint)_objects.Length && (byte)(m.Word1 >> 16) == Core)
+                {
+                    problem = $"object {(uint)m.Word0} does not exist";
+                }
+
+                break;
+            case MsgRelease or MsgAddRef:
+                if ((uint)m.Word0 >= (uint)_objects.Length)
+                {
+                    problem = $"object {(uint)m.Word0} is beyond MaxObjectsPerCore ({_objects.Length})";
+                }
+
+                break;
+            case MsgInstallResult:
+                if ((int)(m.Word0 & 0xFFFF) >= _transfers.Length)
+                {
+                    problem = $"transfer {(int)(m.Word0 & 0xFFFF)} does not exist";
+                }
+
+                break;
+        }
+
+        if (problem is not null)
+        {
+            throw new ArgumentException($"Malformed capability protocol message 0x{m.Type:X4} from core {from}: {problem}.", nameof(m));
         }
     }
 

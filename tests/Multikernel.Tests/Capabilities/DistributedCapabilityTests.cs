@@ -514,4 +514,22 @@ public sealed class DistributedCapabilityTests
         Assert.Contains("core 0's Kernel capability", error.Message, StringComparison.Ordinal);
         sim.CheckInvariants();
     }
+
+    [Fact]
+    public void MalformedProtocolMessages_AreRejectedWithAClearError()
+    {
+        using var sim = new CapabilitySimulation(2, seed: 23);
+        CoreCapabilities core = sim.Cores[0];
+        int objects = core.ObjectCount;
+        var release = Multikernel.CpuDriver.Urpc.Message.Create(0x0205, 1_000_000);
+        var error = Assert.Throws<ArgumentException>(() => core.TryHandle(1, in release));
+        Assert.Contains("Malformed", error.Message, StringComparison.Ordinal);
+        var ack = Multikernel.CpuDriver.Urpc.Message.Create(0x0211, 0, 200);
+        Assert.Throws<ArgumentException>(() => core.TryHandle(1, in ack));
+        var foreign = Multikernel.CpuDriver.Urpc.Message.Create(0x0100);
+        Assert.Throws<ArgumentException>(() => core.TryHandle(1, in foreign));
+        Assert.Throws<ArgumentOutOfRangeException>(() => core.TryHandle(5, in release));
+        Assert.Equal(objects, core.ObjectCount);
+        sim.CheckInvariants();
+    }
 }
