@@ -1,0 +1,315 @@
+using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Memory;
+using Multikernel.CpuDriver.Urpc;
+
+namespace Multikernel.Tests.Capabilities;
+
+/// <summary>
+/// Deterministic simulation of N cores running the real capability protocol: one bounded FIFO
+/// queue per ordered pair of cores (like the URPC rings), messages delivered one at a time from a
+/// randomly chosen (seeded) queue. Single-threaded, so any failure replays from its seed.
+/// </summary>
+internal sealed class CapabilitySimulation : IDisposable
+{
+    public const int DomainsPerCore = 3;
+
+    /// <summary>Slot of the monitor's Kernel capability.</summary>
+    public const int KernelSlot = 0;
+
+    /// <summary>Slot of each core's boot RAM in its monitor's CSpace.</summary>
+    public const int RootRamSlot = 1;
+
+    private readonly Queue<Message>[] _links;
+    private readonly Transport[] _transports;
+    private readonly int _linkCapacity;
+    private readonly int[] _order;
+
+    public CapabilitySimulation(int cores, int seed, int framesPerCore = 96, int appRamFrames = 24, int linkCapacity = 8, CapabilityOptions? options = null)
+    {
+        CoreCount = cores;
+        Random = new Random(seed);
+        _linkCapacity = linkCapacity;
+        Memory = new PhysicalMemory((long)cores * framesPerCore * PhysicalMemory.FrameSize);
+        FrameRange[] shares = Memory.Split(cores);
+        Cores = new CoreCapabilities[cores];
+        Domains = new CSpace[cores][];
+        _links = new Queue<Message>[cores * cores];
+        _transports = new Transport[cores];
+        _order = new int[cores];
+        for (int i = 0; i < _links.Length; i++)
+        {
+            _links[i] = new Queue<Message>();
+        }
+
+        for (int c = 0; c < cores; c++)
+        {
+            _transports[c] = new Transport(this, c);
+            var core = new CoreCapabilities(c, cores, Memory, shares[c], options ?? new CapabilityOptions
+            {
+                MaxObjectsPerCore = 512,
+                MaxReferencesPerCore = 1024,
+                MaxDomainsPerCore = 8,
+                SlotsPerDomain = 64,
+                MaxOperations = 16,
+                OutboxCapacity = 256,
+                MulticastFanout = 2,
+            });
+            Cores[c] = core;
+            Domains[c] = new CSpace[DomainsPerCore];
+            CSpace monitor = core.CreateDomain("monitor");
+            Domains[c][0] = monitor;
+            Assert.Equal(KernelSlot, core.CreateKernelCapability(monitor));
+            int root = core.CreateRoot(monitor, KernelSlot, monitor, CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
+            Assert.Equal(RootRamSlot, root);
+            for (int d = 1; d < DomainsPerCore; d++)
+            {
+                CSpace app = core.CreateDomain($"app{c}.{d}");
+                Domains[c][d] = app;
+                monitor.MoveTo(monitor.Retype(root, CapabilityType.Ram, appRamFrames), app);
+            }
+        }
+    }
+
+    public int CoreCount { get; }
+
+    public Random Random { get; }
+
+    public PhysicalMemory Memory { get; }
+
+    public CoreCapabilities[] Cores { get; }
+
+    public CSpace[][] Domains { get; }
+
+    public long Delivered { get; private set; }
+
+    public long Refused { get; private set; }
+
+    /// <summary>Cores whose inbound rings are drained ten times less often than the others.</summary>
+    public ulong SlowCores { get; set; }
+
+    private int Weight(int link) => (SlowCores & (1UL << (link % CoreCount))) != 0 ? 1 : 10;
+
+    public void Dispose() => Memory.Dispose();
+
+    /// <summary>The result of a completed operation (the simulation completes them synchronously; nothing blocks).</summary>
+    public static T Result<T>(ValueTask<T> task)
+    {
+        Assert.True(task.IsCompleted, "operation still pending");
+        return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Throws the error of a completed operation, if any.</summary>
+    public static void Result(ValueTask task)
+    {
+        Assert.True(task.IsCompleted, "operation still pending");
+        task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Flushes every core, then delivers one message from a random non-empty queue. False when nothing is left.</summary>
+    public bool Step()
+    {
+        FlushAll();
+        // Weighted choice among non-empty links; a slow receiver is chosen a tenth as often
+        // (fault injection: a core that is busy elsewhere and drains its rings late).
+        int total = 0;
+        for (int i = 0; i < _links.Length; i++)
+        {
+            total += _links[i].Count == 0 ? 0 : Weight(i);
+        }
+
+        if (total == 0)
+        {
+            return false;
+        }
+
+        int pick = Random.Next(total);
+        for (int i = 0; i < _links.Length; i++)
+        {
+            if (_links[i].Count == 0)
+            {
+                continue;
+            }
+
+            pick -= Weight(i);
+            if (pick < 0)
+            {
+                int from = i / CoreCount;
+                int to = i % CoreCount;
+                Message m = _links[i].Peek();
+                if (Cores[to].TryHandle(from, in m))
+                {
+                    _links[i].Dequeue();
+                    Delivered++;
+                }
+                else
+                {
+                    Refused++;
+                }
+
+                break;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Delivers the next message on the link <paramref name="from"/> -> <paramref name="to"/>, if any.</summary>
+    public bool Deliver(int from, int to)
+    {
+        FlushAll();
+        Queue<Message> q = _links[(from * CoreCount) + to];
+        if (q.Count == 0)
+        {
+            return false;
+        }
+
+        Message m = q.Peek();
+        Assert.True(Cores[to].TryHandle(from, in m));
+        q.Dequeue();
+        Delivered++;
+        return true;
+    }
+
+    public void FlushAll()
+    {
+        for (int i = 0; i < _order.Length; i++)
+        {
+            _order[i] = i;
+        }
+
+        Random.Shuffle(_order);
+        foreach (int c in _order)
+        {
+            Cores[c].Flush(_transports[c]);
+        }
+    }
+
+    public void RunUntilQuiet(int maxSteps = 500_000)
+    {
+        for (int i = 0; i < maxSteps; i++)
+        {
+            if (!Step())
+            {
+                FlushAll();
+                if (Cores.All(c => c.OutboxCount == 0) && _links.All(q => q.Count == 0))
+                {
+                    return;
+                }
+            }
+        }
+
+        throw new InvalidOperationException($"The simulation did not quiesce within {maxSteps} steps (livelock or deadlock).");
+    }
+
+    /// <summary>Checks the global invariants of the distributed mapping database at quiescence.</summary>
+    public void CheckInvariants()
+    {
+        var objects = new Dictionary<(int Owner, int Index), ObjectView>();
+        var refCounts = new Dictionary<(int Owner, int Index), int>();
+        var holders = new Dictionary<(int Owner, int Index), ulong>();
+        for (int c = 0; c < CoreCount; c++)
+        {
+            Assert.Equal(0, Cores[c].OperationsInProgress);
+            Assert.Equal(0, Cores[c].OutboxCount);
+            foreach (ObjectView o in Cores[c].InspectObjects())
+            {
+                Assert.True(o.Live, $"object {c}/{o.Index} still marked at quiescence");
+                objects[(c, o.Index)] = o;
+            }
+        }
+
+        for (int c = 0; c < CoreCount; c++)
+        {
+            foreach (ReferenceView r in Cores[c].InspectReferences())
+            {
+                Assert.False(r.Marked || r.InTransit || r.Detached, $"reference {c}/{r.Index} left marked/in transit/detached");
+                Assert.True(objects.TryGetValue((r.Owner, r.Object), out ObjectView o), $"reference {c}/{r.Index} names a dead object {r.Owner}/{r.Object}");
+                Assert.Equal(o.Generation, r.ObjectGeneration);
+                Assert.Equal(o.Type, r.Type);
+                CSpace cs = Cores[c].FindDomain(r.Domain) ?? throw new InvalidOperationException($"reference {c}/{r.Index} in a destroyed domain");
+                Assert.Equal((r.Index, r.Generation), Cores[c].InspectSlot(cs, r.Slot));
+                refCounts[(r.Owner, r.Object)] = refCounts.GetValueOrDefault((r.Owner, r.Object)) + 1;
+                holders[(r.Owner, r.Object)] = holders.GetValueOrDefault((r.Owner, r.Object)) | (1UL << c);
+            }
+        }
+
+        var leaves = new List<(int Base, int Count)>();
+        foreach (((int owner, int index), ObjectView o) in objects)
+        {
+            int count = refCounts.GetValueOrDefault((owner, index));
+            Assert.True(count == o.Total, $"object {owner}/{index} ({o.Type}) counts {o.Total} references, {count} exist");
+            Assert.True(count > 0, $"object {owner}/{index} ({o.Type}) is orphaned");
+            ulong held = holders.GetValueOrDefault((owner, index));
+            Assert.True((held & ~o.Mask) == 0, $"object {owner}/{index}: cores {held:X} hold copies but the mask is {o.Mask:X}");
+            var children = objects.Where(kv => kv.Key.Owner == owner && kv.Value.Parent == index).Select(kv => kv.Value).OrderBy(v => v.BaseFrame).ToList();
+            Assert.Equal(children.Sum(ch => ch.FrameCount), o.UsedFrames);
+            int cursor = o.BaseFrame;
+            foreach (ObjectView ch in children)
+            {
+                Assert.True(ch.BaseFrame >= cursor, $"children of {owner}/{index} overlap");
+                cursor = ch.BaseFrame + ch.FrameCount;
+            }
+
+            Assert.True(cursor <= o.BaseFrame + o.FrameCount, $"children of {owner}/{index} exceed it");
+            if (o.Type != CapabilityType.Ram)
+            {
+                Assert.Empty(children);
+                leaves.Add((o.BaseFrame, o.FrameCount));
+            }
+        }
+
+        leaves.Sort();
+        for (int i = 1; i < leaves.Count; i++)
+        {
+            Assert.True(leaves[i - 1].Base + leaves[i - 1].Count <= leaves[i].Base, "two live objects share a frame (double allocation)");
+        }
+    }
+
+    /// <summary>Every live reference on every core whose object is <paramref name="root"/> or derives from it.</summary>
+    public List<(int Core, int Index, uint Generation)> ReferencesInTree(int owner, int root, (int Core, int Index) except)
+    {
+        List<ObjectView> objects = Cores[owner].InspectObjects();
+        var tree = new HashSet<int> { root };
+        bool grew = true;
+        while (grew)
+        {
+            grew = false;
+            foreach (ObjectView o in objects)
+            {
+                if (o.Parent >= 0 && tree.Contains(o.Parent) && tree.Add(o.Index))
+                {
+                    grew = true;
+                }
+            }
+        }
+
+        var result = new List<(int, int, uint)>();
+        for (int c = 0; c < CoreCount; c++)
+        {
+            foreach (ReferenceView r in Cores[c].InspectReferences())
+            {
+                if (r.Owner == owner && tree.Contains(r.Object) && (c, r.Index) != except)
+                {
+                    result.Add((c, r.Index, r.Generation));
+                }
+            }
+        }
+
+        return result;
+    }
+
+    private sealed class Transport(CapabilitySimulation sim, int from) : ICapabilityTransport
+    {
+        public bool TrySend(int core, in Message message)
+        {
+            Queue<Message> q = sim._links[(from * sim.CoreCount) + core];
+            if (q.Count >= sim._linkCapacity)
+            {
+                return false;
+            }
+
+            q.Enqueue(message);
+            return true;
+        }
+    }
+}
