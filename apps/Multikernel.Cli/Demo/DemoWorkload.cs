@@ -34,8 +34,12 @@ internal static class DemoWorkload
         {
             await body(ctx);
         }
-        catch (Exception ex) when (ctx.Stopping.IsCancellationRequested && ex is OperationCanceledException or System.Threading.Channels.ChannelClosedException or MonitorException)
+        catch (Exception ex) when (ctx.Stopping.IsCancellationRequested && ex is OperationCanceledException or MonitorException)
         {
+        }
+        catch (System.Threading.Channels.ChannelClosedException)
+        {
+            // The peer domain ended (shutdown reached its core first): this stream is over.
         }
     }
 
