@@ -30,6 +30,12 @@ public sealed class DomainContext
     /// <summary>Signalled when the machine shuts down or the domain is stopped.</summary>
     public CancellationToken Stopping => Domain.Stopping;
 
+    /// <summary>The domain's capability space: it names capabilities only by slot.</summary>
+    public CpuDriver.Capabilities.CSpace Capabilities => Domain.Capabilities ?? throw new InvalidOperationException($"{Domain} has no capability space.");
+
+    /// <summary>The slot of the RAM the domain was given at spawn (its budget for buffers; -1 with DomainMemory 0).</summary>
+    public int RamSlot => Domain.RamSlot;
+
     /// <summary>The time source of this core.</summary>
     public TimeProvider Time => Domain.Kernel.Time;
 

@@ -17,4 +17,6 @@ public enum MonitorStatus : ulong
     UnknownProgram = 5,
     /// <summary>The machine is shutting down.</summary>
     ShuttingDown = 6,
+    /// <summary>The core has too little free RAM for the domain's budget.</summary>
+    OutOfMemory = 7,
 }

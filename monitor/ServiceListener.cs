@@ -41,7 +41,7 @@ public sealed class ServiceListener : IDisposable
     public IAsyncEnumerable<DomainChannel> AcceptAllAsync(CancellationToken cancellationToken = default) =>
         _accepted.Reader.ReadAllAsync(cancellationToken);
 
-    internal bool TryEnqueue(Endpoint endpoint) => !_disposed && _accepted.Writer.TryWrite(new DomainChannel(endpoint, Name));
+    internal bool TryEnqueue(Endpoint endpoint, int clientDomain) => !_disposed && _accepted.Writer.TryWrite(new DomainChannel(endpoint, Name, Domain, clientDomain));
 
     /// <summary>Withdraws the name from the name service.</summary>
     public void Dispose()

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Numerics;
+using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Urpc;
 
 namespace Multikernel.CpuDriver.Capabilities;
@@ -262,6 +263,9 @@ public sealed partial class CoreCapabilities
         int tail = (_outHead + _outCount) % _outCore.Length;
         _outCore[tail] = core;
         _outMessages[tail] = Message.Create(type, w0, w1, w2);
+        // Carry the trace of whatever caused this message (a domain's revoke, a protocol step on
+        // this core), so one trace follows the operation to every core and back.
+        MessageTracing.InjectCurrent(ref _outMessages[tail]);
         _outCount++;
     }
 
@@ -430,6 +434,9 @@ public sealed partial class CoreCapabilities
 
     internal ValueTask Revoke(CSpace cs, int slot, RevokeMode mode)
     {
+        // The initiator's span: the MARK/COMMIT messages queued below carry it to every core.
+        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Revoke, Core, ActivityKind.Client);
+        span?.SetTag("multikernel.revoke.mode", mode == RevokeMode.Unicast ? "unicast" : "multicast");
         int r = LookUpUsable(cs, slot, "revoke");
         ref RefRecord rec = ref _refs[r];
         EnsureOutbox("revoke");

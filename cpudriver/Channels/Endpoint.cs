@@ -420,6 +420,54 @@ public sealed class Endpoint
         }
     }
 
+    // ---------------------------------------------------------------- kernel services
+
+    /// <summary>
+    /// Kernel services (the capability protocol) read their link without consuming until they
+    /// know they can handle the message: the head message, or false when none is queued.
+    /// </summary>
+    internal bool TryPeek(out Message message)
+    {
+        if (_queueCount == 0)
+        {
+            message = default;
+            return false;
+        }
+
+        message = _queue[_queueHead];
+        return true;
+    }
+
+    /// <summary>Consumes the head message after <see cref="TryPeek"/> (credits flow as usual; no span: the service traces its own protocol).</summary>
+    internal void DropHead()
+    {
+        Debug.Assert(_queueCount > 0, "nothing to drop");
+        _queueHead = (_queueHead + 1) & (_queue.Length - 1);
+        _queueCount--;
+        Consumed();
+    }
+
+    /// <summary>Sends for a kernel service: like <see cref="TryWrite"/> but the message keeps the trace context its protocol put in it.</summary>
+    internal bool TryWriteUntraced(in Message message)
+    {
+        if (_writePending || _credits == 0 || RemoteCore < 0)
+        {
+            return false;
+        }
+
+        Message m = message;
+        m.Endpoint = RemoteId;
+        m.Flags &= ~MessageFlags.Control;
+        if (!_kernel.TrySend(RemoteCore, in m))
+        {
+            return false;
+        }
+
+        _credits--;
+        _sent++;
+        return true;
+    }
+
     /// <summary>Reads a waiting message without blocking.</summary>
     public bool TryRead(out Message message)
     {

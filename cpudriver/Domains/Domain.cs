@@ -33,6 +33,12 @@ public sealed class Domain
     /// <summary>The core this dispatcher runs on.</summary>
     public int Core => Kernel.Id;
 
+    /// <summary>The domain's capability space (null until the monitor gives it one).</summary>
+    public Capabilities.CSpace? Capabilities { get; internal set; }
+
+    /// <summary>The slot of the RAM capability the domain was given at spawn (-1 when none).</summary>
+    public int RamSlot { get; internal set; } = -1;
+
     /// <summary>Signalled when the domain is asked to stop (shutdown or kill).</summary>
     public CancellationToken Stopping => _stopping.Token;
 
@@ -48,6 +54,19 @@ public sealed class Domain
         Endpoint endpoint = Kernel.CreateEndpoint(name);
         _endpoints.Add(endpoint);
         return endpoint;
+    }
+
+    /// <summary>Gives the domain its capability space; the monitor does this before the domain runs.</summary>
+    public void AttachCapabilities(Capabilities.CSpace space, int ramSlot)
+    {
+        ArgumentNullException.ThrowIfNull(space);
+        if (Capabilities is not null)
+        {
+            throw new InvalidOperationException($"{this} already has a capability space.");
+        }
+
+        Capabilities = space;
+        RamSlot = ramSlot;
     }
 
     internal void Start(Func<Domain, Task> main)

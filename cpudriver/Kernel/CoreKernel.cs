@@ -45,6 +45,7 @@ public sealed class CoreKernel
     private readonly PriorityQueue<CoreOperation<bool>, long> _timers = new();
 
     private readonly List<Domain> _domains = [];
+    private IKernelService[] _services = [];
     private uint _nextDomain;
 
     private Thread? _thread;
@@ -148,6 +149,18 @@ public sealed class CoreKernel
         return result.Task;
     }
 
+    /// <summary>Adds kernel-level work polled every loop iteration. Only before the core starts.</summary>
+    public void AddService(IKernelService service)
+    {
+        ArgumentNullException.ThrowIfNull(service);
+        if (_thread is not null)
+        {
+            throw new InvalidOperationException("Kernel services are added before the core starts.");
+        }
+
+        _services = [.. _services, service];
+    }
+
     /// <summary>Starts the kernel thread.</summary>
     internal void Start()
     {
@@ -221,7 +234,10 @@ public sealed class CoreKernel
     /// Creates a domain's dispatcher on this core and starts <paramref name="main"/> on the
     /// core's scheduler. Core thread only (the monitor does this on request).
     /// </summary>
-    public Domain StartDomain(string name, Func<Domain, Task> main)
+    public Domain StartDomain(string name, Func<Domain, Task> main) => StartDomain(name, main, prepare: null);
+
+    /// <summary>As <see cref="StartDomain(string, Func{Domain, Task})"/>, running <paramref name="prepare"/> (give it capabilities) before the domain's first step.</summary>
+    public Domain StartDomain(string name, Func<Domain, Task> main, Action<Domain>? prepare)
     {
         ArgumentNullException.ThrowIfNull(main);
         CheckThread();
@@ -231,6 +247,7 @@ public sealed class CoreKernel
         }
 
         var domain = new Domain(this, ((ulong)(uint)Id << 32) | ++_nextDomain, name);
+        prepare?.Invoke(domain);
         _domains.Add(domain);
         domain.Start(main);
         return domain;
@@ -568,6 +585,7 @@ public sealed class CoreKernel
             while (true)
             {
                 int work = PollInbound();
+                work += PollServices();
                 work += DrainForeign();
                 work += RunLocal();
                 work += FireTimers();
@@ -670,6 +688,14 @@ public sealed class CoreKernel
             return true;
         }
 
+        foreach (IKernelService service in _services)
+        {
+            if (service.HasWork)
+            {
+                return true;
+            }
+        }
+
         foreach (UrpcRing? ring in _inbound)
         {
             if (ring is not null && ring.HasPending)
@@ -690,6 +716,17 @@ public sealed class CoreKernel
         }
 
         return _timers.TryPeek(out _, out long due) && due <= _time.GetTimestamp();
+    }
+
+    private int PollServices()
+    {
+        int work = 0;
+        foreach (IKernelService service in _services)
+        {
+            work += service.Poll();
+        }
+
+        return work;
     }
 
     private void RingTouchedDoorbells()

@@ -17,6 +17,7 @@ public sealed class Machine : IDisposable
     private readonly Doorbell[] _doorbells;
     private readonly CoreKernel[] _kernels;
     private readonly Endpoint[][] _monitorLinks;
+    private readonly Endpoint[][] _capabilityLinks;
     private int _disposed;
 
     /// <summary>Creates the kernels and rings for <paramref name="cores"/> cores (not started).</summary>
@@ -34,9 +35,9 @@ public sealed class Machine : IDisposable
             throw new ArgumentException(problem, nameof(options));
         }
 
-        if (options.MaxEndpointsPerCore < cores)
+        if (options.MaxEndpointsPerCore < 2 * cores)
         {
-            throw new ArgumentException($"MaxEndpointsPerCore ({options.MaxEndpointsPerCore}) must be at least the core count ({cores}) for the monitor links.", nameof(options));
+            throw new ArgumentException($"MaxEndpointsPerCore ({options.MaxEndpointsPerCore}) must be at least twice the core count ({cores}) for the monitor and capability links.", nameof(options));
         }
 
         Cores = cores;
@@ -98,6 +99,21 @@ public sealed class Machine : IDisposable
             }
         }
 
+        // A second link per pair for the capability protocol: its own credits and FIFO, so a
+        // burst of revoke traffic never waits behind monitor requests (or the other way round).
+        _capabilityLinks = new Endpoint[cores][];
+        for (int k = 0; k < cores; k++)
+        {
+            _capabilityLinks[k] = new Endpoint[cores];
+            for (int j = 0; j < cores; j++)
+            {
+                if (j != k)
+                {
+                    _capabilityLinks[k][j] = _kernels[k].CreateBootEndpoint(cores + j, $"capabilities {k}->{j}");
+                }
+            }
+        }
+
         for (int k = 0; k < cores; k++)
         {
             for (int j = 0; j < cores; j++)
@@ -105,6 +121,7 @@ public sealed class Machine : IDisposable
                 if (j != k)
                 {
                     _monitorLinks[k][j].Connect(j, _monitorLinks[j][k].Id);
+                    _capabilityLinks[k][j].Connect(j, _capabilityLinks[j][k].Id);
                 }
             }
         }
@@ -127,6 +144,9 @@ public sealed class Machine : IDisposable
 
     /// <summary>The monitor link endpoint on core <paramref name="core"/> towards <paramref name="peer"/>.</summary>
     public Endpoint MonitorLink(int core, int peer) => _monitorLinks[core][peer];
+
+    /// <summary>The capability-protocol link on core <paramref name="core"/> towards <paramref name="peer"/> (null for the own core).</summary>
+    public Endpoint? CapabilityLink(int core, int peer) => core == peer ? null : _capabilityLinks[core][peer];
 
     /// <summary>Starts the kernel thread of <paramref name="core"/>. Called by core 0's monitor (and by the boot loader for core 0).</summary>
     public void StartCore(int core) => _kernels[core].Start();

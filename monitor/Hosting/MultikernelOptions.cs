@@ -16,8 +16,23 @@ public sealed class MultikernelOptions
     /// <summary>Number of cores (kernels) to boot, or <c>auto</c> for one per CPU. Default <c>auto</c>.</summary>
     public string Cores { get; set; } = "auto";
 
-    /// <summary>The most cores a machine may be configured with. Default 256.</summary>
-    public int MaxCores { get; set; } = 256;
+    /// <summary>The most cores a machine may be configured with. Default 64 (the capability protocol's core masks are 64 bits).</summary>
+    public int MaxCores { get; set; } = 64;
+
+    /// <summary>Physical memory arena allocated at boot and split among the cores as RAM capabilities, e.g. <c>256MiB</c>. Default <c>64MiB</c>.</summary>
+    public string Memory { get; set; } = "64MiB";
+
+    /// <summary>RAM each spawned domain receives from its core's share (it pays for its buffers from it), e.g. <c>1MiB</c>. Default <c>1MiB</c>.</summary>
+    public string DomainMemory { get; set; } = "1MiB";
+
+    /// <summary>Capability slots per domain CSpace. Default 1024.</summary>
+    public int CapabilitySlotsPerDomain { get; set; } = 1024;
+
+    /// <summary>Capability objects (derivation-tree nodes) per core. Default 65536.</summary>
+    public int MaxCapabilityObjectsPerCore { get; set; } = 65536;
+
+    /// <summary>Relays per level of a multicast revoke tree. Default 2.</summary>
+    public int RevokeMulticastFanout { get; set; } = 2;
 
     /// <summary>Slots per URPC ring (per ordered pair of cores), a power of two. Default 256 (16 KiB per ring).</summary>
     public int RingSlots { get; set; } = 256;
@@ -86,6 +101,22 @@ public sealed class MultikernelOptions
         return int.Parse(Cores!, NumberStyles.None, CultureInfo.InvariantCulture);
     }
 
+    /// <summary>Bytes of the physical memory arena.</summary>
+    public long MemoryBytes => ByteSize.Parse(Memory);
+
+    /// <summary>Frames of RAM each spawned domain receives.</summary>
+    public int DomainFrames => (int)Math.Min(int.MaxValue, (ByteSize.Parse(DomainMemory) + 4095) / 4096);
+
+    /// <summary>The capability-layer limits these options describe.</summary>
+    public CpuDriver.Capabilities.CapabilityOptions ToCapabilityOptions() => new()
+    {
+        MaxDomainsPerCore = MaxDomainsPerCore + 1, // the monitor's own CSpace
+        SlotsPerDomain = CapabilitySlotsPerDomain,
+        MaxObjectsPerCore = MaxCapabilityObjectsPerCore,
+        MaxReferencesPerCore = MaxCapabilityObjectsPerCore,
+        MulticastFanout = RevokeMulticastFanout,
+    };
+
     /// <summary>The kernel limits these options describe.</summary>
     public KernelOptions ToKernelOptions() => new()
     {
@@ -117,6 +148,45 @@ public sealed class MultikernelOptions
             {
                 yield return $"--cores {n} is more than the configured maximum of {MaxCores} (Multikernel:MaxCores).";
             }
+        }
+
+        if (MaxCores > 64)
+        {
+            yield return $"MaxCores can be at most 64 (got {MaxCores}): the capability protocol tracks cores in 64-bit masks.";
+        }
+
+        long memory = 0;
+        if (!ByteSize.TryParse(Memory, out memory) || memory < 4096)
+        {
+            yield return $"--memory must be a size such as 256MiB, 1GiB or 65536 (at least one 4 KiB frame; got '{Memory}').";
+        }
+        else if (memory > (1L << 40))
+        {
+            yield return $"--memory {Memory} is more than 1 TiB.";
+        }
+
+        if (!ByteSize.TryParse(DomainMemory, out long domainMemory) || domainMemory < 0)
+        {
+            yield return $"DomainMemory must be a size such as 1MiB or 0 (got '{DomainMemory}').";
+        }
+        else if (memory > 0 && domainMemory > memory)
+        {
+            yield return $"DomainMemory ({DomainMemory}) is more than the whole arena ({Memory}).";
+        }
+
+        if (CapabilitySlotsPerDomain < 1)
+        {
+            yield return $"CapabilitySlotsPerDomain must be at least 1 (got {CapabilitySlotsPerDomain}).";
+        }
+
+        if (MaxCapabilityObjectsPerCore < 16)
+        {
+            yield return $"MaxCapabilityObjectsPerCore must be at least 16 (got {MaxCapabilityObjectsPerCore}).";
+        }
+
+        if (RevokeMulticastFanout < 1)
+        {
+            yield return $"RevokeMulticastFanout must be at least 1 (got {RevokeMulticastFanout}).";
         }
 
         if (RingSlots < 2 || !BitOperations.IsPow2(RingSlots) || RingSlots > (1 << 20))
@@ -236,4 +306,51 @@ public sealed class ProgramRegistry
     public int IndexOf(string name) => _programs.FindIndex(p => string.Equals(p.Name, name, StringComparison.Ordinal));
 
     internal void Freeze() => _frozen = true;
+}
+
+/// <summary>Sizes written the way people write them: <c>65536</c>, <c>64KiB</c>, <c>256MiB</c>, <c>1GiB</c> (also KB/MB/GB as powers of 1024).</summary>
+public static class ByteSize
+{
+    /// <summary>Parses a size; false for anything else.</summary>
+    public static bool TryParse(string? text, out long bytes)
+    {
+        bytes = 0;
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return false;
+        }
+
+        string t = text.Trim();
+        int end = 0;
+        while (end < t.Length && char.IsAsciiDigit(t[end]))
+        {
+            end++;
+        }
+
+        if (end == 0 || !long.TryParse(t.AsSpan(0, end), NumberStyles.None, CultureInfo.InvariantCulture, out long value))
+        {
+            return false;
+        }
+
+        long unit = t[end..].Trim().ToUpperInvariant() switch
+        {
+            "" or "B" => 1,
+            "K" or "KB" or "KIB" => 1L << 10,
+            "M" or "MB" or "MIB" => 1L << 20,
+            "G" or "GB" or "GIB" => 1L << 30,
+            "T" or "TB" or "TIB" => 1L << 40,
+            _ => 0,
+        };
+        if (unit == 0 || value > long.MaxValue / unit)
+        {
+            return false;
+        }
+
+        bytes = value * unit;
+        return true;
+    }
+
+    /// <summary>Parses a size or throws <see cref="FormatException"/>.</summary>
+    public static long Parse(string text) =>
+        TryParse(text, out long bytes) ? bytes : throw new FormatException($"'{text}' is not a size such as 256MiB.");
 }

@@ -2,7 +2,10 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Channels;
 using Multikernel.CpuDriver.Domains;
+using Multikernel.CpuDriver.Memory;
 using Multikernel.CpuDriver.Kernel;
 using Multikernel.Monitor.Protocol;
 using Multikernel.Monitor.Telemetry;
@@ -42,15 +45,41 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         Programs.Freeze();
         int cpus = Math.Max(1, cpuCount ?? Environment.ProcessorCount);
         Machine = new Machine(options.ResolveCores(cpus), options.ToKernelOptions(), Time, cpus);
+        // Physical memory: one arena, cut into frames and split among the cores as RAM
+        // capabilities held by each core's monitor. Nothing is allocated per message after this.
+        Memory = new PhysicalMemory(options.MemoryBytes);
+        FrameRange[] shares = Memory.Split(Machine.Cores);
+        CapabilityOptions capabilityOptions = options.ToCapabilityOptions();
+        _capabilities = new CoreCapabilities[Machine.Cores];
+        for (int core = 0; core < Machine.Cores; core++)
+        {
+            _capabilities[core] = new CoreCapabilities(core, Machine.Cores, Memory, shares[core], capabilityOptions);
+            var links = new Endpoint?[Machine.Cores];
+            for (int peer = 0; peer < Machine.Cores; peer++)
+            {
+                links[peer] = Machine.CapabilityLink(core, peer);
+            }
+
+            Machine.Kernels[core].AddService(new CapabilityService(_capabilities[core], links));
+        }
+
         Metrics = new MultikernelMetrics(Machine.Kernels, meterFactory, maxChannels: Math.Min(1 << 20, options.MaxEndpointsPerCore * Machine.Cores));
         _monitors = new CoreMonitor[Machine.Cores];
         for (int core = 0; core < Machine.Cores; core++)
         {
-            _monitors[core] = new CoreMonitor(this, core);
+            _monitors[core] = new CoreMonitor(this, core, _capabilities[core], shares[core]);
             Machine.Kernels[core].UnhandledException = (kernel, ex) => MultikernelLog.CoreUnhandled(_logger, kernel.Id, ex);
             Machine.Kernels[core].EndpointReleased = endpoint => Metrics.UnregisterChannel(endpoint);
         }
     }
+
+    private readonly CoreCapabilities[] _capabilities;
+
+    /// <summary>The physical memory arena allocated at boot.</summary>
+    public PhysicalMemory Memory { get; }
+
+    /// <summary>Core <paramref name="core"/>'s capability tables (read them only on that core, or after it stopped).</summary>
+    public CoreCapabilities Capabilities(int core) => _capabilities[core];
 
     /// <summary>The options the machine was built from.</summary>
     public MultikernelOptions Options { get; }
@@ -184,6 +213,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
             {
                 Interlocked.Exchange(ref _state, 3);
                 Machine.Dispose();
+                Memory.Dispose();
             }
 
             return;
@@ -216,6 +246,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         {
             Metrics.Dispose();
             Machine.Dispose();
+            Memory.Dispose();
         }
     }
 

@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using Multikernel.CpuDriver.Capabilities;
 using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Memory;
 using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Kernel;
@@ -32,9 +34,19 @@ internal sealed class CoreMonitor
     private Activity? _shutdownSpan;
     private Activity? _bootSpan;
 
-    public CoreMonitor(MultikernelRuntime runtime, int core)
+    private readonly CoreCapabilities _capabilities;
+    private readonly CSpace _space;
+    private readonly int _ramSlot;
+
+    public CoreMonitor(MultikernelRuntime runtime, int core, CoreCapabilities capabilities, FrameRange share)
     {
         _runtime = runtime;
+        // The monitor holds this core's Kernel capability and all of its RAM; domains get RAM
+        // retyped from it at spawn and give it back when they end (billed buffers, seed 002).
+        _capabilities = capabilities;
+        _space = capabilities.CreateDomain("monitor");
+        int kernelSlot = capabilities.CreateKernelCapability(_space);
+        _ramSlot = share.FrameCount > 0 ? capabilities.CreateRoot(_space, kernelSlot, _space, CapabilityType.Ram, share.BaseFrame, share.FrameCount) : -1;
         _kernel = runtime.Machine.Kernels[core];
         Core = core;
         _links = new MonitorLink?[runtime.Machine.Cores];
@@ -183,8 +195,9 @@ internal sealed class CoreMonitor
                 {
                     using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Bind, Core, ActivityKind.Server);
                     string name = ServiceName.Read(in m);
-                    (MonitorStatus status, uint serverEndpoint) = AcceptBind(name, from, (uint)m.Word2);
-                    Send(from, Message.Create((ushort)MonitorMessage.BindReply, m.Word2 >> 32, (ulong)status, serverEndpoint));
+                    // Word2: request id (16 bits) | client's capability domain (16) | client endpoint (32).
+                    (MonitorStatus status, uint serverEndpoint, int serverDomain) = AcceptBind(name, from, (uint)m.Word2, (int)((m.Word2 >> 32) & 0xFFFF));
+                    Send(from, Message.Create((ushort)MonitorMessage.BindReply, m.Word2 >> 48, (ulong)status | ((ulong)(uint)serverDomain << 32), serverEndpoint));
                     break;
                 }
 
@@ -230,7 +243,14 @@ internal sealed class CoreMonitor
             throw new InvalidOperationException($"Monitor {Core} has {_pending.Count} requests in flight (MaxPendingRequests = {_runtime.Options.MaxPendingRequests}).");
         }
 
-        uint id = ++_nextRequest;
+        // Ids are 16 bits (a bind packs one beside a domain and an endpoint id); skip live ones.
+        uint id;
+        do
+        {
+            _nextRequest = (_nextRequest % 0xFFFF) + 1;
+            id = _nextRequest;
+        }
+        while (_pending.ContainsKey(id));
         var tcs = new TaskCompletionSource<Message>();
         _pending.Add(id, tcs);
         return (id, tcs.Task);
@@ -398,9 +418,11 @@ internal sealed class CoreMonitor
         }
 
         Endpoint endpoint = domain.CreateEndpoint($"{name} client");
+        int clientDomain = domain.Capabilities?.Id ?? -1;
+        int serverDomain;
         if (serverCore == Core)
         {
-            (MonitorStatus status, uint serverEndpoint) = AcceptBind(name, Core, endpoint.Id);
+            (MonitorStatus status, uint serverEndpoint, serverDomain) = AcceptBind(name, Core, endpoint.Id, clientDomain);
             if (status != MonitorStatus.Ok)
             {
                 endpoint.Close();
@@ -414,20 +436,21 @@ internal sealed class CoreMonitor
             (uint id, Task<Message> reply) = NewRequest();
             var request = Message.Create((ushort)MonitorMessage.Bind);
             ServiceName.Write(ref request, name);
-            request.Word2 = ((ulong)id << 32) | endpoint.Id;
+            request.Word2 = ((ulong)id << 48) | ((ulong)(ushort)clientDomain << 32) | endpoint.Id;
             Send(serverCore, in request);
             Message answer = await reply;
-            var status = (MonitorStatus)answer.Word1;
+            var status = (MonitorStatus)(uint)answer.Word1;
             if (status != MonitorStatus.Ok)
             {
                 endpoint.Close();
                 throw BindFailed(name, status);
             }
 
+            serverDomain = (int)(answer.Word1 >> 32);
             endpoint.Connect(serverCore, (uint)answer.Word2);
         }
 
-        return new DomainChannel(endpoint, name);
+        return new DomainChannel(endpoint, name, domain, serverDomain);
     }
 
     private static MonitorException BindFailed(string name, MonitorStatus status) => new(status, status switch
@@ -438,16 +461,16 @@ internal sealed class CoreMonitor
         _ => $"Binding to '{name}' failed: {status}.",
     });
 
-    private (MonitorStatus Status, uint ServerEndpoint) AcceptBind(string name, int clientCore, uint clientEndpoint)
+    private (MonitorStatus Status, uint ServerEndpoint, int ServerDomain) AcceptBind(string name, int clientCore, uint clientEndpoint, int clientDomain)
     {
         if (_shuttingDown)
         {
-            return (MonitorStatus.ShuttingDown, 0);
+            return (MonitorStatus.ShuttingDown, 0, -1);
         }
 
         if (!_exports.TryGetValue(name, out ServiceListener? listener))
         {
-            return (MonitorStatus.NotFound, 0);
+            return (MonitorStatus.NotFound, 0, -1);
         }
 
         Endpoint endpoint;
@@ -457,18 +480,18 @@ internal sealed class CoreMonitor
         }
         catch (InvalidOperationException)
         {
-            return (MonitorStatus.NoResources, 0);
+            return (MonitorStatus.NoResources, 0, -1);
         }
 
         endpoint.Connect(clientCore, clientEndpoint);
-        if (!listener.TryEnqueue(endpoint))
+        if (!listener.TryEnqueue(endpoint, clientDomain == 0xFFFF ? -1 : clientDomain))
         {
             endpoint.Close();
-            return (MonitorStatus.Refused, 0);
+            return (MonitorStatus.Refused, 0, -1);
         }
 
         _runtime.Metrics.TryRegisterChannel(endpoint);
-        return (MonitorStatus.Ok, endpoint.Id);
+        return (MonitorStatus.Ok, endpoint.Id, listener.Domain.Capabilities?.Id ?? -1);
     }
 
     // ------------------------------------------------------------------ spawn
@@ -539,16 +562,40 @@ internal sealed class CoreMonitor
         }
 
         DomainProgram program = _runtime.Programs[programIndex];
-        try
-        {
-            Domain domain = _kernel.StartDomain(program.Name, d => program.Main(new DomainContext(d, this, argument)));
-            _ = ObserveAsync(domain);
-            return (MonitorStatus.Ok, domain.Id);
-        }
-        catch (InvalidOperationException)
+        if (_kernel.Domains.Count >= _kernel.Options.MaxDomainsPerCore)
         {
             return (MonitorStatus.NoResources, 0);
         }
+
+        CSpace space;
+        int ramSlot = -1;
+        try
+        {
+            space = _capabilities.CreateDomain(program.Name);
+        }
+        catch (CapabilityException)
+        {
+            return (MonitorStatus.NoResources, 0);
+        }
+
+        int frames = _runtime.Options.DomainFrames;
+        if (frames > 0)
+        {
+            try
+            {
+                // The domain's budget: RAM retyped from the monitor's share and moved to it.
+                ramSlot = _space.MoveTo(_space.Retype(_ramSlot, CapabilityType.Ram, frames), space);
+            }
+            catch (CapabilityException)
+            {
+                _capabilities.DestroyDomain(space);
+                return (MonitorStatus.OutOfMemory, 0);
+            }
+        }
+
+        Domain domain = _kernel.StartDomain(program.Name, d => program.Main(new DomainContext(d, this, argument)), d => d.AttachCapabilities(space, ramSlot));
+        _ = ObserveAsync(domain);
+        return (MonitorStatus.Ok, domain.Id);
     }
 
     private async Task ObserveAsync(Domain domain)
@@ -572,7 +619,34 @@ internal sealed class CoreMonitor
         {
             listener.Dispose();
         }
+
+        if (domain.Capabilities is { IsDestroyed: false } space)
+        {
+            // Everything the domain held goes: its RAM returns to the monitor, copies it passed
+            // on stay with their holders only if derived elsewhere. Nothing is orphaned.
+            await DestroyCapabilitiesAsync(space);
+        }
     }
+
+    private async Task DestroyCapabilitiesAsync(CSpace space)
+    {
+        while (true)
+        {
+            try
+            {
+                _capabilities.DestroyDomain(space);
+                return;
+            }
+            catch (CapabilityBusyException)
+            {
+                // The protocol outbox is full right now: the kernel loop flushes it; try again.
+                await _kernel.Delay(TimeSpan.FromMilliseconds(1));
+            }
+        }
+    }
+
+    /// <summary>The monitor's own capability space (holds the Kernel capability and the core's free RAM).</summary>
+    public CSpace Space => _space;
 
     // ------------------------------------------------------------------ shutdown
 

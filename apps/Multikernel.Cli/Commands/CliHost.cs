@@ -100,9 +100,14 @@ internal static class CliHost
         }
     }
 
-    public static Dictionary<string, string?> Overrides(string? cores, string? traceFile = null)
+    public static Dictionary<string, string?> Overrides(string? cores, string? traceFile = null, string? memory = null)
     {
         var overrides = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        if (memory is not null)
+        {
+            overrides[$"{MultikernelOptions.SectionName}:Memory"] = memory;
+        }
+
         if (cores is not null)
         {
             overrides[$"{MultikernelOptions.SectionName}:Cores"] = cores;

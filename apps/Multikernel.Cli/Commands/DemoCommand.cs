@@ -33,18 +33,19 @@ internal static class DemoCommand
             }
         });
         var traceFile = CommonOptions.TraceFile();
+        var memory = CommonOptions.Memory();
         var command = new Command("demo", "Boot all CPUs, run a cross-core streaming workload and a token ring, and print the per-core summary and message matrix.")
         {
-            cores, seconds, traceFile,
+            cores, seconds, traceFile, memory,
         };
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(seconds), parse.GetValue(traceFile), ct));
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(seconds), parse.GetValue(traceFile), parse.GetValue(memory), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double seconds, string? traceFile, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double seconds, string? traceFile, string? memory, CancellationToken cancellationToken)
     {
         var counters = new DemoCounters();
-        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile), o => DemoWorkload.Configure(o, counters));
+        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile, memory), o => DemoWorkload.Configure(o, counters));
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;

@@ -27,17 +27,18 @@ internal static class RunCommand
         });
         var stats = new Option<bool>("--stats") { Description = "Show a live table of per-core activity, refreshed every second." };
         var traceFile = CommonOptions.TraceFile();
+        var memory = CommonOptions.Memory();
         var command = new Command("run", "Boot the cores under the generic host and keep them running until Ctrl-C/SIGTERM or --duration ends.")
         {
-            cores, duration, stats, traceFile,
+            cores, duration, stats, traceFile, memory,
         };
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), ct));
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, CancellationToken cancellationToken)
     {
-        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile));
+        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile, memory));
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;
@@ -118,6 +119,11 @@ internal static class CommonOptions
     public static Option<string?> TraceFile() => new("--trace-file")
     {
         Description = "Write a Chrome Trace Event JSON file (open it in Perfetto): one track per core, an arrow from each send to its process. OTLP export is switched on by OTEL_EXPORTER_OTLP_ENDPOINT.",
+    };
+
+    public static Option<string?> Memory() => new("--memory")
+    {
+        Description = "Physical memory arena allocated at boot and split among the cores as RAM capabilities, e.g. 256MiB. Overrides Multikernel:Memory.",
     };
 
     public static Option<string?> Cores() => new("--cores")

@@ -42,11 +42,12 @@ public sealed class CliTests
     [Theory]
     [InlineData("run --cores 0", "--cores must be a positive whole number or 'auto' (got '0')")]
     [InlineData("run --cores banana", "--cores must be a positive whole number or 'auto' (got 'banana')")]
-    [InlineData("run --cores 100000", "more than the configured maximum of 256")]
+    [InlineData("run --cores 100000", "more than the configured maximum of 64")]
     [InlineData("run --duration -3", "--duration must be a positive number of seconds")]
     [InlineData("run --duration soon", "Cannot parse argument 'soon'")]
     [InlineData("demo --seconds 0", "--seconds must be between 0 and 3600")]
     [InlineData("launch", "Unrecognized command or argument 'launch'")]
+    [InlineData("run --memory lots", "--memory must be a size such as 256MiB")]
     public async Task InvalidOptions_StopWithOneClearLine_AndExitCode2(string arguments, string expected)
     {
         var (code, _, err) = await RunAsync(arguments);

@@ -115,6 +115,7 @@ public sealed class ChannelBackpressureTests
         MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
         {
             o.ChannelWindow = 16;
+            o.DomainMemory = "64KiB";
             o.AddProgram("deaf", async ctx =>
             {
                 using ServiceListener listener = await ctx.ExportAsync($"deaf-{ctx.Argument}");
