@@ -195,6 +195,9 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         }
     }
 
+    /// <summary>Frames of RAM core <paramref name="core"/>'s monitor has left to give out (read on that core).</summary>
+    public Task<long> FreeRamFramesAsync(int core) => RunOnCoreAsync(core, m => Task.FromResult(m.Space.FreeRamFrames));
+
     /// <summary>Domains running on <paramref name="core"/> (snapshot taken on that core).</summary>
     public Task<IReadOnlyList<string>> ListDomainsAsync(int core) =>
         RunOnCoreAsync<IReadOnlyList<string>>(core, m => Task.FromResult<IReadOnlyList<string>>([.. m.Kernel.Domains.Select(d => d.ToString())]));
