@@ -11,6 +11,51 @@ internal static class BenchCommand
         var command = new Command("bench", "Side-by-side measurements (ratios against a baseline in the same run).");
         command.Subcommands.Add(Urpc());
         command.Subcommands.Add(Endpoint());
+        command.Subcommands.Add(Shootdown());
+        return command;
+    }
+
+    private static Command Shootdown()
+    {
+        var cores = new Option<string>("--cores") { Description = "Core counts to measure, comma-separated.", DefaultValueFactory = _ => "1,2,4,8" };
+        var json = new Option<string?>("--json") { Description = "Also write an array of {protocol, cores, latency_ns, oversubscribed}." };
+        var iterations = new Option<int>("--iterations") { Description = "Revokes per protocol and core count.", DefaultValueFactory = _ => 200 };
+        var command = new Command("shootdown", "Revoke a frame capability copied to every core and wait for every acknowledgement: unicast vs multicast tree vs a shared-memory/lock baseline, by core count (the multikernel paper's figures 6-7).")
+        {
+            cores, json, iterations,
+        };
+        command.SetAction(parse =>
+        {
+            string list = parse.GetValue(cores)!;
+            var counts = new List<int>();
+            foreach (string part in list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            {
+                if (!int.TryParse(part, out int n) || n < 1 || n > 64)
+                {
+                    Console.Error.WriteLine($"multikernel: --cores must be a comma-separated list of core counts between 1 and 64 (got '{list}').");
+                    return CliHost.UsageError;
+                }
+
+                counts.Add(n);
+            }
+
+            int n2 = parse.GetValue(iterations);
+            if (counts.Count == 0 || n2 < 1 || n2 > 100_000)
+            {
+                Console.Error.WriteLine("multikernel: give at least one core count and --iterations between 1 and 100000.");
+                return CliHost.UsageError;
+            }
+
+            IReadOnlyList<ShootdownResult> results = ShootdownBench.Run(counts, n2, m => Console.Error.WriteLine(m));
+            Console.WriteLine(ShootdownBench.Render(results));
+            if (parse.GetValue(json) is { } path)
+            {
+                ShootdownBench.WriteJson(results, path);
+                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
+            }
+
+            return 0;
+        });
         return command;
     }
 

@@ -48,6 +48,9 @@ public sealed class CliTests
     [InlineData("demo --seconds 0", "--seconds must be between 0 and 3600")]
     [InlineData("launch", "Unrecognized command or argument 'launch'")]
     [InlineData("run --memory lots", "--memory must be a size such as 256MiB")]
+    [InlineData("bench shootdown --cores 0,2", "--cores must be a comma-separated list")]
+    [InlineData("bench urpc --ring-slots 100", "RingSlots")]
+    [InlineData("bench urpc --cpus 1,1", "--cpus must be two different CPU numbers")]
     public async Task InvalidOptions_StopWithOneClearLine_AndExitCode2(string arguments, string expected)
     {
         var (code, _, err) = await RunAsync(arguments);
@@ -110,6 +113,54 @@ public sealed class CliTests
             Assert.Contains(events, e => e.GetProperty("name").GetString() == "bind");
             Assert.Contains(events, e => e.GetProperty("name").GetString() == "send core/2");
             Assert.Contains(events, e => e.GetProperty("name").GetString() == "process core/2");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public async Task BenchShootdown_WritesOnePointPerProtocolAndCoreCount()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"mk-sd-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = await RunAsync($"bench shootdown --cores 1,3 --iterations 5 --json {path}");
+            Assert.True(code == 0, output + err);
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
+            var points = document.RootElement.EnumerateArray()
+                .Select(e => (e.GetProperty("protocol").GetString(), e.GetProperty("cores").GetInt32(), e.GetProperty("latency_ns").GetDouble(), e.GetProperty("oversubscribed").GetBoolean()))
+                .ToList();
+            Assert.Equal(6, points.Count);
+            Assert.Equal(["multicast", "shared-memory", "unicast"], points.Select(p => p.Item1).Distinct().Order());
+            Assert.All(points, p => Assert.True(p.Item3 >= 0));
+            Assert.All(points.Where(p => p.Item2 == 3), p => Assert.Equal(Environment.ProcessorCount < 3, p.Item4));
+            Assert.Contains("oversubscribed", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public async Task BenchUrpc_Quick_WritesTheSixNamedVariants()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"mk-urpc-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = await RunAsync($"bench urpc --quick --json {path}");
+            Assert.True(code == 0, output + err);
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
+            var names = document.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()).ToHashSet();
+            Assert.Superset(new HashSet<string?> { "floor", "urpc", "urpc-batched", "bounded-channel", "unbounded-channel", "concurrent-queue" }, names);
+            foreach (var e in document.RootElement.EnumerateArray())
+            {
+                Assert.True(e.TryGetProperty("rtt_ns", out _));
+                Assert.True(e.TryGetProperty("msgs_per_s", out _));
+                Assert.Equal(64, e.GetProperty("bytes_per_msg").GetInt32());
+            }
         }
         finally
         {
