@@ -28,6 +28,9 @@ public sealed class CapabilityService : IKernelService, ICapabilityTransport
         _links = links;
     }
 
+    /// <summary>Called on this core for every protocol step it handles (core, step name): the runtime counts them in its meter.</summary>
+    public Action<int, string>? StepHandled { get; set; }
+
     /// <summary>The core's capability tables.</summary>
     public CoreCapabilities Capabilities => _capabilities;
 
@@ -97,15 +100,25 @@ public sealed class CapabilityService : IKernelService, ICapabilityTransport
 
     private bool Handle(int peer, in Message message)
     {
+        bool handled;
         if (!MessageTracing.HasTraceContext(in message))
         {
-            return _capabilities.TryHandle(peer, in message);
+            handled = _capabilities.TryHandle(peer, in message);
+        }
+        else
+        {
+            // The message carries the trace of the operation that caused it: its step on this
+            // core is a span in that trace, and what the step sends carries this span on.
+            using Activity? span = MessageTracing.StartProtocol(StepName(message.Type), _capabilities.Core, in message);
+            handled = _capabilities.TryHandle(peer, in message);
         }
 
-        // The message carries the trace of the operation that caused it: its step on this core is
-        // a span in that trace, and what the step sends carries this span on.
-        using Activity? span = MessageTracing.StartProtocol(StepName(message.Type), _capabilities.Core, in message);
-        return _capabilities.TryHandle(peer, in message);
+        if (handled)
+        {
+            StepHandled?.Invoke(_capabilities.Core, StepName(message.Type));
+        }
+
+        return handled;
     }
 
     /// <inheritdoc />

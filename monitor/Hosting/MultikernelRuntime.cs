@@ -51,6 +51,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         FrameRange[] shares = Memory.Split(Machine.Cores);
         CapabilityOptions capabilityOptions = options.ToCapabilityOptions();
         _capabilities = new CoreCapabilities[Machine.Cores];
+        var services = new CapabilityService[Machine.Cores];
         for (int core = 0; core < Machine.Cores; core++)
         {
             _capabilities[core] = new CoreCapabilities(core, Machine.Cores, Memory, shares[core], capabilityOptions);
@@ -60,10 +61,16 @@ public sealed class MultikernelRuntime : IAsyncDisposable
                 links[peer] = Machine.CapabilityLink(core, peer);
             }
 
-            Machine.Kernels[core].AddService(new CapabilityService(_capabilities[core], links));
+            services[core] = new CapabilityService(_capabilities[core], links);
+            Machine.Kernels[core].AddService(services[core]);
         }
 
         Metrics = new MultikernelMetrics(Machine.Kernels, meterFactory, maxChannels: Math.Min(1 << 20, options.MaxEndpointsPerCore * Machine.Cores));
+        foreach (CapabilityService service in services)
+        {
+            service.StepHandled = (core, step) => Metrics.RecordCapabilityOperation(core, step);
+        }
+
         _monitors = new CoreMonitor[Machine.Cores];
         for (int core = 0; core < Machine.Cores; core++)
         {

@@ -32,6 +32,8 @@ internal sealed class CoreMonitor
     private int _stoppedReports;
     private int _abandonedDomains;
     private Activity? _shutdownSpan;
+    private readonly List<DomainMemoryGauge> _memoryGauges = [];
+    private bool _sampling;
     private Activity? _bootSpan;
 
     private readonly CoreCapabilities _capabilities;
@@ -594,11 +596,20 @@ internal sealed class CoreMonitor
         }
 
         Domain domain = _kernel.StartDomain(program.Name, d => program.Main(new DomainContext(d, this, argument)), d => d.AttachCapabilities(space, ramSlot));
-        _ = ObserveAsync(domain);
+        var gauge = new DomainMemoryGauge(space, frames);
+        _memoryGauges.Add(gauge);
+        gauge.Registration = _runtime.Metrics.TryRegisterDomainMemory(domain.ToString(), Core, gauge.Read);
+        if (!_sampling)
+        {
+            _sampling = true;
+            _ = SampleMemoryAsync();
+        }
+
+        _ = ObserveAsync(domain, gauge);
         return (MonitorStatus.Ok, domain.Id);
     }
 
-    private async Task ObserveAsync(Domain domain)
+    private async Task ObserveAsync(Domain domain, DomainMemoryGauge gauge)
     {
         try
         {
@@ -620,12 +631,48 @@ internal sealed class CoreMonitor
             listener.Dispose();
         }
 
+        _memoryGauges.Remove(gauge);
+        gauge.Registration?.Dispose();
         if (domain.Capabilities is { IsDestroyed: false } space)
         {
             // Everything the domain held goes: its RAM returns to the monitor, copies it passed
             // on stay with their holders only if derived elsewhere. Nothing is orphaned.
             await DestroyCapabilitiesAsync(space);
         }
+    }
+
+    // The meter reads domain memory from its own thread; the tables belong to this core. So the
+    // monitor samples them here, on its core, and the gauge only reads the sampled number.
+    private async Task SampleMemoryAsync()
+    {
+        while (!_shuttingDown)
+        {
+            foreach (DomainMemoryGauge gauge in _memoryGauges)
+            {
+                gauge.Sample();
+            }
+
+            await _kernel.Delay(TimeSpan.FromMilliseconds(500));
+        }
+
+        _sampling = false;
+    }
+
+    private sealed class DomainMemoryGauge(CSpace space, int budgetFrames)
+    {
+        private long _bytes;
+
+        public IDisposable? Registration { get; set; }
+
+        public void Sample()
+        {
+            if (!space.IsDestroyed)
+            {
+                Volatile.Write(ref _bytes, (budgetFrames - space.FreeRamFrames) * (long)PhysicalMemory.FrameSize);
+            }
+        }
+
+        public long Read() => Volatile.Read(ref _bytes);
     }
 
     private async Task DestroyCapabilitiesAsync(CSpace space)

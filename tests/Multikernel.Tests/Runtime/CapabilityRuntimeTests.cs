@@ -223,3 +223,55 @@ public sealed class CapabilityRuntimeTests
         }
     }
 }
+
+[Collection(TelemetryCollection.Name)]
+public sealed class CapabilityMetricsTests
+{
+    [Fact]
+    public async Task DomainMemoryInUse_AndCapabilityOperations_ReachTheMeter()
+    {
+        using var meter = new Multikernel.Monitor.Telemetry.MetricsSnapshotReader();
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
+        {
+            o.AddProgram("hoarder", async ctx =>
+            {
+                for (int i = 0; i < 5; i++)
+                {
+                    ctx.Capabilities.Retype(ctx.RamSlot, CapabilityType.Frame, 2); // 10 frames = 40 KiB in use
+                }
+
+                using ServiceListener listener = await ctx.ExportAsync("hoarder");
+                DomainChannel peer = await listener.AcceptAsync(ctx.Stopping);
+                int slot = ctx.Capabilities.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
+                await peer.SendCapabilityAsync(slot, TransferMode.Copy);
+                await ctx.Capabilities.RevokeAsync(slot);
+                ready.SetResult();
+                await Task.Delay(Timeout.Infinite, ctx.Stopping).ContinueWith(_ => { }, TaskScheduler.Default);
+            });
+            o.AddProgram("peer", async ctx =>
+            {
+                DomainChannel channel = await ctx.BindAsync("hoarder", TimeSpan.FromSeconds(30));
+                _ = await channel.ReceiveCapabilityAsync();
+            });
+            o.SpawnAtBoot("hoarder", core: 0);
+            o.SpawnAtBoot("peer", core: 1);
+        });
+        try
+        {
+            await ready.Task.WaitAsync(TestMachine.Patience);
+            IReadOnlyList<Multikernel.Monitor.Telemetry.MetricValue> values = [];
+            await TestMachine.EventuallyAsync(() =>
+            {
+                values = meter.Collect();
+                return values.Any(v => v.Instrument == "multikernel.domain.memory.usage" && v.Value >= 10 * 4096);
+            }, "the hoarder's memory in use to be reported");
+            Assert.Contains(values, v => v.Instrument == "multikernel.capability.operations" && (v.Tag(TelemetryTags.CapabilityOperation) as string) == ProtocolSpanNames.RevokeMark);
+            Assert.Contains(values, v => v.Instrument == "multikernel.capability.operations" && (v.Tag(TelemetryTags.CapabilityOperation) as string) == "transfer install");
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+    }
+}
