@@ -237,6 +237,15 @@ public static class MessageTracing
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static Activity? StartProcessSlow(ActivitySource source, in Message message, int sourceCore, int destinationCore, string destinationName)
     {
+        if ((message.Flags & (MessageFlags.HasTraceContext | MessageFlags.TraceSampled)) == MessageFlags.HasTraceContext)
+        {
+            // The sender's trace was sampled out. Every standard sampler drops its children too
+            // (parent-based by flag, ratio-based by the same trace id), so skip the work outright:
+            // no id strings, no propagation-only Activity, no ExecutionContext copy. This is what
+            // keeps 1% sampling cheap on the other 99% of messages.
+            return null;
+        }
+
         Activity? activity;
         if (TryExtract(in message, out ActivityContext creation))
         {

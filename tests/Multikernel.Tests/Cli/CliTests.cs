@@ -78,7 +78,10 @@ public sealed class CliTests
         string all = output + err;
         Assert.True(code == 0, all);
         Assert.Contains("All 3 cores booted", all, StringComparison.Ordinal);
-        Assert.Contains("oversubscribed", all, StringComparison.Ordinal);
+        if (Environment.ProcessorCount < 3)
+        {
+            Assert.Contains("oversubscribed", all, StringComparison.Ordinal); // 3 kernels on fewer CPUs: warned
+        }
         Assert.Contains("All cores halted", all, StringComparison.Ordinal);
     }
 

@@ -347,4 +347,22 @@ public sealed class MessageTracingTests
         Assert.True(rig.Core0.Counters.Sent(1) >= 1);
         Assert.True(rig.Core1.Counters.Received(0) >= 1);
     }
+
+    [Fact]
+    public void StartProcess_ForASampledOutTrace_CreatesNothing_ButASampledOneIsTraced()
+    {
+        using var capture = new ActivityCapture();
+        var unsampled = new ActivityContext(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom(), ActivityTraceFlags.None);
+        var sampled = new ActivityContext(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
+        Message dropped = Message.Create(1);
+        MessageTracing.Inject(ref dropped, in unsampled);
+        Message kept = Message.Create(1);
+        MessageTracing.Inject(ref kept, in sampled);
+
+        Assert.Null(MessageTracing.StartProcess(in dropped, 0, 1, "ping"));
+        using Activity? process = MessageTracing.StartProcess(in kept, 0, 1, "ping");
+        Assert.NotNull(process);
+        Assert.Equal(sampled.TraceId, process!.TraceId);
+        Assert.Equal(sampled.SpanId, process.ParentSpanId);
+    }
 }
