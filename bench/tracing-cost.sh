@@ -5,7 +5,7 @@
 #   bash bench/tracing-cost.sh [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds="${1:-3}"
+rounds="${1:-5}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -16,8 +16,8 @@ src="$work"; [ -d "$work/src" ] && src="$work/src"
 dotnet publish "$src/apps/Multikernel.Cli" -c Release -o "$work/plain" -p:DefineConstants=MULTIKERNEL_NO_TRACING -v quiet -nologo >/dev/null
 
 for i in $(seq 1 "$rounds"); do
-  "$work/traced/multikernel" bench endpoint --quick --json "$work/traced-$i.json" >/dev/null 2>&1
-  "$work/plain/multikernel" bench endpoint --quick --json "$work/plain-$i.json" >/dev/null 2>&1
+  "$work/traced/multikernel" bench endpoint --tracing off --json "$work/traced-$i.json" >/dev/null 2>&1
+  "$work/plain/multikernel" bench endpoint --tracing off --json "$work/plain-$i.json" >/dev/null 2>&1
 done
 
 python3 - "$work" "$rounds" <<'PY'

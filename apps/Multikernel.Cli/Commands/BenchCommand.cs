@@ -63,14 +63,22 @@ internal static class BenchCommand
     {
         var json = new Option<string?>("--json") { Description = "Also write the results as JSON." };
         var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var tracing = new Option<string>("--tracing") { Description = "Which tracing settings to measure: off, 1%, 100% (comma-separated).", DefaultValueFactory = _ => "off,1%,100%" };
         var command = new Command("endpoint", "Domain-to-domain messaging through two kernels with tracing off, sampled at 1% (OpenTelemetry SDK) and always on: the cost of the instrumentation in the path.")
         {
-            json, quick,
+            json, quick, tracing,
         };
         command.SetAction(parse =>
         {
             bool q = parse.GetValue(quick);
-            IReadOnlyList<EndpointBenchResult> results = EndpointBench.Run(q ? 1 : 5, q ? 20_000 : 200_000, q ? 200_000 : 2_000_000, m => Console.Error.WriteLine(m));
+            string[] modes = parse.GetValue(tracing)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            if (modes.Length == 0 || modes.Any(m => !EndpointBench.Modes.Contains(m)))
+            {
+                Console.Error.WriteLine($"multikernel: --tracing takes off, 1% and 100%, comma-separated (got '{parse.GetValue(tracing)}').");
+                return CliHost.UsageError;
+            }
+
+            IReadOnlyList<EndpointBenchResult> results = EndpointBench.Run(q ? 1 : 5, q ? 20_000 : 200_000, q ? 200_000 : 2_000_000, m => Console.Error.WriteLine(m), modes);
             Console.WriteLine(EndpointBench.Render(results));
             if (parse.GetValue(json) is { } path)
             {
