@@ -127,7 +127,9 @@ public sealed class Endpoint
         #if MULTIKERNEL_NO_TRACING
         Activity? send = null; // the comparison build: no instrumentation in the path
 #else
-        Activity? send = MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
+        // Check for listeners before evaluating the arguments: the ring depth reads the line the
+        // consumer core writes, a cross-core miss on every send if done unconditionally.
+        Activity? send = ActivitySources.Urpc.HasListeners() ? MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore)) : null;
 #endif
         bool sent = _kernel.TrySend(RemoteCore, in m);
         send?.Dispose();
@@ -160,7 +162,9 @@ public sealed class Endpoint
         #if MULTIKERNEL_NO_TRACING
         Activity? send = null; // the comparison build: no instrumentation in the path
 #else
-        Activity? send = MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
+        // Check for listeners before evaluating the arguments: the ring depth reads the line the
+        // consumer core writes, a cross-core miss on every send if done unconditionally.
+        Activity? send = ActivitySources.Urpc.HasListeners() ? MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore)) : null;
 #endif
         if (_credits > 0 && _kernel.TrySend(RemoteCore, in m))
         {
