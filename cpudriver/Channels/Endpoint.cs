@@ -120,20 +120,40 @@ public sealed class Endpoint
             return false;
         }
 
+        Message m = Addressed(in message);
+        Activity? send = StartSendSpan(ref m);
+        bool sent = TrySendCounted(in m);
+        send?.Dispose();
+        return sent;
+    }
+
+    // The message as it travels: addressed to the peer endpoint, never mistaken for control.
+    private Message Addressed(in Message message)
+    {
         Message m = message;
         m.Endpoint = RemoteId;
         m.Flags &= ~MessageFlags.Control;
-        // Tracing off: one HasListeners() read, nothing allocated.
-        #if MULTIKERNEL_NO_TRACING
-        Activity? send = null; // the comparison build: no instrumentation in the path
+        return m;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Activity? StartSendSpan(ref Message m)
+    {
+#if MULTIKERNEL_NO_TRACING
+        return null; // the comparison build: no instrumentation in the path
 #else
-        // Check for listeners before evaluating the arguments: the ring depth reads the line the
-        // consumer core writes, a cross-core miss on every send if done unconditionally.
-        Activity? send = ActivitySources.Urpc.HasListeners() ? MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore)) : null;
+        // Tracing off: one HasListeners() read, nothing allocated. Checked before the arguments
+        // are evaluated: the ring depth reads the line the consumer core writes, a cross-core miss
+        // on every send if done unconditionally.
+        return ActivitySources.Urpc.HasListeners() ? MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore)) : null;
 #endif
-        bool sent = _kernel.TrySend(RemoteCore, in m);
-        send?.Dispose();
-        if (!sent)
+    }
+
+    // One credit and one ring slot, or nothing.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TrySendCounted(in Message m)
+    {
+        if (!_kernel.TrySend(RemoteCore, in m))
         {
             return false;
         }
@@ -156,21 +176,11 @@ public sealed class Endpoint
             throw new InvalidOperationException($"Endpoint {Name} already has a write in progress; await it before writing again.");
         }
 
-        Message m = message;
-        m.Endpoint = RemoteId;
-        m.Flags &= ~MessageFlags.Control;
-        #if MULTIKERNEL_NO_TRACING
-        Activity? send = null; // the comparison build: no instrumentation in the path
-#else
-        // Check for listeners before evaluating the arguments: the ring depth reads the line the
-        // consumer core writes, a cross-core miss on every send if done unconditionally.
-        Activity? send = ActivitySources.Urpc.HasListeners() ? MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore)) : null;
-#endif
-        if (_credits > 0 && _kernel.TrySend(RemoteCore, in m))
+        Message m = Addressed(in message);
+        Activity? send = StartSendSpan(ref m);
+        if (_credits > 0 && TrySendCounted(in m))
         {
             send?.Dispose();
-            _credits--;
-            _sent++;
             return default;
         }
 
@@ -459,17 +469,8 @@ public sealed class Endpoint
             return false;
         }
 
-        Message m = message;
-        m.Endpoint = RemoteId;
-        m.Flags &= ~MessageFlags.Control;
-        if (!_kernel.TrySend(RemoteCore, in m))
-        {
-            return false;
-        }
-
-        _credits--;
-        _sent++;
-        return true;
+        Message m = Addressed(in message);
+        return TrySendCounted(in m);
     }
 
     /// <summary>Reads a waiting message without blocking.</summary>

@@ -43,43 +43,49 @@ public sealed class KernelOptions
     public KernelOptions Clone() => (KernelOptions)MemberwiseClone();
 
     /// <summary>Returns the first problem with these options, or null.</summary>
-    public string? Validate()
+    public string? Validate() => Problems().FirstOrDefault();
+
+    /// <summary>Every problem with these options, one clear line each naming the option.</summary>
+    public IEnumerable<string> Problems()
     {
         if (RingSlots < 2 || !BitOperations.IsPow2(RingSlots) || RingSlots > (1 << 20))
         {
-            return $"RingSlots must be a power of two between 2 and 1048576 (got {RingSlots}).";
+            yield return $"RingSlots must be a power of two between 2 and 1048576 (got {RingSlots}).";
         }
 
         if (ChannelWindow < 2 || !BitOperations.IsPow2(ChannelWindow) || ChannelWindow > 65536)
         {
-            return $"ChannelWindow must be a power of two between 2 and 65536 (got {ChannelWindow}).";
+            yield return $"ChannelWindow must be a power of two between 2 and 65536 (got {ChannelWindow}).";
         }
 
         if (SpinBudget < 0)
         {
-            return $"SpinBudget must not be negative (got {SpinBudget}).";
+            yield return $"SpinBudget must not be negative (got {SpinBudget}).";
         }
 
         if (MaxPark <= TimeSpan.Zero)
         {
-            return $"MaxPark must be positive (got {MaxPark}).";
+            yield return $"MaxPark must be positive (got {MaxPark}).";
         }
 
         if (MaxEndpointsPerCore is < 1 or > 65535)
         {
-            return $"MaxEndpointsPerCore must be between 1 and 65535 (got {MaxEndpointsPerCore}).";
+            yield return $"MaxEndpointsPerCore must be between 1 and 65535 (got {MaxEndpointsPerCore}).";
         }
 
         if (MaxDomainsPerCore < 1)
         {
-            return $"MaxDomainsPerCore must be at least 1 (got {MaxDomainsPerCore}).";
+            yield return $"MaxDomainsPerCore must be at least 1 (got {MaxDomainsPerCore}).";
         }
 
         if (MaxTimersPerCore < 1)
         {
-            return $"MaxTimersPerCore must be at least 1 (got {MaxTimersPerCore}).";
+            yield return $"MaxTimersPerCore must be at least 1 (got {MaxTimersPerCore}).";
         }
 
-        return ReceiveBatch < 1 ? $"ReceiveBatch must be at least 1 (got {ReceiveBatch})." : null;
+        if (ReceiveBatch < 1)
+        {
+            yield return $"ReceiveBatch must be at least 1 (got {ReceiveBatch}).";
+        }
     }
 }

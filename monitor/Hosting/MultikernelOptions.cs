@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Numerics;
 using Multikernel.CpuDriver.Kernel;
 
 namespace Multikernel.Monitor.Hosting;
@@ -189,39 +188,10 @@ public sealed class MultikernelOptions
             yield return $"RevokeMulticastFanout must be at least 1 (got {RevokeMulticastFanout}).";
         }
 
-        if (RingSlots < 2 || !BitOperations.IsPow2(RingSlots) || RingSlots > (1 << 20))
+        // The kernel's own limits are checked where they are defined.
+        foreach (string problem in ToKernelOptions().Problems())
         {
-            yield return $"RingSlots must be a power of two between 2 and 1048576 (got {RingSlots}).";
-        }
-
-        if (ChannelWindow < 2 || !BitOperations.IsPow2(ChannelWindow) || ChannelWindow > 65536)
-        {
-            yield return $"ChannelWindow must be a power of two between 2 and 65536 (got {ChannelWindow}).";
-        }
-
-        if (SpinBudget < 0)
-        {
-            yield return $"SpinBudget must not be negative (got {SpinBudget}).";
-        }
-
-        if (MaxPark <= TimeSpan.Zero)
-        {
-            yield return $"MaxPark must be positive (got {MaxPark}).";
-        }
-
-        if (MaxEndpointsPerCore is < 1 or > 65535)
-        {
-            yield return $"MaxEndpointsPerCore must be between 1 and 65535 (got {MaxEndpointsPerCore}).";
-        }
-
-        if (MaxDomainsPerCore < 1)
-        {
-            yield return $"MaxDomainsPerCore must be at least 1 (got {MaxDomainsPerCore}).";
-        }
-
-        if (MaxTimersPerCore < 1)
-        {
-            yield return $"MaxTimersPerCore must be at least 1 (got {MaxTimersPerCore}).";
+            yield return problem;
         }
 
         if (MonitorOutbox < 1)
