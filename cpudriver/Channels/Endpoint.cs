@@ -470,7 +470,14 @@ public sealed class Endpoint
         }
 
         Message m = Addressed(in message);
-        return TrySendCounted(in m);
+        if (!_kernel.TrySendFromStall(RemoteCore, in m))
+        {
+            return false;
+        }
+
+        _credits--;
+        _sent++;
+        return true;
     }
 
     /// <summary>Reads a waiting message without blocking.</summary>

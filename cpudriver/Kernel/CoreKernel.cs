@@ -345,7 +345,12 @@ public sealed class CoreKernel
         return true;
     }
 
-    /// <summary>Sends from the stalled-list flush, which is already first in line.</summary>
+    /// <summary>
+    /// Sends ahead of stalled domain traffic: for the stalled-list flush (already first in line)
+    /// and for kernel services, whose protocol messages (a revoke's MARK/COMMIT) must not wait
+    /// behind a domain's bulk stream to the same core. Services run before the flush in each
+    /// loop iteration, so they get the first free slots.
+    /// </summary>
     internal bool TrySendFromStall(int core, in Message message)
     {
         if (core == Id)

@@ -25,6 +25,84 @@ internal static class DemoWorkload
         options.SpawnAtBoot(Sink);
         options.SpawnAtBoot(RingNode);
         options.SpawnAtBoot(Streamer);
+        options.AddProgram(Holder, ctx => UntilStopped(ctx, HolderAsync));
+        options.AddProgram(Revoker, ctx => UntilStopped(ctx, c => RevokerAsync(c, counters)));
+    }
+
+    public const string Holder = "demo-holder";
+    public const string Revoker = "demo-revoker";
+
+    private const int CapabilityRounds = 5;
+
+    // Capabilities: a frame written on core 0, shared read-only with a domain on every other
+    // core (each reads it in place, no copy), then revoked everywhere at once; a few rounds, so
+    // the figure is not the first, cold (JIT-compiling) revoke.
+    private static async Task HolderAsync(DomainContext ctx)
+    {
+        using ServiceListener listener = await ctx.ExportAsync($"holder-{ctx.Core}");
+        DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+        for (int round = 0; round < CapabilityRounds; round++)
+        {
+            int slot = await channel.ReceiveCapabilityAsync();
+            CpuDriver.Memory.FrameHandle frame = ctx.Capabilities.GetFrame(slot);
+            await channel.Writer<long>().WriteAsync(BitConverter.ToInt64(frame.ReadOnlySpan), ctx.Stopping);
+            _ = await channel.Reader<long>().ReadAsync(ctx.Stopping); // "revoked"
+            bool revoked;
+            try
+            {
+                _ = frame.ReadOnlySpan[0];
+                revoked = false;
+            }
+            catch (CpuDriver.Capabilities.CapabilityRevokedException)
+            {
+                revoked = true;
+            }
+
+            await channel.Writer<long>().WriteAsync(revoked ? 1 : 0, ctx.Stopping);
+        }
+    }
+
+    private static async Task RevokerAsync(DomainContext ctx, DemoCounters counters)
+    {
+        const long Stamp = 0x6d756c74696b726eL;
+        var caps = ctx.Capabilities;
+        int frame = caps.Retype(ctx.RamSlot, CpuDriver.Capabilities.CapabilityType.Frame, 1);
+        BitConverter.TryWriteBytes(caps.GetFrame(frame).Span, Stamp);
+        var holders = new List<DomainChannel>();
+        for (int k = 1; k < ctx.CoreCount; k++)
+        {
+            holders.Add(await ctx.BindAsync($"holder-{k}", TimeSpan.FromSeconds(10)));
+        }
+
+        int sawIt = 0;
+        int lost = 0;
+        var times = new List<TimeSpan>();
+        for (int round = 0; round < CapabilityRounds; round++)
+        {
+            foreach (DomainChannel channel in holders)
+            {
+                await channel.SendCapabilityAsync(frame, CpuDriver.Capabilities.TransferMode.Copy, CpuDriver.Capabilities.CapabilityRights.Read);
+            }
+
+            sawIt = 0;
+            foreach (DomainChannel channel in holders)
+            {
+                sawIt += await channel.Reader<long>().ReadAsync(ctx.Stopping) == Stamp ? 1 : 0;
+            }
+
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            await caps.RevokeAsync(frame, CpuDriver.Capabilities.RevokeMode.Multicast);
+            times.Add(System.Diagnostics.Stopwatch.GetElapsedTime(start));
+            lost = 0;
+            foreach (DomainChannel channel in holders)
+            {
+                await channel.Writer<long>().WriteAsync(1, ctx.Stopping);
+                lost += await channel.Reader<long>().ReadAsync(ctx.Stopping) == 1 ? 1 : 0;
+            }
+        }
+
+        times.Sort();
+        counters.Capabilities.TrySetResult((holders.Count, sawIt, lost, times[times.Count / 2]));
     }
 
     // Stopping is the normal end of every demo domain; whatever it interrupts is not a fault.
@@ -148,6 +226,9 @@ internal static class DemoWorkload
 internal sealed class DemoCounters
 {
     private long _laps;
+
+    /// <summary>The capability step: holders, how many read the shared frame, how many lost it at the revoke, how long the revoke took.</summary>
+    public TaskCompletionSource<(int Holders, int Read, int Revoked, TimeSpan Took)> Capabilities { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public long Laps => Volatile.Read(ref _laps);
 

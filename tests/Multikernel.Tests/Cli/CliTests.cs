@@ -94,6 +94,8 @@ public sealed class CliTests
         Assert.Contains("messages/s from core (row) to core (column)", output, StringComparison.Ordinal);
         Assert.Contains("token ring:", output, StringComparison.Ordinal);
         Assert.DoesNotContain("token ring: 0 laps", output, StringComparison.Ordinal);
+        Assert.Contains("read in place on 1 of 1 other cores", output, StringComparison.Ordinal);
+        Assert.Contains("(1 of 1 holders now get CapabilityRevokedException)", output, StringComparison.Ordinal);
     }
 
     [Fact]
