@@ -75,6 +75,8 @@ public sealed class Domain
         Kernel.Post(static s =>
         {
             var (domain, entry, tcs) = ((Domain, Func<Domain, Task>, TaskCompletionSource<Task>))s!;
+            // A domain starts outside any trace: whatever span the kernel thread last saw is not its parent.
+            System.Diagnostics.Activity.Current = null;
             Task task;
             try
             {

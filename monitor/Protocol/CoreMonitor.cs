@@ -85,6 +85,9 @@ internal sealed class CoreMonitor
         if (Core == 0)
         {
             _bootSpan = MessageTracing.StartProtocol(ProtocolSpanNames.Boot, Core);
+            // Start() runs straight from the kernel loop: the span must not stay the core's
+            // ambient current span, or every domain started later would join the boot trace.
+            MessageTracing.Detach(_bootSpan);
             if (Cores == 1)
             {
                 EndBoot();
@@ -707,6 +710,7 @@ internal sealed class CoreMonitor
 
         _shutdownSpan = MessageTracing.StartProtocol(ProtocolSpanNames.Shutdown, Core);
         Broadcast(Message.Create((ushort)MonitorMessage.StopDomains));
+        MessageTracing.Detach(_shutdownSpan); // kept open until every core reported, not ambient
         _ = StopDomainsAsync();
         _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Shutdown);
     }

@@ -174,6 +174,93 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Demo_WithTheStandardOtelVariables_ExportsSpansAndMetricsOverOtlpHttp()
+    {
+        await using var receiver = new Telemetry.OtlpHttpReceiver();
+        var (code, output, err) = await RunAsync("demo --cores 2 --seconds 1", new Dictionary<string, string>
+        {
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.Endpoint.ToString(),
+            ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+            ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio",
+            ["OTEL_TRACES_SAMPLER_ARG"] = "0.01",
+            ["OTEL_METRIC_EXPORT_INTERVAL"] = "500",
+        });
+        Assert.True(code == 0, output + err);
+        var spans = receiver.Requests.Where(r => r.Path == "/v1/traces").SelectMany(r => Telemetry.OtlpSpan.FromRequest(r.Body)).ToList();
+        var sends = spans.Where(s => s.Name.StartsWith("send core/", StringComparison.Ordinal)).ToList();
+        Assert.True(sends.Count > 0, $"no send spans; requests: {string.Join(", ", receiver.Requests.Select(r => $"{r.Path} {r.Body.Length}B"))}; spans: {string.Join(", ", spans.Select(x => x.Name).Distinct())}\n{output}\n{err}");
+        Assert.Contains(spans, s => s.Name.StartsWith("process core/", StringComparison.Ordinal) && s.Links.Count == 1);
+        // 1% sampling: a small fraction of the millions of messages the demo sends is traced.
+        Assert.True(sends.Count < 200_000, $"{sends.Count} send spans at 1% sampling");
+        Assert.Contains(receiver.Requests, r => r.Path == "/v1/metrics");
+    }
+
+    [Fact]
+    public async Task Run_StopsGracefullyOnSigterm()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return; // SIGTERM is a POSIX signal; Windows hosts stop on Ctrl-C instead
+        }
+
+        string dll = Path.Combine(AppContext.BaseDirectory, "multikernel.dll");
+        var start = new ProcessStartInfo("dotnet", $"\"{dll}\" run --cores 2")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        using var process = Process.Start(start)!;
+        var output = new System.Text.StringBuilder();
+        var booted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnLine(object _, DataReceivedEventArgs e)
+        {
+            if (e.Data is null)
+            {
+                return;
+            }
+
+            lock (output)
+            {
+                output.AppendLine(e.Data);
+            }
+
+            if (e.Data.Contains("All 2 cores booted", StringComparison.Ordinal))
+            {
+                booted.TrySetResult();
+            }
+        }
+
+        process.OutputDataReceived += OnLine;
+        process.ErrorDataReceived += OnLine;
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            await booted.Task.WaitAsync(TimeSpan.FromMinutes(1));
+            using (var kill = Process.Start("kill", $"-TERM {process.Id}"))
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Equal(0, process.ExitCode);
+            lock (output)
+            {
+                Assert.Contains("All cores halted", output.ToString(), StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    [Fact]
     public async Task Help_DescribesEveryCommand()
     {
         var (code, output, _) = await RunAsync("--help");

@@ -14,6 +14,7 @@ public sealed class RuntimeTracingTests
     {
         using var capture = new ActivityCapture();
         var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        string? ambientAtStart = null;
         MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
         {
             o.AddProgram("traced-server", async ctx =>
@@ -28,6 +29,7 @@ public sealed class RuntimeTracingTests
             });
             o.AddProgram("traced-client", async ctx =>
             {
+                ambientAtStart = Activity.Current?.DisplayName ?? "none";
                 DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "traced");
                 using (ActivitySources.Apps.StartActivity("client request"))
                 {
@@ -49,7 +51,10 @@ public sealed class RuntimeTracingTests
             await runtime.StopCleanlyAsync();
         }
 
+        // A domain starts outside any trace: not inside the boot or spawn spans of its monitor.
+        Assert.Equal("none", ambientAtStart);
         Activity request = capture.Single("client request");
+        Assert.Equal(default, request.ParentSpanId);
         Activity send = Assert.Single(capture.All("send core/1"), a => a.ParentSpanId == request.SpanId);
         Activity process = Assert.Single(capture.All("process core/1"), a => a.ParentSpanId == send.SpanId);
         Assert.Equal(send.SpanId, Assert.Single(process.Links).Context.SpanId);
