@@ -40,7 +40,6 @@ public sealed class Endpoint
     private Message _pendingWrite;
     private bool _writePending;
     private Activity? _pendingSend;
-    private Activity? _processing;
     private long _sent;
     private long _received;
 
@@ -51,7 +50,7 @@ public sealed class Endpoint
         Name = name;
         _window = window;
         _queue = new Message[window];
-        _readOperation = new CoreOperation<Message>(kernel, m => BeginProcessing(in m));
+        _readOperation = new CoreOperation<Message>(kernel);
         _waitOperation = new CoreOperation<bool>(kernel);
         _writeOperation = new CoreOperation<bool>(kernel);
         _waitWriteOperation = new CoreOperation<bool>(kernel);
@@ -145,8 +144,23 @@ public sealed class Endpoint
         // Tracing off: one HasListeners() read, nothing allocated. Checked before the arguments
         // are evaluated: the ring depth reads the line the consumer core writes, a cross-core miss
         // on every send if done unconditionally.
-        return ActivitySources.Urpc.HasListeners() ? MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore)) : null;
+        return ActivitySources.Urpc.HasListeners() ? StartSendSpanSlow(ref m) : null;
 #endif
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Activity? StartSendSpanSlow(ref Message m)
+    {
+        MessageSampler sampler = _kernel.Sampler;
+        if (sampler.IsGating && Activity.Current is null)
+        {
+            // A message outside any trace: this core decides, and creates nothing when it skips.
+            return sampler.SampleRoot()
+                ? MessageTracing.StartSendSampledRoot(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore))
+                : null;
+        }
+
+        return MessageTracing.StartSend(ref m, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
     }
 
     // One credit and one ring slot, or nothing.
@@ -364,6 +378,7 @@ public sealed class Endpoint
         {
             Debug.Assert(_queueCount == 0, "a reader waits only on an empty queue");
             Consumed();
+            TraceDelivery(in message);
             _readOperation.SetResult(message);
             return;
         }
@@ -484,7 +499,6 @@ public sealed class Endpoint
     public bool TryRead(out Message message)
     {
         _kernel.CheckThread();
-        EndProcessing();
         if (_queueCount == 0)
         {
             message = default;
@@ -495,34 +509,35 @@ public sealed class Endpoint
         _queueHead = (_queueHead + 1) & (_queue.Length - 1);
         _queueCount--;
         Consumed();
-        BeginProcessing(in message);
+        TraceDelivery(in message);
         return true;
     }
 
-    // The consumer span of a message covers the domain's handling of it: it starts when the
-    // message is handed to the domain, in the domain's own execution context (TryRead is a
-    // synchronous call from the domain; a waiting ReadAsync starts it in GetResult, which runs
-    // inside the awaiting method), so what the handler sends joins the trace as its children.
-    // It ends when the domain next reads or waits, or closes the endpoint.
+    // The consumer span ("process core/B") marks the hand-over of a message to the domain on
+    // this core: child of and linked to the send span the message carries. It ends at once and
+    // does not stay current: were it current while the domain goes on, every later send of a
+    // request/response or ring loop would nest under the previous message, and one sampled
+    // message would drag all that follow into its trace. A handler that wants its work in the
+    // sender's trace says so with MessageTracing.StartHandler.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void BeginProcessing(in Message message)
+    private void TraceDelivery(in Message message)
     {
 #if !MULTIKERNEL_NO_TRACING
-        if (ActivitySources.Urpc.HasListeners())
+        if (ActivitySources.Urpc.HasListeners()
+            && (MessageTracing.HasTraceContext(in message) || !_kernel.Sampler.IsGating))
         {
-            EndProcessing();
-            _processing = MessageTracing.StartProcess(in message, RemoteCore, Core, Name);
+            // (With head sampling on, a message that carries no trace was skipped by its sender.)
+            TraceDeliverySlow(in message);
         }
 #endif
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void EndProcessing()
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void TraceDeliverySlow(in Message message)
     {
-        if (_processing is not null)
+        if (MessageTracing.StartProcess(in message, RemoteCore, Core, Name) is { } span)
         {
-            Stop(_processing);
-            _processing = null;
+            Stop(span);
         }
     }
 
@@ -575,7 +590,6 @@ public sealed class Endpoint
     public ValueTask<bool> WaitToReadAsync()
     {
         _kernel.CheckThread();
-        EndProcessing();
         if (_queueCount > 0)
         {
             return new ValueTask<bool>(true);
@@ -684,7 +698,6 @@ public sealed class Endpoint
         }
 
         _released = true;
-        EndProcessing();
         CancelWaiters(new ChannelClosedException($"Endpoint {Name} was closed."));
         if (RemoteCore >= 0 && !_peerGone)
         {

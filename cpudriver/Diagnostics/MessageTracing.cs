@@ -136,6 +136,22 @@ public static class MessageTracing
         ActivitySources.Urpc.HasListeners() ? StartSendSlow(ActivitySources.Urpc, ref message, sourceCore, destinationCore, destinationName, ringDepth) : null;
 
     /// <summary>
+    /// Starts the producer span of a message sent outside any trace, after the sending core's
+    /// <see cref="MessageSampler"/> chose to trace it: the span carries the kernel-sampled tag so
+    /// the SDK records it without drawing again.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static Activity? StartSendSampledRoot(ref Message message, int sourceCore, int destinationCore, string destinationName, int ringDepth)
+    {
+        Activity? activity = ActivitySources.Urpc.StartActivity(
+            ActivityKind.Producer,
+            parentContext: default,
+            tags: [new(MessageSampler.KernelSampledTag, MessageSampler.KernelSampledValue)],
+            name: SendName(destinationCore));
+        return activity is null ? null : CompleteSend(activity, ref message, sourceCore, destinationCore, destinationName, ringDepth);
+    }
+
+    /// <summary>
     /// <see cref="StartSend(ref Message, int, int, string, int)"/> on another source of the catalogue
     /// (netd handing a packet to an application core uses <see cref="ActivitySources.Netd"/>).
     /// </summary>
@@ -159,6 +175,24 @@ public static class MessageTracing
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Activity? StartProcess(ActivitySource source, in Message message, int sourceCore, int destinationCore, string destinationName) =>
         source.HasListeners() ? StartProcessSlow(source, in message, sourceCore, destinationCore, destinationName) : null;
+
+    /// <summary>
+    /// Starts a span for a domain's handling of <paramref name="message"/> on
+    /// <see cref="ActivitySources.Apps"/>, as a child of the send span the message carries, so the
+    /// handler's work and what it sends join the sender's trace. Returns null when nobody listens
+    /// or the message carries no (or a sampled-out) trace. Dispose it when the handling is done.
+    /// </summary>
+    public static Activity? StartHandler(in Message message, string name)
+    {
+        if (!ActivitySources.Apps.HasListeners()
+            || (message.Flags & (MessageFlags.HasTraceContext | MessageFlags.TraceSampled)) != (MessageFlags.HasTraceContext | MessageFlags.TraceSampled)
+            || !TryExtract(in message, out ActivityContext parent))
+        {
+            return null;
+        }
+
+        return ActivitySources.Apps.StartActivity(name, ActivityKind.Internal, parent);
+    }
 
     /// <summary>
     /// A consumer span for a batch of messages handled together: per the conventions it links to
@@ -217,6 +251,11 @@ public static class MessageTracing
             return null;
         }
 
+        return CompleteSend(activity, ref message, sourceCore, destinationCore, destinationName, ringDepth);
+    }
+
+    private static Activity CompleteSend(Activity activity, ref Message message, int sourceCore, int destinationCore, string destinationName, int ringDepth)
+    {
         Inject(ref message, activity.Context);
         if (activity.IsAllDataRequested)
         {

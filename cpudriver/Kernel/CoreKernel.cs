@@ -79,6 +79,7 @@ public sealed class CoreKernel
         _stalledHead = new Endpoint?[cores];
         _stalledTail = new Endpoint?[cores];
         Counters = new CoreCounters(cores);
+        Sampler = new Diagnostics.MessageSampler(options.MessageTraceRatio, 0x9E3779B97F4A7C15UL * (ulong)(id + 1));
         SynchronizationContext = new CoreSynchronizationContext(this);
         Scheduler = new CoreTaskScheduler(this);
     }
@@ -97,6 +98,9 @@ public sealed class CoreKernel
 
     /// <summary>The time source for timers and accounting.</summary>
     public TimeProvider Time => _time;
+
+    /// <summary>This core's head sampler for message traces.</summary>
+    public Diagnostics.MessageSampler Sampler { get; }
 
     /// <summary>The core's counters (sends, receives, stalls, busy/idle time).</summary>
     public CoreCounters Counters { get; }

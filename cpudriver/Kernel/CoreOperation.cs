@@ -12,7 +12,6 @@ namespace Multikernel.CpuDriver.Kernel;
 public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
 {
     private readonly CoreKernel _kernel;
-    private readonly Action<T>? _onResult;
     private Action<object?>? _continuation;
     private object? _continuationState;
     private ExecutionContext? _executionContext;
@@ -21,11 +20,7 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
     private short _version;
     private bool _completed;
 
-    internal CoreOperation(CoreKernel kernel, Action<T>? onResult = null)
-    {
-        _kernel = kernel;
-        _onResult = onResult;
-    }
+    internal CoreOperation(CoreKernel kernel) => _kernel = kernel;
 
     /// <summary>Current version token.</summary>
     public short Version => _version;
@@ -141,9 +136,6 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(_exception);
         }
 
-        // GetResult runs inside the awaiting method, in its execution context: the one place a
-        // completion can set something (the consumer span) that the awaiter's code then sees.
-        _onResult?.Invoke(_result!);
         return _result!;
     }
 

@@ -36,6 +36,12 @@ public sealed class KernelOptions
     /// </summary>
     public bool YieldWhenIdle { get; set; }
 
+    /// <summary>
+    /// Fraction of root message traces each core samples itself before asking the tracing SDK
+    /// (see <see cref="Diagnostics.MessageSampler"/>). 1 leaves every decision to the SDK. Default 1.
+    /// </summary>
+    public double MessageTraceRatio { get; set; } = 1;
+
     /// <summary>Pin each kernel thread to a CPU with sched_setaffinity. Default true.</summary>
     public bool PinThreads { get; set; } = true;
 
@@ -86,6 +92,11 @@ public sealed class KernelOptions
         if (ReceiveBatch < 1)
         {
             yield return $"ReceiveBatch must be at least 1 (got {ReceiveBatch}).";
+        }
+
+        if (double.IsNaN(MessageTraceRatio) || MessageTraceRatio < 0 || MessageTraceRatio > 1)
+        {
+            yield return $"MessageTraceRatio must be between 0 and 1 (got {MessageTraceRatio}).";
         }
     }
 }

@@ -29,7 +29,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     private readonly System.Collections.Concurrent.ConcurrentQueue<DomainFault> _faults = new();
 
     /// <summary>Creates the machine for the configured core count (nothing runs yet).</summary>
-    public MultikernelRuntime(MultikernelOptions options, TimeProvider? time = null, ILogger? logger = null, int? cpuCount = null, IMeterFactory? meterFactory = null)
+    public MultikernelRuntime(MultikernelOptions options, TimeProvider? time = null, ILogger? logger = null, int? cpuCount = null, IMeterFactory? meterFactory = null, double messageTraceRatio = 1)
     {
         ArgumentNullException.ThrowIfNull(options);
         string[] problems = [.. options.Validate()];
@@ -44,7 +44,9 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         Programs = options.Programs;
         Programs.Freeze();
         int cpus = Math.Max(1, cpuCount ?? Environment.ProcessorCount);
-        Machine = new Machine(options.ResolveCores(cpus), options.ToKernelOptions(), Time, cpus);
+        KernelOptions kernelOptions = options.ToKernelOptions();
+        kernelOptions.MessageTraceRatio = messageTraceRatio;
+        Machine = new Machine(options.ResolveCores(cpus), kernelOptions, Time, cpus);
         // Physical memory: one arena, cut into frames and split among the cores as RAM
         // capabilities held by each core's monitor. Nothing is allocated per message after this.
         Memory = new PhysicalMemory(options.MemoryBytes);

@@ -45,7 +45,9 @@ public static class MultikernelServiceCollectionExtensions
             sp.GetRequiredService<IOptions<MultikernelOptions>>().Value,
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("Multikernel"),
-            meterFactory: sp.GetRequiredService<IMeterFactory>()));
+            meterFactory: sp.GetRequiredService<IMeterFactory>(),
+            // The same plan the telemetry service starts from: cores sample message roots at its ratio.
+            messageTraceRatio: TelemetrySetup.MessageTraceRatio(TelemetrySetup.Resolve(sp.GetRequiredService<IOptions<TelemetryOptions>>().Value))));
 
         // Telemetry starts first and stops last, so the whole run is traced and flushed.
         services.AddHostedService<TelemetryHostedService>();

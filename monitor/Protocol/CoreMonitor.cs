@@ -172,7 +172,7 @@ internal sealed class CoreMonitor
                 break;
             case MonitorMessage.Export:
                 {
-                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Export, Core, ActivityKind.Server);
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Export, Core, in m);
                     string name = ServiceName.Read(in m);
                     MonitorStatus status = RegisterName(name, from);
                     Send(from, Message.Create((ushort)MonitorMessage.ExportReply, m.Word2, (ulong)status));
@@ -198,7 +198,7 @@ internal sealed class CoreMonitor
 
             case MonitorMessage.Bind:
                 {
-                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Bind, Core, ActivityKind.Server);
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Bind, Core, in m);
                     string name = ServiceName.Read(in m);
                     // Word2: request id (16 bits) | client's capability domain (16) | client endpoint (32).
                     (MonitorStatus status, uint serverEndpoint, int serverDomain) = AcceptBind(name, from, (uint)m.Word2, (int)((m.Word2 >> 32) & 0xFFFF));
@@ -208,7 +208,7 @@ internal sealed class CoreMonitor
 
             case MonitorMessage.Spawn:
                 {
-                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Spawn, Core, ActivityKind.Server);
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Spawn, Core, in m);
                     (MonitorStatus status, ulong domainId) = SpawnLocal((int)m.Word0, m.Word1);
                     Send(from, Message.Create((ushort)MonitorMessage.SpawnReply, m.Word2, (ulong)status, domainId));
                     break;
@@ -226,7 +226,7 @@ internal sealed class CoreMonitor
                 break;
             case MonitorMessage.StopDomains:
                 {
-                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Shutdown, Core, ActivityKind.Server);
+                    using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Shutdown, Core, in m);
                     _ = StopDomainsAsync();
                     break;
                 }

@@ -239,17 +239,51 @@ public static class TelemetrySetup
         _ => null,
     };
 
-    /// <summary>Creates the sampler for a specification sampler name.</summary>
+    /// <summary>
+    /// Creates the sampler for a specification sampler name. The ratio samplers record a root
+    /// span the kernel already sampled (<see cref="MessageSampler"/>) without drawing again, so
+    /// message traces are kept at the ratio, not at its square.
+    /// </summary>
     public static Sampler CreateSampler(string name, double ratio) => name switch
     {
         "always_on" => new AlwaysOnSampler(),
         "always_off" => new AlwaysOffSampler(),
-        "traceidratio" => new TraceIdRatioBasedSampler(ratio),
+        "traceidratio" => new KernelSampledAware(new TraceIdRatioBasedSampler(ratio)),
         "parentbased_always_on" => new ParentBasedSampler(new AlwaysOnSampler()),
         "parentbased_always_off" => new ParentBasedSampler(new AlwaysOffSampler()),
-        "parentbased_traceidratio" => new ParentBasedSampler(new TraceIdRatioBasedSampler(ratio)),
+        "parentbased_traceidratio" => new ParentBasedSampler(new KernelSampledAware(new TraceIdRatioBasedSampler(ratio))),
         _ => throw new ArgumentException($"Unknown sampler '{name}'; use one of {string.Join(", ", TelemetryOptions.SamplerNames)}.", nameof(name)),
     };
+
+    /// <summary>
+    /// The fraction of root message traces each core should sample itself for
+    /// <paramref name="plan"/>: the ratio of a ratio sampler when tracing is on, else 1 (the SDK
+    /// decides everything).
+    /// </summary>
+    public static double MessageTraceRatio(TelemetryPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        return plan.TracingEnabled && plan.Sampler.EndsWith("traceidratio", StringComparison.Ordinal) ? plan.SamplingRatio : 1;
+    }
+
+    private sealed class KernelSampledAware(Sampler inner) : Sampler
+    {
+        public override SamplingResult ShouldSample(in SamplingParameters samplingParameters)
+        {
+            if (samplingParameters.Tags is { } tags)
+            {
+                foreach (KeyValuePair<string, object?> tag in tags)
+                {
+                    if (tag.Key == MessageSampler.KernelSampledTag && tag.Value is MessageSampler.KernelSampledValue)
+                    {
+                        return new SamplingResult(SamplingDecision.RecordAndSample);
+                    }
+                }
+            }
+
+            return inner.ShouldSample(samplingParameters);
+        }
+    }
 
     private static (Uri? Endpoint, OtlpExportProtocol Protocol) ResolveOtlp(TelemetryOptions options, Func<string, string?> var, bool sdkDisabled, string signal, string path)
     {

@@ -6,6 +6,7 @@ using Multikernel.CpuDriver.Channels;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
 using Multikernel.Monitor.Hosting;
+using Multikernel.Monitor.Telemetry;
 using OpenTelemetry;
 using OpenTelemetry.Trace;
 
@@ -41,11 +42,12 @@ public static class EndpointBench
             {
                 using TracerProvider? tracing = mode switch
                 {
-                    "1%" => Sdk.CreateTracerProviderBuilder().AddSource(ActivitySources.Wildcard).SetSampler(new ParentBasedSampler(new TraceIdRatioBasedSampler(0.01))).Build(),
+                    "1%" => Sdk.CreateTracerProviderBuilder().AddSource(ActivitySources.Wildcard).SetSampler(TelemetrySetup.CreateSampler("parentbased_traceidratio", 0.01)).Build(),
                     "100%" => Sdk.CreateTracerProviderBuilder().AddSource(ActivitySources.Wildcard).SetSampler(new AlwaysOnSampler()).Build(),
                     _ => null,
                 };
-                (double r, double s, double a, bool over) = RunOnce(roundTrips, mode == "100%" ? streamed / 10 : streamed);
+                // As `run` does with OTEL_TRACES_SAMPLER=parentbased_traceidratio: the cores sample roots at the ratio.
+                (double r, double s, double a, bool over) = RunOnce(roundTrips, mode == "100%" ? streamed / 10 : streamed, mode == "1%" ? 0.01 : 1);
                 oversubscribed |= over;
                 if (pass == 0)
                 {
@@ -62,7 +64,7 @@ public static class EndpointBench
         return [.. modes.Select(m => new EndpointBenchResult("endpoint", m, Median(rtt[m]), Median(rate[m]), alloc[m].Max(), oversubscribed))];
     }
 
-    private static (double RttNs, double MsgsPerSecond, double AllocPerMessage, bool Oversubscribed) RunOnce(int roundTrips, int streamed)
+    private static (double RttNs, double MsgsPerSecond, double AllocPerMessage, bool Oversubscribed) RunOnce(int roundTrips, int streamed, double messageTraceRatio)
     {
         var result = new TaskCompletionSource<(double, double, double)>(TaskCreationOptions.RunContinuationsAsynchronously);
         var options = new MultikernelOptions { Cores = "2", ShutdownTimeout = TimeSpan.FromSeconds(5) };
@@ -119,7 +121,7 @@ public static class EndpointBench
         });
         options.SpawnAtBoot("bench-echo", core: 1);
         options.SpawnAtBoot("bench-client", core: 0);
-        var runtime = new MultikernelRuntime(options);
+        var runtime = new MultikernelRuntime(options, messageTraceRatio: messageTraceRatio);
         try
         {
             runtime.StartAsync().GetAwaiter().GetResult();

@@ -38,16 +38,15 @@ public sealed class OtlpEndToEndTests
 
                     Task participant = TwoCoreRig.RunOn(rig.Core1, async () =>
                     {
-                        // Endpoints trace themselves: the read starts "process core/1" here,
-                        // and what this handler does and sends becomes its children.
+                        // Endpoints trace themselves ("process core/1" as the read completes);
+                        // the protocol step continues the trace the message carries, and its
+                        // reply is the step's child.
                         Message mark = await rig.Receiver.ReadAsync();
-                        using (MessageTracing.StartProtocol(ProtocolSpanNames.RevokeMark, 1))
+                        using (MessageTracing.StartProtocol(ProtocolSpanNames.RevokeMark, 1, in mark))
                         {
                             metrics.RecordCapabilityOperation(1, "revoke");
+                            await rig.Receiver.WriteAsync(Message.Create(11, mark.Word0));
                         }
-
-                        await rig.Receiver.WriteAsync(Message.Create(11, mark.Word0));
-                        rig.Receiver.TryRead(out _); // the domain moves on: the consumer span ends
                     });
                     Task initiator = TwoCoreRig.RunOn(rig.Core0, async () =>
                     {
@@ -55,7 +54,6 @@ public sealed class OtlpEndToEndTests
                         await rig.Sender.WriteAsync(Message.Create(10, 1234));
                         _ = await rig.Sender.ReadAsync();
                         metrics.RecordMonitorOperation(0, ProtocolSpanNames.Revoke);
-                        rig.Sender.TryRead(out _);
                     });
                     await Task.WhenAll(initiator, participant).WaitAsync(TimeSpan.FromSeconds(30));
                 } // disposing the pipeline flushes traces and metrics to the receiver and closes the trace file
@@ -80,8 +78,8 @@ public sealed class OtlpEndToEndTests
             Assert.Equal(revoke.SpanId, send.ParentSpanId);
             Assert.Equal(send.SpanId, process.ParentSpanId);
             Assert.Equal([(send.TraceId, send.SpanId)], process.Links);
-            Assert.Equal(process.SpanId, mark.ParentSpanId);
-            Assert.Equal(process.SpanId, reply.ParentSpanId);
+            Assert.Equal(send.SpanId, mark.ParentSpanId);
+            Assert.Equal(mark.SpanId, reply.ParentSpanId);
             Assert.Equal(reply.SpanId, replyProcess.ParentSpanId);
             Assert.Equal([(reply.TraceId, reply.SpanId)], replyProcess.Links);
 

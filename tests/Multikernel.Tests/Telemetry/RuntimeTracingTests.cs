@@ -22,10 +22,12 @@ public sealed class RuntimeTracingTests
                 using ServiceListener listener = await ctx.ExportAsync("traced");
                 DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
                 CpuDriver.Urpc.Message m = await channel.Endpoint.ReadAsync();
-                // The consumer span is current while the handler runs, on this core.
-                Assert.Equal("process core/1", Activity.Current?.DisplayName);
-                await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(2, m.Word0 + 1));
-                channel.Endpoint.TryRead(out _);
+                // The consumer span marked the hand-over; the handler continues the sender's trace.
+                Assert.Null(Activity.Current);
+                using (MessageTracing.StartHandler(in m, "handle request"))
+                {
+                    await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(2, m.Word0 + 1));
+                }
             });
             o.AddProgram("traced-client", async ctx =>
             {
@@ -35,7 +37,6 @@ public sealed class RuntimeTracingTests
                 {
                     await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(1, 41));
                     CpuDriver.Urpc.Message reply = await channel.Endpoint.ReadAsync();
-                    channel.Endpoint.TryRead(out _);
                     done.SetResult((int)reply.Word0);
                 }
             });
@@ -58,9 +59,12 @@ public sealed class RuntimeTracingTests
         Activity send = Assert.Single(capture.All("send core/1"), a => a.ParentSpanId == request.SpanId);
         Activity process = Assert.Single(capture.All("process core/1"), a => a.ParentSpanId == send.SpanId);
         Assert.Equal(send.SpanId, Assert.Single(process.Links).Context.SpanId);
-        Activity reply = Assert.Single(capture.All("send core/0"), a => a.ParentSpanId == process.SpanId);
+        Activity handler = capture.Single("handle request");
+        Assert.Equal(send.SpanId, handler.ParentSpanId);
+        Assert.Equal(1, capture.StartThread(handler) == capture.StartThread(process) ? 1 : 0); // on core 1's thread
+        Activity reply = Assert.Single(capture.All("send core/0"), a => a.ParentSpanId == handler.SpanId);
         Activity replyProcess = Assert.Single(capture.All("process core/0"), a => a.ParentSpanId == reply.SpanId);
-        Assert.All([send, process, reply, replyProcess], a => Assert.Equal(request.TraceId, a.TraceId));
+        Assert.All([send, process, handler, reply, replyProcess], a => Assert.Equal(request.TraceId, a.TraceId));
         Assert.Equal(0, send.GetTagItem(TelemetryTags.Core));
         Assert.Equal(1, process.GetTagItem(TelemetryTags.Core));
         Assert.Equal(0, process.GetTagItem(TelemetryTags.CoreSource));
