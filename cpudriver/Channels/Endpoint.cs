@@ -126,12 +126,15 @@ public sealed class Endpoint
         return sent;
     }
 
-    // The message as it travels: addressed to the peer endpoint, never mistaken for control.
+    // The message as it travels: addressed to the peer endpoint, never mistaken for control,
+    // and carrying only the trace context this send puts in it. A domain that forwards a message
+    // it received must not forward that hop's context with it: a stale sampled context would pull
+    // every later message into one trace.
     private Message Addressed(in Message message)
     {
         Message m = message;
         m.Endpoint = RemoteId;
-        m.Flags &= ~MessageFlags.Control;
+        m.Flags &= ~(MessageFlags.Control | MessageFlags.HasTraceContext | MessageFlags.TraceSampled);
         return m;
     }
 
@@ -484,7 +487,9 @@ public sealed class Endpoint
             return false;
         }
 
-        Message m = Addressed(in message);
+        Message m = message; // keeps the trace context its protocol put in it
+        m.Endpoint = RemoteId;
+        m.Flags &= ~MessageFlags.Control;
         if (!_kernel.TrySendFromStall(RemoteCore, in m))
         {
             return false;

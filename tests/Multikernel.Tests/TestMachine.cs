@@ -8,7 +8,7 @@ internal static class TestMachine
 {
     public static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
-    public static async Task<MultikernelRuntime> StartAsync(int cores, Action<MultikernelOptions>? configure = null)
+    public static async Task<MultikernelRuntime> StartAsync(int cores, Action<MultikernelOptions>? configure = null, double messageTraceRatio = 1)
     {
         var options = new MultikernelOptions
         {
@@ -18,7 +18,7 @@ internal static class TestMachine
             MaxPark = TimeSpan.FromMilliseconds(20),
         };
         configure?.Invoke(options);
-        var runtime = new MultikernelRuntime(options);
+        var runtime = new MultikernelRuntime(options, messageTraceRatio: messageTraceRatio);
         await runtime.StartAsync().WaitAsync(Patience);
         return runtime;
     }

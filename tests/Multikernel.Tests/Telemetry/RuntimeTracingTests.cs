@@ -79,4 +79,50 @@ public sealed class RuntimeTracingTests
         Assert.Equal(0, clientBind.GetTagItem(TelemetryTags.Core));
         Assert.Equal(1, serverBind.GetTagItem(TelemetryTags.Core));
     }
+
+    [Fact]
+    public async Task ForwardingAReceivedMessage_DoesNotForwardItsTraceContext()
+    {
+        using var capture = new ActivityCapture();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
+        {
+            o.AddProgram("bouncer", async ctx =>
+            {
+                using ServiceListener listener = await ctx.ExportAsync("bounce");
+                DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+                CpuDriver.Urpc.Message m = await channel.Endpoint.ReadAsync();
+                await channel.Endpoint.WriteAsync(in m); // sent back as is, outside any span
+            });
+            o.AddProgram("thrower", async ctx =>
+            {
+                DomainChannel channel = await ctx.BindAsync("bounce", TimeSpan.FromSeconds(30));
+                using (ActivitySources.Apps.StartActivity("throw"))
+                {
+                    await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(3, 1));
+                }
+
+                _ = await channel.Endpoint.ReadAsync();
+                done.SetResult();
+            });
+            o.SpawnAtBoot("bouncer", core: 1);
+            o.SpawnAtBoot("thrower", core: 0);
+        }, messageTraceRatio: 0); // cores head-sample roots and keep none: only explicit traces travel
+        try
+        {
+            await done.Task.WaitAsync(TestMachine.Patience);
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+
+        Activity thrown = capture.Single("throw");
+        Activity sent = Assert.Single(capture.All("send core/1"), a => a.ParentSpanId == thrown.SpanId);
+        Assert.Single(capture.All("process core/1"), a => a.ParentSpanId == sent.SpanId);
+        // The bounce was sent outside any trace and sampled out by its core: it must not carry the
+        // context it came in with, or the thrower would see a delivery in the old trace.
+        Assert.DoesNotContain(capture.All("process core/0"), a => a.TraceId == thrown.TraceId);
+        Assert.DoesNotContain(capture.All("send core/0"), a => Equals(a.GetTagItem(TelemetryTags.MessageType), 3));
+    }
 }
