@@ -212,6 +212,10 @@ public sealed class Endpoint
         {
             _kernel.EnqueueStalled(this); // ring full: retried by the kernel loop
         }
+        else
+        {
+            _kernel.Counters.WindowStallsTo[RemoteCore]++; // the receiver has not consumed: wait for credits
+        }
 
         return _writeOperation.AsValueTaskNonGeneric();
     }

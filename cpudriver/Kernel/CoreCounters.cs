@@ -12,6 +12,7 @@ public sealed class CoreCounters
         SentTo = new long[cores];
         ReceivedFrom = new long[cores];
         StallsTo = new long[cores];
+        WindowStallsTo = new long[cores];
     }
 
     /// <summary>Messages sent to each core (index = destination; own index = same-core deliveries).</summary>
@@ -22,6 +23,9 @@ public sealed class CoreCounters
 
     /// <summary>Times a send found the ring to each core full and had to stall.</summary>
     internal long[] StallsTo { get; }
+
+    /// <summary>Times a send to each core had to wait for its channel's receiver to return credits (flow control, not a full ring).</summary>
+    internal long[] WindowStallsTo { get; }
 
     internal long BusyTicks;
     internal long IdleTicks;
@@ -38,6 +42,9 @@ public sealed class CoreCounters
 
     /// <summary>Ring-full stalls towards <paramref name="core"/>.</summary>
     public long Stalls(int core) => Volatile.Read(ref StallsTo[core]);
+
+    /// <summary>Sends to <paramref name="core"/> that waited for their channel's window.</summary>
+    public long WindowStalls(int core) => Volatile.Read(ref WindowStallsTo[core]);
 
     /// <summary>Total messages sent.</summary>
     public long TotalSent { get { long s = 0; for (int i = 0; i < SentTo.Length; i++) { s += Volatile.Read(ref SentTo[i]); } return s; } }

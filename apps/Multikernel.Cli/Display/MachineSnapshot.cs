@@ -5,8 +5,9 @@ namespace Multikernel.Cli.Display;
 /// <summary>The counters of every core at one instant, read racily from outside the cores.</summary>
 internal sealed class MachineSnapshot
 {
-    private MachineSnapshot(long timestamp, long[,] sent, long[,] stalls, long[] busy, long[] idle, long[] parks, long[] received)
+    private MachineSnapshot(long timestamp, long[,] sent, long[,] stalls, long[,] windowStalls, long[] busy, long[] idle, long[] parks, long[] received)
     {
+        WindowStalls = windowStalls;
         Timestamp = timestamp;
         Sent = sent;
         Stalls = stalls;
@@ -24,6 +25,9 @@ internal sealed class MachineSnapshot
     /// <summary>[source, destination] ring-full stalls.</summary>
     public long[,] Stalls { get; }
 
+    /// <summary>[source, destination] sends that waited for their channel's credits.</summary>
+    public long[,] WindowStalls { get; }
+
     public long[] Busy { get; }
 
     public long[] Idle { get; }
@@ -39,6 +43,7 @@ internal sealed class MachineSnapshot
         int n = machine.Cores;
         var sent = new long[n, n];
         var stalls = new long[n, n];
+        var windowStalls = new long[n, n];
         var busy = new long[n];
         var idle = new long[n];
         var parks = new long[n];
@@ -50,6 +55,7 @@ internal sealed class MachineSnapshot
             {
                 sent[s, d] = c.Sent(d);
                 stalls[s, d] = c.Stalls(d);
+                windowStalls[s, d] = c.WindowStalls(d);
             }
 
             busy[s] = c.Busy;
@@ -58,6 +64,6 @@ internal sealed class MachineSnapshot
             received[s] = c.TotalReceived;
         }
 
-        return new MachineSnapshot(time.GetTimestamp(), sent, stalls, busy, idle, parks, received);
+        return new MachineSnapshot(time.GetTimestamp(), sent, stalls, windowStalls, busy, idle, parks, received);
     }
 }

@@ -66,13 +66,14 @@ internal static class StatsRenderer
 
                 double rate = (after.Sent[s, d] - before.Sent[s, d]) / seconds;
                 long stalls = after.Stalls[s, d] - before.Stalls[s, d];
-                row.Add($"{Rate(rate)} [grey]({stalls.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)})[/]");
+                long window = after.WindowStalls[s, d] - before.WindowStalls[s, d];
+                row.Add($"{Rate(rate)} [grey]({stalls.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)} / {window.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)})[/]");
             }
 
             table.AddRow(row.ToArray());
         }
 
-        return new Rows(new Text("messages/s from core (row) to core (column); ring-full stalls in brackets"), table);
+        return new Rows(new Text("messages/s from core (row) to core (column); in brackets: stalls on a full ring / waits for a channel's credits (its receiver was behind)"), table);
     }
 
     /// <summary>

@@ -91,7 +91,7 @@ public sealed class CliTests
         var (code, output, err) = await RunAsync("demo --cores 2 --seconds 1");
         Assert.True(code == 0, output + err);
         Assert.Contains("per core", output, StringComparison.Ordinal);
-        Assert.Contains("messages/s from core (row) to core (column)", output, StringComparison.Ordinal);
+        Assert.Contains("messages/s from core (row) to core (column); in brackets: stalls on a full ring / waits for a channel's credits", output, StringComparison.Ordinal);
         Assert.Contains("token ring:", output, StringComparison.Ordinal);
         Assert.DoesNotContain("token ring: 0 laps", output, StringComparison.Ordinal);
         Assert.Contains("read in place on 1 of 1 other cores", output, StringComparison.Ordinal);

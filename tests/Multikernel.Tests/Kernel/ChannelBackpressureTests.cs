@@ -91,6 +91,7 @@ public sealed class ChannelBackpressureTests
             Assert.Equal(ringBytes, runtime.Machine.RingBytes);
             Assert.Equal(Window, await runtime.Machine.Kernels[1].RunAsync(() => hoarded!.QueuedCount));
             Assert.Equal(0, runtime.Machine.Kernels[0].Counters.Stalls(1)); // the window stalled it, the ring never filled
+            Assert.True(runtime.Machine.Kernels[0].Counters.WindowStalls(1) >= 1, "the producer's wait for credits is counted");
 
             // The consumer drains: the producer resumes and every message arrives once, in order.
             drain.SetResult();
