@@ -21,7 +21,8 @@ namespace Multikernel.Monitor.Telemetry;
 /// carries on untouched.</para>
 /// <para>Instrument names (unit): <c>multikernel.urpc.messages.sent</c>, <c>.received</c>
 /// ({message}; tags <c>multikernel.core.source</c>, <c>multikernel.core.destination</c>),
-/// <c>multikernel.urpc.stalls</c> ({stall}), <c>multikernel.urpc.ring.depth</c> ({message}),
+/// <c>multikernel.urpc.stalls</c> ({stall}), <c>multikernel.channel.window_waits</c> ({wait}),
+/// <c>multikernel.urpc.ring.depth</c> ({message}),
 /// <c>multikernel.core.time</c> (s; <c>multikernel.core</c>, <c>multikernel.core.state</c> = busy|idle),
 /// <c>multikernel.core.parks</c>, <c>multikernel.core.work_items</c>,
 /// <c>multikernel.core.dropped_messages</c>, <c>multikernel.core.endpoints</c>,
@@ -94,6 +95,7 @@ public sealed class MultikernelMetrics : IDisposable
         Meter.CreateObservableCounter("multikernel.urpc.messages.sent", ObserveSent, "{message}", "Messages sent from a core to a core (same core: local deliveries).");
         Meter.CreateObservableCounter("multikernel.urpc.messages.received", ObserveReceived, "{message}", "Messages a core received from a core.");
         Meter.CreateObservableCounter("multikernel.urpc.stalls", ObserveStalls, "{stall}", "Sends that found the ring to a core full (or others already waiting) and stalled.");
+        Meter.CreateObservableCounter("multikernel.channel.window_waits", () => PerPair(static (c, to) => c.WindowStalls(to), fromIsSource: true), "{wait}", "Sends from a core to a core that waited for their channel's credits (the receiver was behind).");
         Meter.CreateObservableGauge("multikernel.urpc.ring.depth", ObserveRingDepth, "{message}", "Messages in the ring from a core to a core.");
         Meter.CreateObservableCounter("multikernel.core.time", ObserveCoreTime, "s", "Time a core's kernel spent busy or idle.");
         Meter.CreateObservableCounter("multikernel.core.parks", () => PerCore(c => c.ParkCount), "{park}", "Times a core parked.");
