@@ -243,7 +243,7 @@ public class RoundTripBenchmarks
     public void SetupUnbounded() => SetupChannels(bounded: false, asyncEcho: true);
 
     [Benchmark(OperationsPerInvoke = RoundTrips, Description = "bounded-channel (async)")]
-    public void BoundedChannelAsync() => SpinPump.Run(_pingAsync);
+    public void BoundedChannelAsync() => PinnedPump.Run(_pingAsync);
 
     [Benchmark(OperationsPerInvoke = RoundTrips, Description = "bounded-channel-try")]
     public long BoundedChannelTry()
@@ -277,7 +277,7 @@ public class RoundTripBenchmarks
     }
 
     [Benchmark(OperationsPerInvoke = RoundTrips, Description = "unbounded-channel (async)")]
-    public void UnboundedChannelAsync() => SpinPump.Run(_pingAsync);
+    public void UnboundedChannelAsync() => PinnedPump.Run(_pingAsync);
 
     [GlobalSetup(Target = nameof(ConcurrentQueue))]
     public void SetupQueue()
@@ -370,7 +370,7 @@ public class RoundTripBenchmarks
         Channel<Msg64> ab = _cab, ba = _cba;
         // The async echo awaits on its own pinned thread; continuations come back to it through the pump.
         Action echo = asyncEcho
-            ? () => SpinPump.Run(async () =>
+            ? () => PinnedPump.Run(async () =>
             {
                 while (true)
                 {

@@ -188,7 +188,7 @@ public class StreamingBenchmarks
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages, Description = "bounded-channel (async)")]
     public long BoundedChannelAsync()
     {
-        SpinPump.Run(_produceAsync);
+        PinnedPump.Run(_produceAsync);
         return Drain(_produced + Messages);
     }
 
@@ -218,7 +218,7 @@ public class StreamingBenchmarks
     [Benchmark(OperationsPerInvoke = Messages, Description = "unbounded-channel (async)")]
     public long UnboundedChannelAsync()
     {
-        SpinPump.Run(_produceAsync);
+        PinnedPump.Run(_produceAsync);
         return Drain(_produced + Messages);
     }
 
@@ -284,7 +284,7 @@ public class StreamingBenchmarks
         ChannelReader<Msg64> reader = _channel.Reader;
         SharedLine consumed = _consumed;
         Action body = asyncConsumer
-            ? () => SpinPump.Run(async () =>
+            ? () => PinnedPump.Run(async () =>
             {
                 long count = 0;
                 while (true)

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Multikernel.CpuDriver.Kernel;
 
@@ -114,46 +113,8 @@ public sealed class Partner
     }
 }
 
-/// <summary>
-/// A synchronization context whose thread spins on its own work queue, so continuations another
-/// thread completes run back on the pinned thread (as on a multikernel core) without parking.
-/// </summary>
-public sealed class SpinPump : SynchronizationContext
+/// <summary>Runs async benchmark bodies on the pinned thread with the shared <see cref="Multikernel.Cli.Bench.SpinPump"/>.</summary>
+internal static class PinnedPump
 {
-    private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _work = new();
-
-    public static void Run(Func<Task> body)
-    {
-        ArgumentNullException.ThrowIfNull(body);
-        SynchronizationContext? previous = Current;
-        var pump = new SpinPump();
-        SetSynchronizationContext(pump);
-        try
-        {
-            Task task = body();
-            while (!task.IsCompleted)
-            {
-                if (pump._work.TryDequeue(out (SendOrPostCallback Callback, object? State) item))
-                {
-                    item.Callback(item.State);
-                }
-                else
-                {
-                    Partner.Spin();
-                }
-            }
-
-            task.GetAwaiter().GetResult();
-        }
-        finally
-        {
-            SetSynchronizationContext(previous);
-        }
-    }
-
-    public override void Post(SendOrPostCallback d, object? state) => _work.Enqueue((d, state));
-
-    public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException("Only posted work.");
-
-    public override SynchronizationContext CreateCopy() => this;
+    public static void Run(Func<Task> body) => Multikernel.Cli.Bench.SpinPump.Run(body, Partner.Spin);
 }

@@ -575,9 +575,9 @@ public static partial class UrpcBench
             _window = bounded ? 0 : slots;
         }
 
-        public override void SideA(RunControl c) => SpinPump.Run(_mode == Mode.RoundTrip ? () => PingAsync(c) : () => ProduceAsync(c), c);
+        public override void SideA(RunControl c) => SpinPump.Run(_mode == Mode.RoundTrip ? () => PingAsync(c) : () => ProduceAsync(c), c.Spin);
 
-        public override void SideB(RunControl c) => SpinPump.Run(_mode == Mode.RoundTrip ? () => EchoAsync(c) : () => ConsumeAsync(c), c);
+        public override void SideB(RunControl c) => SpinPump.Run(_mode == Mode.RoundTrip ? () => EchoAsync(c) : () => ConsumeAsync(c), c.Spin);
 
         private static Channel<Msg64> Create(int slots, bool bounded) => bounded
             ? Channel.CreateBounded<Msg64>(new BoundedChannelOptions(slots) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait })
@@ -697,50 +697,6 @@ public static partial class UrpcBench
         }
 
         return consumed;
-    }
-
-    /// <summary>
-    /// A synchronization context whose thread spins on its own work queue: continuations that
-    /// other threads complete run back on the pinned thread without a kernel wake-up.
-    /// </summary>
-    private sealed class SpinPump : SynchronizationContext
-    {
-        private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _work = new();
-
-        public static void Run(Func<Task> body, RunControl c)
-        {
-            SynchronizationContext? previous = Current;
-            var pump = new SpinPump();
-            SetSynchronizationContext(pump);
-            try
-            {
-                Task task = body();
-                while (!task.IsCompleted)
-                {
-                    if (pump._work.TryDequeue(out (SendOrPostCallback Callback, object? State) item))
-                    {
-                        item.Callback(item.State);
-                    }
-                    else
-                    {
-                        c.Spin();
-                    }
-                }
-
-                task.GetAwaiter().GetResult();
-            }
-            finally
-            {
-                SetSynchronizationContext(previous);
-            }
-        }
-
-        public override void Post(SendOrPostCallback d, object? state) => _work.Enqueue((d, state));
-
-        public override void Send(SendOrPostCallback d, object? state) =>
-            throw new NotSupportedException("The benchmark pump only accepts posted work.");
-
-        public override SynchronizationContext CreateCopy() => this;
     }
 
     // ---------------------------------------------------------------- spinning queues (TryWrite/TryRead, ConcurrentQueue)
