@@ -256,13 +256,19 @@ public sealed class Endpoint
         }
     }
 
-    /// <summary>Kernel: retry what this endpoint owes the ring. True when nothing is left.</summary>
-    internal bool FlushPending()
+    /// <summary>
+    /// Sends what this endpoint owes its peer, in order: returned credits, the stalled write, then
+    /// close and peer-gone (which must never overtake data). True when nothing is left (a write
+    /// waiting for credits leaves the line: credits arriving bring it back).
+    /// <paramref name="firstInLine"/>: the kernel's flush of the stalled FIFO, already at its head;
+    /// otherwise the attempt queues behind senders already waiting for the ring.
+    /// </summary>
+    internal bool FlushOwed(bool firstInLine)
     {
         if (_creditToReturn > 0)
         {
             Message credit = ControlMessage(CoreKernel.CreditMessage, (ulong)_creditToReturn);
-            if (!_kernel.TrySendFromStall(RemoteCore, in credit))
+            if (!Send(in credit, firstInLine))
             {
                 return false;
             }
@@ -274,10 +280,10 @@ public sealed class Endpoint
         {
             if (_credits == 0)
             {
-                return true; // waiting for credits, not for the ring: leave the list
+                return true;
             }
 
-            if (!_kernel.TrySendFromStall(RemoteCore, in _pendingWrite))
+            if (!Send(in _pendingWrite, firstInLine))
             {
                 return false;
             }
@@ -292,7 +298,7 @@ public sealed class Endpoint
         if (_closeToSend)
         {
             Message close = ControlMessage(CoreKernel.CloseMessage, 0);
-            if (!_kernel.TrySendFromStall(RemoteCore, in close))
+            if (!Send(in close, firstInLine))
             {
                 return false;
             }
@@ -303,7 +309,7 @@ public sealed class Endpoint
         if (_goneToSend)
         {
             Message gone = ControlMessage(CoreKernel.PeerGoneMessage, 0);
-            if (!_kernel.TrySendFromStall(RemoteCore, in gone))
+            if (!Send(in gone, firstInLine))
             {
                 return false;
             }
@@ -313,6 +319,9 @@ public sealed class Endpoint
 
         return true;
     }
+
+    private bool Send(in Message message, bool firstInLine) =>
+        firstInLine ? _kernel.TrySendFromStall(RemoteCore, in message) : _kernel.TrySend(RemoteCore, in message);
 
     private Message ControlMessage(ushort type, ulong value)
     {
@@ -325,48 +334,10 @@ public sealed class Endpoint
     private void TrySendControlOrStall()
     {
         // Same path as a stalled write, so control messages keep their order behind data.
-        if (InStalledList || !FlushPendingDirect())
+        if (InStalledList || !FlushOwed(firstInLine: false))
         {
             _kernel.EnqueueStalled(this);
         }
-    }
-
-    private bool FlushPendingDirect()
-    {
-        if (_creditToReturn > 0)
-        {
-            Message credit = ControlMessage(CoreKernel.CreditMessage, (ulong)_creditToReturn);
-            if (!_kernel.TrySend(RemoteCore, in credit))
-            {
-                return false;
-            }
-
-            _creditToReturn = 0;
-        }
-
-        if (_closeToSend && !_writePending)
-        {
-            Message close = ControlMessage(CoreKernel.CloseMessage, 0);
-            if (!_kernel.TrySend(RemoteCore, in close))
-            {
-                return false;
-            }
-
-            _closeToSend = false;
-        }
-
-        if (_goneToSend && !_writePending && !_closeToSend)
-        {
-            Message gone = ControlMessage(CoreKernel.PeerGoneMessage, 0);
-            if (!_kernel.TrySend(RemoteCore, in gone))
-            {
-                return false;
-            }
-
-            _goneToSend = false;
-        }
-
-        return true;
     }
 
     // ---------------------------------------------------------------- receiving
@@ -412,12 +383,9 @@ public sealed class Endpoint
                     _waitWriteOperation.SetResult(true);
                 }
 
-                if (_writePending && !InStalledList)
+                if (_writePending)
                 {
-                    if (!FlushPending())
-                    {
-                        _kernel.EnqueueStalled(this);
-                    }
+                    TrySendControlOrStall(); // the stalled write can go now, behind anyone already waiting
                 }
 
                 break;

@@ -31,6 +31,8 @@ public sealed class CoreKernel
     private readonly Endpoint?[] _endpoints;
     private readonly ushort[] _endpointGenerations;
     private readonly Stack<int> _freeEndpoints;
+    private readonly int _bootEndpoints;
+    private int _bootCreated;
 
     private readonly Endpoint?[] _stalledHead;
     private readonly Endpoint?[] _stalledTail;
@@ -70,8 +72,11 @@ public sealed class CoreKernel
         _touchedList = new int[cores];
         _endpoints = new Endpoint?[options.MaxEndpointsPerCore];
         _endpointGenerations = new ushort[options.MaxEndpointsPerCore];
+        // The first indices belong to the links the boot loader creates (a monitor link and a
+        // capability link to every other core); the rest are handed out at bind.
+        _bootEndpoints = Math.Min(2 * cores, options.MaxEndpointsPerCore);
         _freeEndpoints = new Stack<int>(options.MaxEndpointsPerCore);
-        for (int i = options.MaxEndpointsPerCore - 1; i >= 0; i--)
+        for (int i = options.MaxEndpointsPerCore - 1; i >= _bootEndpoints; i--)
         {
             _freeEndpoints.Push(i);
         }
@@ -127,21 +132,30 @@ public sealed class CoreKernel
     public bool IsCurrentThread => Environment.CurrentManagedThreadId == Volatile.Read(ref _threadId);
 
     /// <summary>Endpoints in use on this core.</summary>
-    public int EndpointCount => _options.MaxEndpointsPerCore - _freeEndpoints.Count;
+    public int EndpointCount => _options.MaxEndpointsPerCore - _freeEndpoints.Count - (_bootEndpoints - _bootCreated);
 
     /// <summary>Depth of the outbound ring to <paramref name="core"/> (0 for the own core).</summary>
     public int OutboundDepth(int core) => _outbound[core]?.Depth ?? 0;
 
     /// <summary>Runs <paramref name="work"/> on this core and returns its result to the caller's thread.</summary>
-    public Task<T> RunAsync<T>(Func<T> work)
+    public Task<T> RunAsync<T>(Func<T> work) => RunAsync(() => Task.FromResult(work()));
+
+    /// <summary>Runs asynchronous <paramref name="work"/> on this core (its awaits come back here) and returns its result to the caller's thread.</summary>
+    public Task<T> RunAsync<T>(Func<Task<T>> work)
     {
         var result = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
         Post(static s =>
         {
-            var (w, tcs) = ((Func<T>, TaskCompletionSource<T>))s!;
+            var (w, tcs) = ((Func<Task<T>>, TaskCompletionSource<T>))s!;
+            _ = Forward(w, tcs);
+        }, (work, result));
+        return result.Task;
+
+        static async Task Forward(Func<Task<T>> w, TaskCompletionSource<T> tcs)
+        {
             try
             {
-                tcs.SetResult(w());
+                tcs.SetResult(await w());
             }
 #pragma warning disable CA1031 // handed to the caller
             catch (Exception ex)
@@ -149,8 +163,7 @@ public sealed class CoreKernel
             {
                 tcs.SetException(ex);
             }
-        }, (work, result));
-        return result.Task;
+        }
     }
 
     /// <summary>Adds kernel-level work polled every loop iteration. Only before the core starts.</summary>
@@ -284,21 +297,18 @@ public sealed class CoreKernel
             throw new InvalidOperationException("Boot endpoints are created before the core starts.");
         }
 
-        var list = _freeEndpoints.ToList();
-        list.Remove(index);
-        _freeEndpoints.Clear();
-        for (int i = list.Count - 1; i >= 0; i--)
+        if ((uint)index >= (uint)_bootEndpoints || _endpoints[index] is not null)
         {
-            _freeEndpoints.Push(list[i]);
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"Boot endpoints are the unused indices below {_bootEndpoints}.");
         }
+
+        _bootCreated++;
 
         ushort generation = ++_endpointGenerations[index];
         var endpoint = new Endpoint(this, ((uint)generation << 16) | (uint)index, name, _options.ChannelWindow);
         _endpoints[index] = endpoint;
         return endpoint;
     }
-
-    internal static uint BootEndpointId(int index) => (1u << 16) | (uint)index;
 
     internal void ReleaseEndpoint(Endpoint endpoint)
     {
@@ -332,20 +342,13 @@ public sealed class CoreKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TrySend(int core, in Message message)
     {
-        if (core == Id)
-        {
-            DeliverLocal(in message);
-            return true;
-        }
-
-        if (_stalledHead[core] is not null || !_outbound[core]!.TryWrite(in message))
+        // Behind senders already waiting for this ring (FIFO), or first in line.
+        if ((core != Id && _stalledHead[core] is not null) || !TrySendFromStall(core, in message))
         {
             Counters.StallsTo[core]++;
             return false;
         }
 
-        Counters.SentTo[core]++;
-        Touch(core);
         return true;
     }
 
@@ -426,7 +429,7 @@ public sealed class CoreKernel
             Endpoint? endpoint = _stalledHead[core];
             while (endpoint is not null)
             {
-                if (!endpoint.FlushPending())
+                if (!endpoint.FlushOwed(firstInLine: true))
                 {
                     break; // ring still full: keep FIFO order, try again next iteration
                 }

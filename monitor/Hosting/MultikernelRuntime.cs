@@ -180,28 +180,8 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     /// <summary>Runs <paramref name="work"/> on <paramref name="core"/>'s thread and returns its result here.</summary>
     internal Task<T> RunOnCoreAsync<T>(int core, Func<CoreMonitor, Task<T>> work)
     {
-        var result = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
         CoreMonitor monitor = _monitors[core];
-        monitor.Kernel.Post(static s =>
-        {
-            var (m, w, tcs) = ((CoreMonitor, Func<CoreMonitor, Task<T>>, TaskCompletionSource<T>))s!;
-            _ = Forward(w, m, tcs);
-        }, (monitor, work, result));
-        return result.Task;
-
-        static async Task Forward(Func<CoreMonitor, Task<T>> w, CoreMonitor m, TaskCompletionSource<T> tcs)
-        {
-            try
-            {
-                tcs.SetResult(await w(m));
-            }
-#pragma warning disable CA1031 // handed to the caller
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                tcs.SetException(ex);
-            }
-        }
+        return monitor.Kernel.RunAsync(() => work(monitor));
     }
 
     /// <summary>Frames of RAM core <paramref name="core"/>'s monitor has left to give out (read on that core).</summary>

@@ -340,21 +340,14 @@ public sealed class ChromeTraceExporter : BaseExporter<Activity>
         }
     }
 
-    private void WriteMetadata(string name, int track, string argName, string value)
-    {
-        _writer.WriteStartObject();
-        _writer.WriteString("name", name);
-        _writer.WriteString("ph", "M");
-        _writer.WriteNumber("pid", _pid);
-        _writer.WriteNumber("tid", track);
-        _writer.WriteStartObject("args");
-        _writer.WriteString(argName, value);
-        _writer.WriteEndObject();
-        _writer.WriteEndObject();
-        Interlocked.Increment(ref _written);
-    }
+    private void WriteMetadata(string name, int track, string argName, string value) =>
+        WriteMetadata(name, track, argName, value, number: 0);
 
-    private void WriteMetadata(string name, int track, string argName, int value)
+    private void WriteMetadata(string name, int track, string argName, int value) =>
+        WriteMetadata(name, track, argName, text: null, value);
+
+    // One metadata event ("ph":"M"): a string argument when text is given, else a number.
+    private void WriteMetadata(string name, int track, string argName, string? text, int number)
     {
         _writer.WriteStartObject();
         _writer.WriteString("name", name);
@@ -362,7 +355,15 @@ public sealed class ChromeTraceExporter : BaseExporter<Activity>
         _writer.WriteNumber("pid", _pid);
         _writer.WriteNumber("tid", track);
         _writer.WriteStartObject("args");
-        _writer.WriteNumber(argName, value);
+        if (text is not null)
+        {
+            _writer.WriteString(argName, text);
+        }
+        else
+        {
+            _writer.WriteNumber(argName, number);
+        }
+
         _writer.WriteEndObject();
         _writer.WriteEndObject();
         Interlocked.Increment(ref _written);

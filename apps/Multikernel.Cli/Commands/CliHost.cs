@@ -49,56 +49,29 @@ internal static class CliHost
             await host.StartAsync(cancellationToken);
             return null;
         }
-        catch (OptionsValidationException ex)
+        catch (Exception ex) when (StartupProblems(ex) is { } problems)
         {
-            foreach (string failure in ex.Failures)
+            foreach (string problem in problems)
             {
-                await Console.Error.WriteLineAsync($"multikernel: {failure}");
-            }
-
-            return UsageError;
-        }
-        catch (InvalidOperationException ex) when (ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal))
-        {
-            await Console.Error.WriteLineAsync($"multikernel: invalid configuration: {ex.Message}");
-            return UsageError;
-        }
-        catch (InvalidOperationException ex) when (ex.InnerException is ArgumentException inner)
-        {
-            // A telemetry setting rejected by its setter, or an OTEL_* variable that makes no sense.
-            await Console.Error.WriteLineAsync($"multikernel: {inner.Message}");
-            return UsageError;
-        }
-        catch (InvalidOperationException ex) when (ex.Message.Contains("OTEL_", StringComparison.Ordinal))
-        {
-            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
-            return UsageError;
-        }
-        catch (ArgumentException ex)
-        {
-            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
-            return UsageError;
-        }
-        catch (IOException ex)
-        {
-            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
-            return UsageError;
-        }
-        catch (UnauthorizedAccessException ex)
-        {
-            await Console.Error.WriteLineAsync($"multikernel: {ex.Message}");
-            return UsageError;
-        }
-        catch (InvalidOperationException ex) when (ex.InnerException is OptionsValidationException inner)
-        {
-            foreach (string failure in inner.Failures)
-            {
-                await Console.Error.WriteLineAsync($"multikernel: {failure}");
+                await Console.Error.WriteLineAsync($"multikernel: {problem}");
             }
 
             return UsageError;
         }
     }
+
+    // What the user got wrong at start-up (options, OTEL_* variables, a trace-file path), one
+    // line each; null for anything else, which is a real failure and propagates.
+    private static IEnumerable<string>? StartupProblems(Exception ex) => ex switch
+    {
+        OptionsValidationException v => v.Failures,
+        InvalidOperationException { InnerException: OptionsValidationException v } => v.Failures,
+        InvalidOperationException i when i.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal) => [$"invalid configuration: {i.Message}"],
+        InvalidOperationException { InnerException: ArgumentException a } => [a.Message],
+        InvalidOperationException i when i.Message.Contains("OTEL_", StringComparison.Ordinal) => [i.Message],
+        ArgumentException or IOException or UnauthorizedAccessException => [ex.Message],
+        _ => null,
+    };
 
     public static Dictionary<string, string?> Overrides(string? cores, string? traceFile = null, string? memory = null)
     {
