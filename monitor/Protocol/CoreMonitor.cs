@@ -293,26 +293,25 @@ internal sealed class CoreMonitor
         }
     }
 
-    public async Task<ServiceListener> ExportAsync(Domain domain, string name, int backlog)
+    public Task<ServiceListener> ExportAsync(Domain domain, string name, int backlog) =>
+        TracedAsync(ProtocolSpanNames.Export, _ => ExportCoreAsync(domain, name, backlog));
+
+    // Every monitor request a domain makes: a client span for it, and its outcome counted.
+    private async Task<T> TracedAsync<T>(string operation, Func<Activity?, Task<T>> request)
     {
-        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Export, Core, ActivityKind.Client);
+        using Activity? span = MessageTracing.StartProtocol(operation, Core, ActivityKind.Client);
         try
         {
-            ServiceListener listener = await ExportCoreAsync(domain, name, backlog);
-            _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Export);
-            return listener;
+            T result = await request(span);
+            _runtime.Metrics.RecordMonitorOperation(Core, operation);
+            return result;
         }
         catch (Exception ex)
         {
-            Failed(span, ProtocolSpanNames.Export, ex);
+            span?.SetStatus(ActivityStatusCode.Error, ex.Message);
+            _runtime.Metrics.RecordMonitorOperation(Core, operation, ex is MonitorException me ? me.Status.ToString() : "error");
             throw;
         }
-    }
-
-    private void Failed(Activity? span, string operation, Exception ex)
-    {
-        span?.SetStatus(ActivityStatusCode.Error, ex.Message);
-        _runtime.Metrics.RecordMonitorOperation(Core, operation, ex is MonitorException me ? me.Status.ToString() : "error");
     }
 
     private async Task<ServiceListener> ExportCoreAsync(Domain domain, string name, int backlog)
@@ -380,22 +379,13 @@ internal sealed class CoreMonitor
         }
     }
 
-    public async Task<DomainChannel> BindAsync(Domain domain, string name)
-    {
-        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Bind, Core, ActivityKind.Client);
-        try
+    public Task<DomainChannel> BindAsync(Domain domain, string name) =>
+        TracedAsync(ProtocolSpanNames.Bind, async _ =>
         {
             DomainChannel channel = await BindCoreAsync(domain, name);
-            _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Bind);
             _runtime.Metrics.TryRegisterChannel(channel.Endpoint);
             return channel;
-        }
-        catch (Exception ex)
-        {
-            Failed(span, ProtocolSpanNames.Bind, ex);
-            throw;
-        }
-    }
+        });
 
     private async Task<DomainChannel> BindCoreAsync(Domain domain, string name)
     {
@@ -501,23 +491,13 @@ internal sealed class CoreMonitor
 
     // ------------------------------------------------------------------ spawn
 
-    public async Task<ulong> SpawnAsync(int core, string program, ulong argument)
-    {
-        using Activity? span = MessageTracing.StartProtocol(ProtocolSpanNames.Spawn, Core, ActivityKind.Client);
-        span?.SetTag("multikernel.program", program);
-        span?.SetTag(TelemetryTags.CoreDestination, core);
-        try
+    public Task<ulong> SpawnAsync(int core, string program, ulong argument) =>
+        TracedAsync(ProtocolSpanNames.Spawn, span =>
         {
-            ulong id = await SpawnCoreAsync(core, program, argument);
-            _runtime.Metrics.RecordMonitorOperation(Core, ProtocolSpanNames.Spawn);
-            return id;
-        }
-        catch (Exception ex)
-        {
-            Failed(span, ProtocolSpanNames.Spawn, ex);
-            throw;
-        }
-    }
+            span?.SetTag("multikernel.program", program);
+            span?.SetTag(TelemetryTags.CoreDestination, core);
+            return SpawnCoreAsync(core, program, argument);
+        });
 
     private async Task<ulong> SpawnCoreAsync(int core, string program, ulong argument)
     {
