@@ -157,7 +157,7 @@ internal static class DemoWorkload
                 continue;
             }
 
-            DomainChannel channel = await BindWithRetryAsync(ctx, SinkName(peer));
+            DomainChannel channel = await ctx.BindAsync(SinkName(peer), TimeSpan.FromSeconds(30));
             streams.Add(PumpAsync(channel, ctx.Stopping));
         }
 
@@ -184,7 +184,7 @@ internal static class DemoWorkload
         }
 
         using ServiceListener listener = await ctx.ExportAsync(RingName(ctx.Core));
-        DomainChannel next = await BindWithRetryAsync(ctx, RingName((ctx.Core + 1) % n));
+        DomainChannel next = await ctx.BindAsync(RingName((ctx.Core + 1) % n), TimeSpan.FromSeconds(30));
         DomainChannel previous = await listener.AcceptAsync(ctx.Stopping);
         var output = next.Writer<long>(TokenMessage);
         var input = previous.Reader<long>();
@@ -202,22 +202,6 @@ internal static class DemoWorkload
             }
 
             await output.WriteAsync(hops + 1, ctx.Stopping);
-        }
-    }
-
-    private static async Task<DomainChannel> BindWithRetryAsync(DomainContext ctx, string service)
-    {
-        // Services come up concurrently at boot: wait for the peer to export.
-        while (true)
-        {
-            try
-            {
-                return await ctx.BindAsync(service);
-            }
-            catch (MonitorException ex) when (ex.Status == MonitorStatus.NotFound && !ctx.Stopping.IsCancellationRequested)
-            {
-                await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
-            }
         }
     }
 }

@@ -36,7 +36,7 @@ public sealed class AllocationTests
             });
             o.AddProgram("client", async ctx =>
             {
-                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "alloc");
+                DomainChannel channel = await ctx.BindAsync("alloc", TestMachine.Patience);
                 var message = Message.Create(1, 0);
                 long before = 0;
                 for (int i = 0; i < Warmup + Measured; i++)

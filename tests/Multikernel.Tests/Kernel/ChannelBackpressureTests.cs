@@ -42,7 +42,7 @@ public sealed class ChannelBackpressureTests
             });
             o.AddProgram("producer", async ctx =>
             {
-                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "hoard");
+                DomainChannel channel = await ctx.BindAsync("hoard", TestMachine.Patience);
                 var writer = channel.Writer<long>();
                 for (long i = 0; i < Total; i++)
                 {
@@ -61,7 +61,7 @@ public sealed class ChannelBackpressureTests
             });
             o.AddProgram("ping", async ctx =>
             {
-                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "pong");
+                DomainChannel channel = await ctx.BindAsync("pong", TestMachine.Patience);
                 int n = 0;
                 for (; n < 2000; n++)
                 {
@@ -125,7 +125,7 @@ public sealed class ChannelBackpressureTests
             });
             o.AddProgram("flood", async ctx =>
             {
-                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, $"deaf-{ctx.Argument}");
+                DomainChannel channel = await ctx.BindAsync($"deaf-{ctx.Argument}", TestMachine.Patience);
                 var writer = channel.Writer<long>();
                 while (true)
                 {

@@ -23,7 +23,7 @@ public sealed class ParkingTests
             });
             o.AddProgram("waker", async ctx =>
             {
-                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "sleeper");
+                DomainChannel channel = await ctx.BindAsync("sleeper", TestMachine.Patience);
                 await request.Task;
                 await channel.Writer<long>().WriteAsync(7, ctx.Stopping);
             });

@@ -58,7 +58,7 @@ public sealed class BindSpawnTests
                 {
                     ulong echoDomain = await ctx.SpawnAsync(1, "echo");
                     Assert.Equal(1ul, echoDomain >> 32);
-                    DomainChannel channel = await BootShutdownTests.BindEventuallyAsync(ctx, "echo");
+                    DomainChannel channel = await ctx.BindAsync("echo", TestMachine.Patience);
                     Assert.Equal(1, channel.RemoteCore);
                     var replies = new List<long>();
                     for (long i = 0; i < 1000; i++)
@@ -151,7 +151,7 @@ public sealed class BindSpawnTests
                 }
 
                 // wait for the holder's export to be replicated here
-                DomainChannel first = await BootShutdownTests.BindEventuallyAsync(ctx, "taken");
+                DomainChannel first = await ctx.BindAsync("taken", TestMachine.Patience);
                 await Try(() => ctx.BindAsync("nobody-home"));
                 await Try(() => ctx.ExportAsync("taken"));
                 await Try(() => ctx.ExportAsync("a-name-that-is-far-too-long"));
@@ -197,7 +197,7 @@ public sealed class BindSpawnTests
             {
                 try
                 {
-                    DomainChannel channel = await BootShutdownTests.BindEventuallyAsync(ctx, "brief");
+                    DomainChannel channel = await ctx.BindAsync("brief", TestMachine.Patience);
                     var writer = channel.Writer<long>();
                     for (long i = 0; i < 1_000_000; i++)
                     {

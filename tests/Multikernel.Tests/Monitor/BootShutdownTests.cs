@@ -40,7 +40,7 @@ public sealed class BootShutdownTests
             o.AddProgram("source", async ctx =>
             {
                 int target = (ctx.Core + 1) % ctx.CoreCount;
-                DomainChannel channel = await BindEventuallyAsync(ctx, $"sink-{target}");
+                DomainChannel channel = await ctx.BindAsync($"sink-{target}", TestMachine.Patience);
                 var writer = channel.Writer<long>();
                 try
                 {
@@ -124,21 +124,6 @@ public sealed class BootShutdownTests
         finally
         {
             await runtime.StopCleanlyAsync();
-        }
-    }
-
-    internal static async Task<DomainChannel> BindEventuallyAsync(DomainContext ctx, string name)
-    {
-        while (true)
-        {
-            try
-            {
-                return await ctx.BindAsync(name);
-            }
-            catch (MonitorException ex) when (ex.Status == MonitorStatus.NotFound)
-            {
-                await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
-            }
         }
     }
 }

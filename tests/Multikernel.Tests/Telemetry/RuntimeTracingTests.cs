@@ -32,7 +32,7 @@ public sealed class RuntimeTracingTests
             o.AddProgram("traced-client", async ctx =>
             {
                 ambientAtStart = Activity.Current?.DisplayName ?? "none";
-                DomainChannel channel = await Monitor.BootShutdownTests.BindEventuallyAsync(ctx, "traced");
+                DomainChannel channel = await ctx.BindAsync("traced", TestMachine.Patience);
                 using (ActivitySources.Apps.StartActivity("client request"))
                 {
                     await channel.Endpoint.WriteAsync(CpuDriver.Urpc.Message.Create(1, 41));
