@@ -259,10 +259,11 @@ public static class FilterSyntax
             uint fieldMask = width == 4 ? uint.MaxValue : (1u << (int)(8 * width)) - 1;
             uint mask = fieldMask;
             SkipSpace();
-            int maskColumn = _pos + 1;
             if (_pos < text.Length && text[_pos] == '&' && !Peek("&&"))
             {
                 _pos++;
+                SkipSpace();
+                int maskColumn = _pos + 1;
                 if (!NumberHere("a mask", (int)(8 * width), out mask, out error))
                 {
                     return false;

@@ -207,6 +207,9 @@ public sealed class PacketClassifier
         return NoMatch;
     }
 
+    /// <summary>The program of an installed filter, or null.</summary>
+    public FilterProgram? GetProgram(int filterId) => _filters.Find(f => f.Id == filterId)?.Program;
+
     /// <summary>The installed filters in id order, with their counters.</summary>
     public IReadOnlyList<FilterInfo> List() =>
         [.. _filters.Select(f => new FilterInfo(f.Id, f.Owner, f.Program.ToString(), f.Program.Atoms.Length, f.Matches, f.Bytes))];
