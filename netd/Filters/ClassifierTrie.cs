@@ -53,8 +53,17 @@ internal sealed class ClassifierTrie
             BuildNode node = root;
             foreach (FilterAtom atom in filters[slot].Canonical)
             {
-                var key = new FieldKey(atom.Offset, atom.Width, atom.Shift, atom.Mask);
-                BuildGroup? group = node.Groups.Find(g => g.Key == key);
+                var key = FieldKey.Of(atom);
+                BuildGroup? group = null;
+                foreach (BuildGroup g in node.Groups)
+                {
+                    if (g.Key == key)
+                    {
+                        group = g;
+                        break;
+                    }
+                }
+
                 if (group is null)
                 {
                     group = new BuildGroup(key);
@@ -174,7 +183,20 @@ internal sealed class ClassifierTrie
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int Hash(uint value, int shift) => (int)((value * 2654435769u) >> shift);
 
-    private readonly record struct FieldKey(ushort Offset, byte Width, FilterShift? Shift, uint Mask);
+    /// <summary>A field and mask, packed so grouping compares three integers.</summary>
+    private readonly record struct FieldKey(int Where, ulong Shift, uint Mask)
+    {
+        public static FieldKey Of(FilterAtom atom) => new(
+            (atom.Offset << 8) | atom.Width,
+            atom.Shift is { } s ? (1UL << 32) | ((ulong)s.ShiftOffset << 16) | ((ulong)s.ShiftMask << 8) | s.ShiftLeft : 0,
+            atom.Mask);
+
+        public ushort Offset => (ushort)(Where >> 8);
+
+        public byte Width => (byte)Where;
+
+        public FilterShift? ToShift() => Shift == 0 ? null : new FilterShift((ushort)(Shift >> 16), (byte)(Shift >> 8), (byte)Shift);
+    }
 
     private sealed class BuildNode
     {
@@ -264,7 +286,7 @@ internal sealed class ClassifierTrie
                 }
             }
 
-            FilterShift s = key.Shift ?? default;
+            FilterShift s = key.ToShift() ?? default;
             return new Group(key.Offset, key.Width, s.ShiftOffset, s.ShiftMask, s.ShiftLeft, key.Mask, start, hashShift);
         }
     }

@@ -15,7 +15,15 @@ internal static class FilterAlgebra
     public static bool Contradict(FilterAtom a, FilterAtom b, out int atOffset)
     {
         atOffset = -1;
-        if (a.Shift != b.Shift)
+        if (a.Offset == b.Offset && a.Width == b.Width)
+        {
+            // The common case (the same field in two filters): one masked compare decides.
+            if (((a.Value ^ b.Value) & a.Mask & b.Mask) == 0 || !SameShift(a, b))
+            {
+                return false;
+            }
+        }
+        else if (a.Offset >= b.Offset + b.Width || b.Offset >= a.Offset + a.Width || !SameShift(a, b))
         {
             return false;
         }
@@ -95,6 +103,9 @@ internal static class FilterAlgebra
         c = c != 0 ? c : a.Width.CompareTo(b.Width);
         return c != 0 ? c : a.Mask.CompareTo(b.Mask);
     }
+
+    private static bool SameShift(FilterAtom a, FilterAtom b) =>
+        a.Shift.HasValue == b.Shift.HasValue && (!a.Shift.HasValue || a.Shift.GetValueOrDefault() == b.Shift.GetValueOrDefault());
 
     private static int MaskByte(FilterAtom atom, int offset) => (int)((atom.Mask >> (8 * (atom.Offset + atom.Width - 1 - offset))) & 0xFF);
 

@@ -12,6 +12,30 @@ internal static class BenchCommand
         command.Subcommands.Add(Urpc());
         command.Subcommands.Add(Endpoint());
         command.Subcommands.Add(Shootdown());
+        command.Subcommands.Add(Classify());
+        return command;
+    }
+
+    private static Command Classify()
+    {
+        var json = new Option<string?>("--json") { Description = "Also write an array of {filters, trie_ns, naive_ns, ...}." };
+        var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var command = new Command("classify", "netd's packet classifier: ns per packet with 1, 10, 100 and 1000 installed filters, merged trie vs evaluating each filter in turn, in the same run.")
+        {
+            json, quick,
+        };
+        command.SetAction(parse =>
+        {
+            IReadOnlyList<ClassifyBenchResult> results = ClassifyBench.Run(parse.GetValue(quick), m => Console.Error.WriteLine(m));
+            Console.WriteLine(ClassifyBench.Render(results));
+            if (parse.GetValue(json) is { } path)
+            {
+                ClassifyBench.WriteJson(results, path);
+                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
+            }
+
+            return 0;
+        });
         return command;
     }
 
