@@ -234,3 +234,15 @@ public sealed class ClassifierTests
         Assert.Equal(1004, classifier.TrieNodes);
     }
 }
+
+/// <summary>The filters share no mutable static state (netd's rule, checked here for this namespace until netd joins the architecture test).</summary>
+public sealed class FilterStaticStateTests
+{
+    [Fact]
+    public void FilterTypes_HaveNoMutableStatics()
+    {
+        string[] offenders = [.. Multikernel.Tests.Architecture.NoSharedMutableStateTests.MutableStatics(typeof(PacketClassifier).Assembly)
+            .Where(f => f.StartsWith("Multikernel.Netd.Filters.", StringComparison.Ordinal))];
+        Assert.Empty(offenders);
+    }
+}
