@@ -376,6 +376,11 @@ public sealed class VirtualSwitchTests
     {
         PollFd p = new() { Fd = fd, Events = 1 /* POLLIN */ };
         int n = poll(&p, 1, timeoutMs);
+        if (n < 0 && Marshal.GetLastPInvokeError() == 4)
+        {
+            return false; // EINTR (a child process exited): the caller polls again
+        }
+
         Assert.True(n >= 0, $"poll failed: {Marshal.GetLastPInvokeErrorMessage()}");
         return n == 1 && (p.Revents & 1) != 0;
     }
