@@ -59,8 +59,19 @@ public sealed partial class NetworkStack
             return ValueTask.FromException<TcpConnection>(new SocketException((int)SocketError.NetworkUnreachable));
         }
 
-        ushort port = _tcp.AllocatePort(remote);
-        var connection = new TcpConnection(_tcp, new TcpKey(remote.Address, remote.Port, port), null);
+        return ConnectFromPortAsync(_tcp.AllocatePort(remote), remote, cancellationToken);
+    }
+
+    /// <summary>An active open from a chosen local port (simultaneous open, tests).</summary>
+    internal ValueTask<TcpConnection> ConnectFromPortAsync(ushort localPort, Ipv4Endpoint remote, CancellationToken cancellationToken = default)
+    {
+        var key = new TcpKey(remote.Address, remote.Port, localPort);
+        if (_tcp.Contains(key))
+        {
+            throw new InvalidOperationException($"A connection from port {localPort} to {remote} already exists.");
+        }
+
+        var connection = new TcpConnection(_tcp, key, null);
         _tcp.Add(connection);
         return connection.StartConnect(cancellationToken);
     }

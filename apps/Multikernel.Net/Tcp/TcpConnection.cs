@@ -15,6 +15,7 @@ public sealed partial class TcpConnection : IDisposable
 {
     private const long Never = long.MaxValue;
     private const int MaxWindowShift = 14;
+    private const long InvalidAckIntervalMs = 100;
 
     private readonly TcpTable _table;
     private readonly NetworkStack _stack;
@@ -90,6 +91,7 @@ public sealed partial class TcpConnection : IDisposable
     private int _segmentsSinceAck;
     private bool _ackNow;
 
+    private long _lastInvalidAckMs = long.MinValue / 2;
     private bool _appClosed;
     private bool _destroyed;
     private Exception? _error;
@@ -113,6 +115,7 @@ public sealed partial class TcpConnection : IDisposable
         _sndNxt = _iss;
         _sndMax = _iss;
         _sndBufSeq = _iss + 1;
+        _recover = _iss;
         while (_o.WindowScaling && _rcvShift < MaxWindowShift && (_o.ReceiveBufferSize >> _rcvShift) > ushort.MaxValue)
         {
             _rcvShift++;
@@ -267,11 +270,8 @@ public sealed partial class TcpConnection : IDisposable
         }
 
         Emit(_iss, 0, synAck ? TcpFlags.Syn | TcpFlags.Ack : TcpFlags.Syn, in options, window);
-        if (_sndMax == _iss)
-        {
-            _sndNxt = _iss + 1;
-            _sndMax = _sndNxt;
-        }
+        _sndNxt = _iss + 1;
+        _sndMax = _sndNxt;
 
         if (_rtoAt == Never)
         {
@@ -417,8 +417,12 @@ public sealed partial class TcpConnection : IDisposable
         if (!acceptable)
         {
             counters.Drop(DropReason.TcpOutOfWindow);
-            if (!rst)
+            long now = _stack.NowMs;
+            // Answer with an ACK (RFC 9293), but at most one per interval: two stacks that
+            // disagree must not ping-pong ACKs forever (Linux's tcp_invalid_ratelimit).
+            if (!rst && now - _lastInvalidAckMs >= InvalidAckIntervalMs)
             {
+                _lastInvalidAckMs = now;
                 _ackNow = true;
                 if (State == TcpState.TimeWait && seg.Has(TcpFlags.Fin))
                 {
@@ -783,7 +787,7 @@ public sealed partial class TcpConnection : IDisposable
     {
         _dupAcks++;
         uint mss = (uint)_sndMss;
-        if (!_inRecovery && _dupAcks == 3 && _sndUna - 1 >= _recover - 1)
+        if (!_inRecovery && _dupAcks == 3 && _sndUna > _recover)
         {
             // Fast retransmit (RFC 5681 §3.2) entering NewReno recovery (RFC 6582).
             uint flight = (uint)Math.Max(0, _sndMax - _sndUna);
@@ -997,7 +1001,10 @@ public sealed partial class TcpConnection : IDisposable
 
                 bool retransmitting = _sndNxt < _sndMax;
                 int inFlight = _sndNxt - _sndUna;
-                long window = Math.Min(_sndWnd, _cwnd);
+                // Limited transmit (RFC 3042): the first two duplicate ACKs each let one new segment out,
+                // so a small window still collects the three that trigger fast retransmit.
+                long limited = !_inRecovery && _dupAcks is 1 or 2 ? (long)_dupAcks * _sndMss : 0;
+                long window = Math.Min(_sndWnd, _cwnd + limited);
                 int usable = (int)Math.Clamp(window - inFlight, 0, int.MaxValue);
                 int available = DataLengthAt(_sndNxt, int.MaxValue);
                 int length = Math.Min(Math.Min(available, usable), _sndMss);

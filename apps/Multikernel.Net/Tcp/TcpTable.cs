@@ -189,6 +189,8 @@ internal sealed class TcpTable : IDisposable
         throw new InvalidOperationException($"No free ephemeral port towards {remote}.");
     }
 
+    public bool Contains(TcpKey key) => _connections.ContainsKey(key);
+
     public bool HasRoomForConnection => _connections.Count < _stack.Options.MaxConnections;
 
     public void Add(TcpConnection connection) => _connections.Add(connection.Key, connection);
