@@ -451,7 +451,10 @@ public sealed partial class TcpConnection : IDisposable
                 case TcpState.SynReceived:
                     Destroy(new SocketException((int)SocketError.ConnectionRefused));
                     break;
-                case TcpState.Closing or TcpState.LastAck or TcpState.TimeWait:
+                case TcpState.TimeWait:
+                    // RFC 1337: a RST must not cut TIME-WAIT short (TIME-WAIT assassination).
+                    break;
+                case TcpState.Closing or TcpState.LastAck:
                     Destroy(null);
                     break;
                 default:
