@@ -17,6 +17,12 @@ public enum RespParseStatus
 
     /// <summary>A protocol error: reply with the error and close the connection, as redis does.</summary>
     Error,
+
+    /// <summary>
+    /// The command's arguments exceed the query buffer limit (<see cref="KvOptions.MaxQueryBufferBytes"/>):
+    /// close the connection without a reply, as redis does.
+    /// </summary>
+    TooLarge,
 }
 
 /// <summary>
@@ -67,7 +73,7 @@ public sealed class RespParser
         {
             buffer = buffer.Slice(reader.Position);
         }
-        else if (status == RespParseStatus.Incomplete)
+        else if (status is RespParseStatus.Incomplete or RespParseStatus.TooLarge)
         {
             command.Reset();
         }
@@ -154,8 +160,7 @@ public sealed class RespParser
 
             if (!command.TryAppend((int)length, out Span<byte> destination))
             {
-                error = "ERR Protocol error: invalid bulk length";
-                return RespParseStatus.Error;
+                return RespParseStatus.TooLarge;
             }
 
             reader.TryCopyTo(destination);

@@ -60,9 +60,9 @@ internal sealed partial class KvConnection : IDisposable
                     while (!close)
                     {
                         RespParseStatus status = _parser.TryParse(ref buffer, _command, out string? error);
-                        if (status == RespParseStatus.Incomplete)
+                        if (status is RespParseStatus.Incomplete or RespParseStatus.TooLarge)
                         {
-                            if (buffer.Length > _options.MaxQueryBufferBytes)
+                            if (status == RespParseStatus.TooLarge || buffer.Length > _options.MaxQueryBufferBytes)
                             {
                                 // Redis closes such a client without a reply; so do we.
                                 _server.CountQueryBufferOverflow();
