@@ -84,6 +84,7 @@ public sealed class HttpSlowClientTests
         await stuck.Connection.SendAsync("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
 
         // The response stops once the transport's bounded buffer is full.
+        Assert.True(await ManualTimeProvider.EventuallyAsync(() => server.Statistics.BodyBytesSent > 0));
         long sent = -1;
         for (int i = 0; i < 100 && sent != server.Statistics.BodyBytesSent; i++)
         {
