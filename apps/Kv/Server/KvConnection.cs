@@ -1,0 +1,363 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Multikernel.Apps.Kv.Resp;
+using Multikernel.Apps.Kv.Store;
+
+namespace Multikernel.Apps.Kv.Server;
+
+/// <summary>What a shard operation hands back to the connection to serialize.</summary>
+internal readonly record struct ShardReply(KvStatus Status, long Integer = 0, byte[]? Bulk = null, byte[][]? Items = null);
+
+/// <summary>
+/// One client connection: reads commands from the transport, routes each to the shard(s) that
+/// own its keys, and writes the replies in order. Pipelined commands are executed back to back
+/// and their replies flushed together (at most <see cref="KvOptions.MaxPipelineDepth"/> or
+/// <see cref="KvOptions.FlushThresholdBytes"/> at a time), so a pipelining client costs one
+/// flush per batch; a flush that waits (the peer does not read) stops the reading too.
+/// </summary>
+internal sealed partial class KvConnection : IDisposable
+{
+    private readonly KvServer _server;
+    private readonly IShardInvoker _shards;
+    private readonly KvOptions _options;
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly RespParser _parser;
+    private readonly RespCommand _command;
+    private readonly ValueTask<long>[] _remote;
+    private int[] _owners = new int[16];
+    private bool _quit;
+
+    public KvConnection(KvServer server, IDuplexPipe transport, long id)
+    {
+        _server = server;
+        _shards = server.Shards;
+        _options = server.Options;
+        _input = transport.Input;
+        _output = transport.Output;
+        _parser = new RespParser(_options);
+        _command = new RespCommand(_options.MaxQueryBufferBytes);
+        _remote = new ValueTask<long>[_shards.ShardCount];
+        Id = id;
+    }
+
+    public long Id { get; }
+
+    public string? Name { get; private set; }
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (true)
+            {
+                ReadResult read = await _input.ReadAsync(cancellationToken);
+                ReadOnlySequence<byte> buffer = read.Buffer;
+                bool close = false;
+                int depth = 0;
+                try
+                {
+                    while (!close)
+                    {
+                        RespParseStatus status = _parser.TryParse(ref buffer, _command, out string? error);
+                        if (status is RespParseStatus.Incomplete or RespParseStatus.TooLarge)
+                        {
+                            if (status == RespParseStatus.TooLarge || buffer.Length > _options.MaxQueryBufferBytes)
+                            {
+                                // Redis closes such a client without a reply; so do we.
+                                _server.CountQueryBufferOverflow();
+                                KvLog.QueryBufferOverflow(_server.Logger, Id, buffer.Length);
+                                close = true;
+                            }
+
+                            break;
+                        }
+
+                        if (status == RespParseStatus.Error)
+                        {
+                            _server.CountProtocolError();
+                            KvLog.ProtocolError(_server.Logger, Id, error!);
+                            RespWriter.WriteError(_output, error!);
+                            close = true;
+                            break;
+                        }
+
+                        if (status == RespParseStatus.Empty)
+                        {
+                            continue;
+                        }
+
+                        _server.CountCommand();
+                        ValueTask run = ExecuteAsync(_command);
+                        if (!run.IsCompletedSuccessfully)
+                        {
+                            await run;
+                        }
+
+                        if (_quit)
+                        {
+                            close = true;
+                            break;
+                        }
+
+                        if (++depth >= _options.MaxPipelineDepth ||
+                            (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= _options.FlushThresholdBytes))
+                        {
+                            depth = 0;
+                            FlushResult mid = await _output.FlushAsync(cancellationToken);
+                            close = mid.IsCompleted;
+                        }
+                    }
+                }
+                finally
+                {
+                    // Everything parsed is consumed; an incomplete tail stays, examined, so the next read waits for more.
+                    _input.AdvanceTo(buffer.Start, buffer.End);
+                }
+
+                FlushResult flushed = await _output.FlushAsync(cancellationToken);
+                if (close || flushed.IsCompleted || read.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The host is stopping.
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
+        {
+            KvLog.TransportEnded(_server.Logger, Id, e);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A bug in a command must cost this connection only, never the server.
+            KvLog.CommandFailed(_server.Logger, Id, e);
+        }
+        finally
+        {
+            await _input.CompleteAsync();
+            await _output.CompleteAsync();
+        }
+    }
+
+    public void Dispose() => _command.Dispose();
+
+    // ------------------------------------------------------------------ routing
+
+    /// <summary>Runs <paramref name="op"/> on the shard owning <paramref name="key"/>: inline when local (no closure), else forwarded.</summary>
+    private ValueTask<ShardReply> OnKey<TState>(ReadOnlySpan<byte> key, TState state, Func<KvShard, TState, ShardReply> op)
+    {
+        int shard = KeyHasher.ShardOf(key, _shards.ShardCount);
+        if (_shards.TryGetLocal(shard, out KvShard? local))
+        {
+            return new ValueTask<ShardReply>(op(local, state));
+        }
+
+        return _shards.InvokeOnAsync(shard, s => op(s, state));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="op"/> on every shard in <paramref name="mask"/> and sums the results:
+    /// remote shards first (so they work in parallel), then the local one inline.
+    /// </summary>
+    private ValueTask<long> MapShards<TState>(ulong mask, TState state, Func<KvShard, TState, long> op)
+    {
+        int pending = 0;
+        for (int shard = 0; shard < _shards.ShardCount; shard++)
+        {
+            if ((mask & (1UL << shard)) != 0 && !_shards.TryGetLocal(shard, out _))
+            {
+                _remote[pending++] = _shards.InvokeOnAsync(shard, s => op(s, state));
+            }
+        }
+
+        long sum = 0;
+        for (int shard = 0; shard < _shards.ShardCount; shard++)
+        {
+            if ((mask & (1UL << shard)) != 0 && _shards.TryGetLocal(shard, out KvShard? local))
+            {
+                sum += op(local, state);
+            }
+        }
+
+        return pending == 0 ? new ValueTask<long>(sum) : AwaitRemote(pending, sum);
+    }
+
+    private async ValueTask<long> AwaitRemote(int pending, long sum)
+    {
+        try
+        {
+            for (int i = 0; i < pending; i++)
+            {
+                sum += await _remote[i];
+            }
+        }
+        finally
+        {
+            Array.Clear(_remote, 0, pending);
+        }
+
+        return sum;
+    }
+
+    private ulong AllShards => _shards.ShardCount == 64 ? ulong.MaxValue : (1UL << _shards.ShardCount) - 1;
+
+    /// <summary>Computes the owner of each key argument (from <paramref name="first"/>, every <paramref name="step"/>); returns the shard mask.</summary>
+    private ulong MapOwners(RespCommand command, int first, int step)
+    {
+        if (_owners.Length < command.Count)
+        {
+            _owners = new int[Math.Max(command.Count, _owners.Length * 2)];
+        }
+
+        ulong mask = 0;
+        for (int i = first; i < command.Count; i += step)
+        {
+            int owner = KeyHasher.ShardOf(command[i], _shards.ShardCount);
+            _owners[i] = owner;
+            mask |= 1UL << owner;
+        }
+
+        return mask;
+    }
+
+    // ------------------------------------------------------------------ replies
+
+    private enum ReplyKind
+    {
+        BulkOrNull,
+        Integer,
+        OkOrNull,
+        OneIfOk,
+        Type,
+        Items,
+        ItemsOrNullArray,
+    }
+
+    private ValueTask Reply(ValueTask<ShardReply> pending, ReplyKind kind)
+    {
+        if (pending.IsCompletedSuccessfully)
+        {
+            Write(pending.Result, kind);
+            return default;
+        }
+
+        return AwaitReply(pending, kind);
+    }
+
+    private async ValueTask AwaitReply(ValueTask<ShardReply> pending, ReplyKind kind) => Write(await pending, kind);
+
+    private void Write(ShardReply reply, ReplyKind kind)
+    {
+        switch (reply.Status)
+        {
+            case KvStatus.WrongType:
+                WriteError(Errors.WrongType);
+                return;
+            case KvStatus.NotInteger:
+                WriteError(Errors.NotInteger);
+                return;
+            case KvStatus.Overflow:
+                WriteError(Errors.Overflow);
+                return;
+            case KvStatus.OutOfMemory:
+                WriteError(Errors.OutOfMemory);
+                return;
+        }
+
+        bool ok = reply.Status == KvStatus.Ok;
+        switch (kind)
+        {
+            case ReplyKind.BulkOrNull:
+                if (ok && reply.Bulk is not null)
+                {
+                    RespWriter.WriteBulk(_output, reply.Bulk);
+                }
+                else
+                {
+                    RespWriter.WriteNullBulk(_output);
+                }
+
+                break;
+            case ReplyKind.Integer:
+                RespWriter.WriteInteger(_output, reply.Integer);
+                break;
+            case ReplyKind.OkOrNull:
+                if (ok)
+                {
+                    RespWriter.WriteRaw(_output, "+OK\r\n"u8);
+                }
+                else
+                {
+                    RespWriter.WriteNullBulk(_output);
+                }
+
+                break;
+            case ReplyKind.OneIfOk:
+                RespWriter.WriteRaw(_output, ok ? ":1\r\n"u8 : ":0\r\n"u8);
+                break;
+            case ReplyKind.Type:
+                RespWriter.WriteRaw(_output, (KvType)reply.Integer switch
+                {
+                    KvType.String => "+string\r\n"u8,
+                    KvType.List => "+list\r\n"u8,
+                    _ => "+none\r\n"u8,
+                });
+                break;
+            case ReplyKind.Items:
+            case ReplyKind.ItemsOrNullArray:
+                if (reply.Items is null)
+                {
+                    if (kind == ReplyKind.ItemsOrNullArray)
+                    {
+                        RespWriter.WriteNullArray(_output);
+                    }
+                    else
+                    {
+                        RespWriter.WriteArrayHeader(_output, 0);
+                    }
+
+                    break;
+                }
+
+                RespWriter.WriteArrayHeader(_output, reply.Items.Length);
+                foreach (byte[] item in reply.Items)
+                {
+                    RespWriter.WriteBulk(_output, item);
+                }
+
+                break;
+        }
+    }
+
+    private void WriteError(string message) => RespWriter.WriteError(_output, message);
+
+    private void WriteOk() => RespWriter.WriteRaw(_output, "+OK\r\n"u8);
+}
+
+/// <summary>Redis-server 7's error texts, word for word.</summary>
+internal static class Errors
+{
+    public const string WrongType = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    public const string NotInteger = "ERR value is not an integer or out of range";
+    public const string Overflow = "ERR increment or decrement would overflow";
+    public const string DecrementOverflow = "ERR decrement would overflow";
+    public const string OutOfMemory = "OOM command not allowed when used memory > 'maxmemory'.";
+    public const string Syntax = "ERR syntax error";
+    public const string DbIndex = "ERR DB index is out of range";
+    public const string NotPositive = "ERR value is out of range, must be positive";
+    public const string ClientName = "ERR Client names cannot contain spaces, newlines or special characters.";
+    public const string NoProto = "NOPROTO unsupported protocol version";
+    public const string HelloVersion = "ERR Protocol version is not an integer or out of range";
+    public const string Auth = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
+    public static string WrongArity(string fullName) => $"ERR wrong number of arguments for '{fullName}' command";
+
+    public static string InvalidExpire(string command) => $"ERR invalid expire time in '{command}' command";
+
+    public static string UnknownSubcommand(string sub, string container) => $"ERR unknown subcommand '{Truncate(sub, 128)}'. Try {container.ToUpperInvariant()} HELP.";
+
+    private static string Truncate(string s, int max) => s.Length <= max ? s : s[..max];
+}

@@ -1,0 +1,177 @@
+using Multikernel.Net;
+using Multikernel.Net.Tcp;
+
+namespace Multikernel.Tests.Net;
+
+public sealed class TcpTransferTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromMinutes(10);
+
+    /// <summary>Sends <paramref name="data"/> one way, reads it all on the other side until EOF, and closes both.</summary>
+    internal static byte[] Transfer(SimNetwork net, TcpConnection sender, TcpConnection receiver, byte[] data, int chunk = 16384)
+    {
+        Task send = net.Spawn(async () =>
+        {
+            for (int i = 0; i < data.Length; i += chunk)
+            {
+                await sender.WriteAsync(data.AsMemory(i, Math.Min(chunk, data.Length - i)));
+            }
+
+            sender.Shutdown();
+        });
+        Task<byte[]> receive = net.Spawn(async () =>
+        {
+            var received = new MemoryStream();
+            byte[] buffer = new byte[65536];
+            int n;
+            while ((n = await receiver.ReadAsync(buffer)) > 0)
+            {
+                received.Write(buffer, 0, n);
+            }
+
+            return received.ToArray();
+        });
+        net.Await(send, Limit);
+        return net.Await(receive, Limit);
+    }
+
+    [Fact]
+    public void SmallExchange_BothWays_ThenHalfCloseEachWay()
+    {
+        using var net = new SimNetwork(10);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        byte[] request = Packets.Pattern(1000, 1);
+        Assert.Equal(request, Transfer(net, client, server, request));
+        net.RunUntil(() => client.State == TcpState.FinWait2, TimeSpan.FromSeconds(1), "the FIN's ACK");
+        Assert.Equal(TcpState.CloseWait, server.State);
+
+        // The half-closed client still receives.
+        byte[] response = Packets.Pattern(5000, 2);
+        Assert.Equal(response, Transfer(net, server, client, response));
+        net.RunUntil(() => server.State == TcpState.Closed, TimeSpan.FromSeconds(10), "the server's LAST-ACK to finish");
+        Assert.Equal(TcpState.TimeWait, client.State);
+        Assert.Equal(0, b.S.ConnectionCount);
+    }
+
+    [Theory]
+    [InlineData(100, 0.0, 0.0, 0.0)]
+    [InlineData(101, 0.05, 0.05, 0.0)]
+    [InlineData(102, 0.02, 0.02, 0.02)]
+    public void Bulk_10MB_ArrivesIntact_UnderLossReorderingAndDuplication(int seed, double loss, double reorder, double duplicate)
+    {
+        using var net = new SimNetwork(seed, new SimFaults { Loss = loss, Reorder = reorder, Duplicate = duplicate });
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        net.Faults = SimFaults.None;
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        net.Faults = new SimFaults { Loss = loss, Reorder = reorder, Duplicate = duplicate };
+        a.Record = false;
+        b.Record = false;
+        byte[] data = Packets.Pattern(10 * 1024 * 1024, seed);
+        byte[] received = Transfer(net, client, server, data, 65536);
+        Assert.True(data.AsSpan().SequenceEqual(received), $"the data differs (seed {seed}, {received.Length} of {data.Length} bytes)");
+        if (loss > 0)
+        {
+            Assert.True(a.S.Counters.TcpRetransmits > 0, "loss must have caused retransmissions");
+            Assert.True(a.S.Counters.TcpFastRetransmits > 0, "duplicate ACKs must have triggered fast retransmit");
+        }
+
+        server.Close();
+        net.RunUntil(() => client.State == TcpState.TimeWait || client.State == TcpState.Closed, TimeSpan.FromMinutes(2), "the close");
+        net.RunUntil(() => !server.IsOpen, TimeSpan.FromMinutes(2), "the server to close");
+    }
+
+    [Fact]
+    public void Bulk_WithCorruption_CorruptFramesAreDroppedByChecksum_AndDataArrivesIntact()
+    {
+        using var net = new SimNetwork(103);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        net.Faults = new SimFaults { Corrupt = 0.05 };
+        a.Record = false;
+        b.Record = false;
+        byte[] data = Packets.Pattern(2 * 1024 * 1024, 103);
+        Assert.True(data.AsSpan().SequenceEqual(Transfer(net, client, server, data)));
+        long checksumDrops = b.S.Counters.Drops(DropReason.BadTcpChecksum) + b.S.Counters.Drops(DropReason.BadIpv4Checksum)
+            + a.S.Counters.Drops(DropReason.BadTcpChecksum) + a.S.Counters.Drops(DropReason.BadIpv4Checksum);
+        Assert.True(checksumDrops > 0, "single-bit corruption must be caught by the checksums");
+    }
+
+    [Fact]
+    public void Sack_OutOfOrderData_IsReportedInSackBlocks()
+    {
+        using var net = new SimNetwork(11);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        int dropped = 0;
+        net.Tap = (from, frame) =>
+        {
+            // Lose the second data segment once.
+            if (from == a && Packets.ParseTcp(frame) is { Payload.Length: > 0 } && ++dropped == 2)
+            {
+                return false;
+            }
+
+            return true;
+        };
+        byte[] data = Packets.Pattern(20 * 1448, 5);
+        Assert.Equal(data, Transfer(net, client, server, data, data.Length));
+        Assert.Contains(Packets.TcpSent(b), s => s.Options.SackCount > 0);
+        Packets.Seg sack = Packets.TcpSent(b).First(s => s.Options.SackCount > 0);
+        Assert.Equal(sack.Ack + 1448, sack.Options.Sack(0).Left.Value);
+        Assert.True(a.S.Counters.TcpFastRetransmits >= 1);
+    }
+
+    [Fact]
+    public void Nagle_CoalescesSmallWrites_UntilTheFirstIsAcknowledged_AndNoDelayDoesNot()
+    {
+        foreach (bool noDelay in new[] { false, true })
+        {
+            using var net = new SimNetwork(12);
+            SimPort a = net.AddHost(1);
+            SimPort b = net.AddHost(2);
+            (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+            client.NoDelay = noDelay;
+            int before = Packets.TcpSent(a).Count(s => s.Payload.Length > 0);
+            Task writes = net.Spawn(async () =>
+            {
+                for (int i = 0; i < 10; i++)
+                {
+                    await client.WriteAsync(new byte[] { (byte)i });
+                }
+            });
+            net.Await(writes, Limit);
+            int immediately = Packets.TcpSent(a).Count(s => s.Payload.Length > 0) - before;
+            Assert.Equal(noDelay ? 10 : 1, immediately);
+            net.RunFor(TimeSpan.FromSeconds(1));
+            Assert.Equal(10, server.UnreadBytes);
+        }
+    }
+
+    [Fact]
+    public void DelayedAck_OneSegmentIsAcknowledgedAfterTheDelay_TwoAtOnce()
+    {
+        using var net = new SimNetwork(13);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        client.NoDelay = true;
+        foreach ((int size, long expectedDelay) in new[] { (100, 40L), (2 * client.SendMss, 0L) })
+        {
+            net.RunFor(TimeSpan.FromSeconds(1));
+            int sentMark = b.Sent.Count;
+            int receivedMark = b.Received.Count;
+            net.Await(net.Spawn(async () => await client.WriteAsync(new byte[size])), Limit);
+            net.RunUntil(() => b.Sent.Count > sentMark, TimeSpan.FromSeconds(1), "the ACK");
+            int lastData = Enumerable.Range(receivedMark, b.Received.Count - receivedMark).Last(i => Packets.ParseTcp(b.Received[i]) is { Payload.Length: > 0 });
+            Assert.Equal(expectedDelay, b.SentAtMs[sentMark] - b.ReceivedAtMs[lastData]);
+            Assert.Single(Packets.TcpSent(b, sentMark));
+        }
+
+        Assert.Equal(100 + (2 * client.SendMss), server.UnreadBytes);
+    }
+}
