@@ -12,6 +12,7 @@ internal static class BenchCommand
         command.Subcommands.Add(Urpc());
         command.Subcommands.Add(Endpoint());
         command.Subcommands.Add(Shootdown());
+        command.Subcommands.Add(BenchScenarioCommands.Updates());
         return command;
     }
 
