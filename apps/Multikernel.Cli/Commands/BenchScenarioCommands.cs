@@ -15,7 +15,7 @@ internal static class BenchScenarioCommands
     {
         public Option<string?> Cores { get; } = new("--cores") { Description = "Core counts to measure, comma-separated (counts above the CPUs are labelled oversubscribed)." };
 
-        public Option<string> Out { get; } = new("--out") { Description = "Directory for the CSV, JSON and plot (SVG, PNG) files.", DefaultValueFactory = _ => BenchReport.DefaultDirectory };
+        public Option<string> Out { get; } = BenchCommand.OutOption();
 
         public Option<string?> Json { get; } = new("--json") { Description = "Also write the rows as a JSON array to this file." };
 
@@ -88,10 +88,7 @@ internal static class BenchScenarioCommands
 
     internal static int Report<TRow>(string outDir, string? json, string scenario, IReadOnlyList<TRow> rows, IReadOnlyList<BenchColumn<TRow>> columns, BenchPlot<TRow>? plot)
     {
-        foreach (string path in BenchReport.Write(outDir, scenario, rows, columns, plot))
-        {
-            Console.WriteLine($"wrote {Path.GetFullPath(path)}");
-        }
+        BenchCommand.WriteReport(outDir, scenario, rows, columns, plot);
 
         if (json is not null)
         {

@@ -47,6 +47,29 @@ public sealed class BenchSuiteTests : IDisposable
         Assert.Equal(File.ReadAllText(Path.Combine(_out, "updates.json")), File.ReadAllText(json));
     }
 
+    [Fact]
+    public async Task Urpc_Quick_WritesEveryVariant()
+    {
+        var (code, _, stderr) = await RunAsync($"bench urpc --quick --out \"{_out}\"");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        JsonElement[] rows = CheckFiles("urpc", ["name", "rtt_ns", "msgs_per_s", "bytes_per_msg", "alloc_bytes_per_msg", "rtt_vs_floor", "msgs_vs_bounded_channel", "p90_ns", "batch", "runs", "pinned"]);
+        string[] names = [.. rows.Select(r => r.GetProperty("name").GetString()!)];
+        Assert.Subset(names.ToHashSet(), new HashSet<string> { "floor", "urpc", "urpc-batched", "bounded-channel", "unbounded-channel", "concurrent-queue", "urpc-wakeup" });
+    }
+
+    [Fact]
+    public async Task Shootdown_WritesEveryProtocolAndCoreCount()
+    {
+        var (code, _, stderr) = await RunAsync($"bench shootdown --cores 1,3 --iterations 5 --out \"{_out}\"");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        JsonElement[] rows = CheckFiles("shootdown", ["protocol", "cores", "latency_ns", "p90_ns", "iterations", "oversubscribed"]);
+        Assert.Equal(6, rows.Length);
+        foreach (string protocol in new[] { "unicast", "multicast", "shared-memory" })
+        {
+            Assert.Single(rows, r => r.GetProperty("protocol").GetString() == protocol && r.GetProperty("cores").GetInt32() == 3 && r.GetProperty("oversubscribed").GetBoolean() == (Environment.ProcessorCount < 3));
+        }
+    }
+
     [Theory]
     [InlineData("bench updates --cores 0", "--cores must be a comma-separated list of numbers between 1 and 64")]
     [InlineData("bench updates --lines 2,x", "--lines must be a comma-separated list")]

@@ -18,7 +18,8 @@ internal sealed record BenchColumn<TRow>(string Name, Func<TRow, object?> Value)
 /// <param name="Y">Y value of a row (NaN rows are left out).</param>
 /// <param name="Series">Series a row belongs to (its legend text).</param>
 /// <param name="LogY">Plot Y on a log10 scale (latencies spanning decades).</param>
-internal sealed record BenchPlot<TRow>(string Title, string XLabel, string YLabel, Func<TRow, double> X, Func<TRow, double> Y, Func<TRow, string> Series, bool LogY = false);
+/// <param name="Bars">One bar per row, labelled by its series (variants side by side) instead of lines over X.</param>
+internal sealed record BenchPlot<TRow>(string Title, string XLabel, string YLabel, Func<TRow, double> X, Func<TRow, double> Y, Func<TRow, string> Series, bool LogY = false, bool Bars = false);
 
 /// <summary>
 /// Writes one scenario's rows as CSV, JSON and a plot (SVG and PNG) under an output directory:

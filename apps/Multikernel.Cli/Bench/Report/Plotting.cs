@@ -10,6 +10,11 @@ internal static class Plotting
     {
         var figure = new ScottPlot.Plot();
         figure.Title(plot.Title);
+        if (plot.Bars)
+        {
+            return SaveBars(basePath, rows, plot, figure);
+        }
+
         figure.XLabel(plot.XLabel);
         figure.YLabel(plot.LogY ? plot.YLabel + " (log10)" : plot.YLabel);
         foreach (IGrouping<string, TRow> series in rows.GroupBy(plot.Series))
@@ -50,6 +55,38 @@ internal static class Plotting
         }
 
         figure.ShowLegend(ScottPlot.Edge.Right);
+        string svg = basePath + ".svg";
+        string png = basePath + ".png";
+        figure.SaveSvg(svg, Width, Height);
+        figure.SavePng(png, Width, Height);
+        return [svg, png];
+    }
+
+    private static IReadOnlyList<string> SaveBars<TRow>(string basePath, IReadOnlyList<TRow> rows, BenchPlot<TRow> plot, ScottPlot.Plot figure)
+    {
+        figure.XLabel(plot.XLabel);
+        figure.YLabel(plot.YLabel);
+        var labels = new List<string>();
+        var positions = new List<double>();
+        foreach (TRow row in rows)
+        {
+            double y = plot.Y(row);
+            if (!double.IsFinite(y))
+            {
+                continue;
+            }
+
+            double position = positions.Count;
+            figure.Add.Bar(position, y);
+            positions.Add(position);
+            labels.Add(plot.Series(row));
+        }
+
+        figure.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. positions], [.. labels]);
+        figure.Axes.Bottom.TickLabelStyle.Rotation = -35;
+        figure.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.UpperRight;
+        figure.Axes.Bottom.MinimumSize = 130; // room for the slanted variant names
+        figure.Axes.Margins(bottom: 0);
         string svg = basePath + ".svg";
         string png = basePath + ".png";
         figure.SaveSvg(svg, Width, Height);
