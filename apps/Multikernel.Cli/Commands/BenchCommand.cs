@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Multikernel.Cli.Bench;
+using Multikernel.Cli.Bench.Report;
 
 namespace Multikernel.Cli.Commands;
 
@@ -13,6 +14,7 @@ internal static class BenchCommand
         command.Subcommands.Add(Endpoint());
         command.Subcommands.Add(Shootdown());
         command.Subcommands.Add(Classify());
+        command.Subcommands.Add(BenchScenarioCommands.Updates());
         return command;
     }
 
@@ -44,9 +46,10 @@ internal static class BenchCommand
         var cores = new Option<string>("--cores") { Description = "Core counts to measure, comma-separated.", DefaultValueFactory = _ => "1,2,4,8" };
         var json = new Option<string?>("--json") { Description = "Also write an array of {protocol, cores, latency_ns, oversubscribed}." };
         var iterations = new Option<int>("--iterations") { Description = "Revokes per protocol and core count.", DefaultValueFactory = _ => 200 };
+        var outDir = OutOption();
         var command = new Command("shootdown", "Revoke a frame capability copied to every core and wait for every acknowledgement: unicast vs multicast tree vs a shared-memory/lock baseline, by core count (the multikernel paper's figures 6-7).")
         {
-            cores, json, iterations,
+            cores, json, iterations, outDir,
         };
         command.SetAction(parse =>
         {
@@ -72,6 +75,7 @@ internal static class BenchCommand
 
             IReadOnlyList<ShootdownResult> results = ShootdownBench.Run(counts, n2, m => Console.Error.WriteLine(m));
             Console.WriteLine(ShootdownBench.Render(results));
+            WriteReport(parse.GetValue(outDir)!, "shootdown", results, ScenarioReports.ShootdownColumns, ScenarioReports.ShootdownPlot);
             if (parse.GetValue(json) is { } path)
             {
                 ShootdownBench.WriteJson(results, path);
@@ -87,10 +91,11 @@ internal static class BenchCommand
     {
         var json = new Option<string?>("--json") { Description = "Also write the results as JSON." };
         var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var outDir = OutOption();
         var tracing = new Option<string>("--tracing") { Description = "Which tracing settings to measure: off, 1%, 100% (comma-separated).", DefaultValueFactory = _ => "off,1%,100%" };
         var command = new Command("endpoint", "Domain-to-domain messaging through two kernels with tracing off, sampled at 1% (OpenTelemetry SDK) and always on: the cost of the instrumentation in the path.")
         {
-            json, quick, tracing,
+            json, quick, tracing, outDir,
         };
         command.SetAction(parse =>
         {
@@ -104,6 +109,7 @@ internal static class BenchCommand
 
             IReadOnlyList<EndpointBenchResult> results = EndpointBench.Run(q ? 1 : 5, q ? 20_000 : 200_000, q ? 200_000 : 2_000_000, m => Console.Error.WriteLine(m), modes);
             Console.WriteLine(EndpointBench.Render(results));
+            WriteReport(parse.GetValue(outDir)!, "endpoint", results, ScenarioReports.EndpointColumns, plot: null);
             if (parse.GetValue(json) is { } path)
             {
                 EndpointBench.WriteJson(results, path);
@@ -121,15 +127,16 @@ internal static class BenchCommand
         var cpus = new Option<string?>("--cpus") { Description = "The two CPUs to pin the threads to, as A,B (default 0,1)." };
         var slots = new Option<int>("--ring-slots") { Description = "Slots of the URPC ring under test (power of two).", DefaultValueFactory = _ => 256 };
         var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var outDir = OutOption();
         var command = new Command("urpc", "URPC ring vs Channel.CreateBounded (async and TryWrite/TryRead) vs Channel.CreateUnbounded vs ConcurrentQueue vs a shared cache line: round trip, one-way streaming, allocation, wake-up cost. Two pinned threads, 64-byte messages, under two minutes.")
         {
-            json, cpus, slots, quick,
+            json, cpus, slots, quick, outDir,
         };
-        command.SetAction(parse => RunUrpc(parse.GetValue(json), parse.GetValue(cpus), parse.GetValue(slots), parse.GetValue(quick)));
+        command.SetAction(parse => RunUrpc(parse.GetValue(json), parse.GetValue(cpus), parse.GetValue(slots), parse.GetValue(quick), parse.GetValue(outDir)!));
         return command;
     }
 
-    private static int RunUrpc(string? json, string? cpus, int slots, bool quick)
+    private static int RunUrpc(string? json, string? cpus, int slots, bool quick, string outDir)
     {
         int cpuA = 0;
         int cpuB = 1;
@@ -161,6 +168,7 @@ internal static class BenchCommand
 
         IReadOnlyList<UrpcBenchResult> results = UrpcBench.Run(settings, message => Console.Error.WriteLine(message));
         Console.WriteLine(UrpcBench.RenderTable(results));
+        WriteReport(outDir, "urpc", results, ScenarioReports.UrpcColumns, ScenarioReports.UrpcPlot);
         if (json is not null)
         {
             UrpcBench.WriteJson(results, json);
@@ -168,5 +176,17 @@ internal static class BenchCommand
         }
 
         return 0;
+    }
+
+    /// <summary>The <c>--out DIR</c> option every scenario shares.</summary>
+    internal static Option<string> OutOption() =>
+        new("--out") { Description = "Directory for the CSV, JSON and plot (SVG, PNG) files.", DefaultValueFactory = _ => BenchReport.DefaultDirectory };
+
+    internal static void WriteReport<TRow>(string outDir, string scenario, IReadOnlyList<TRow> rows, IReadOnlyList<BenchColumn<TRow>> columns, BenchPlot<TRow>? plot)
+    {
+        foreach (string path in BenchReport.Write(outDir, scenario, rows, columns, plot))
+        {
+            Console.WriteLine($"wrote {Path.GetFullPath(path)}");
+        }
     }
 }
