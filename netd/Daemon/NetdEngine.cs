@@ -4,6 +4,7 @@ using Multikernel.CpuDriver.Urpc;
 using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Filters;
 using Multikernel.Netd.Wire;
+using MacAddress = Multikernel.Netd.Wire.MacAddress;
 
 namespace Multikernel.Netd.Daemon;
 
@@ -24,6 +25,7 @@ internal sealed class NetdEngine
     private readonly int[] _rxLengths;
     private readonly Queue<(Consumer Consumer, Descriptor Descriptor)> _pendingTx;
     private readonly int _maxPendingTx;
+    private ushort _nextIpId;
 
     public NetdEngine(INetworkDevice device, PacketClassifier classifier, NetdOptions options, Ipv4Address address, FrameHandle rxPool, FrameHandle scratch)
     {
@@ -48,7 +50,7 @@ internal sealed class NetdEngine
     public Ipv4Address Address { get; }
 
     /// <summary>The device's station address (every consumer sends with it).</summary>
-    public MacAddress Mac => MacAddress.FromUInt64(_device.MacAddress.ToUInt64());
+    public MacAddress Mac => MacAddress.FromUInt64(_device.MacAddress.Value);
 
     public NetdCounters Counters { get; } = new();
 
@@ -525,7 +527,7 @@ internal sealed class NetdEngine
         Span<byte> ipBytes = reply[EthernetFrame.HeaderLength..];
         icmp.Data.CopyTo(ipBytes[(Ipv4Packet.MinHeaderLength + IcmpPacket.HeaderLength)..]);
         IcmpPacket.WriteEcho(ipBytes[Ipv4Packet.MinHeaderLength..], IcmpType.EchoReply, icmp.Identifier, icmp.SequenceNumber, icmp.Data.Length);
-        Ipv4Packet.WriteHeader(ipBytes, Address, ip.Source, IpProtocol.Icmp, icmp.Length);
+        Ipv4Packet.WriteHeader(ipBytes, Address, ip.Source, IpProtocol.Icmp, icmp.Length, identification: _nextIpId++, ttl: 64);
         if (SendOwn(reply))
         {
             Counters.EchoRepliesField++;
