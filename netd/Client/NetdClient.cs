@@ -186,7 +186,7 @@ public sealed class NetdClient : IAsyncDisposable
         while (_received.Count == 0)
         {
             ThrowIfFaulted();
-            _receiveSignal ??= new TaskCompletionSource(TaskCreationOptions.None);
+            _receiveSignal ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             await _receiveSignal.Task.WaitAsync(cancellationToken);
         }
     }
@@ -242,7 +242,7 @@ public sealed class NetdClient : IAsyncDisposable
                 return buffer;
             }
 
-            _transmitSignal ??= new TaskCompletionSource(TaskCreationOptions.None);
+            _transmitSignal ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             await _transmitSignal.Task.WaitAsync(cancellationToken);
         }
     }
@@ -280,7 +280,7 @@ public sealed class NetdClient : IAsyncDisposable
             throw new InvalidOperationException("A netd request is already in progress on this client; await it first.");
         }
 
-        var reply = new TaskCompletionSource<Message>();
+        var reply = new TaskCompletionSource<Message>(TaskCreationOptions.RunContinuationsAsynchronously);
         _control = reply;
         try
         {
