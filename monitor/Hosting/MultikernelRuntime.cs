@@ -154,7 +154,9 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         {
             if (program.Core is int core)
             {
-                await SpawnAsync(core, program.Program, program.Argument);
+                // A negative core counts from the end (-1: the last core), for services such as
+                // netd that want a core of their own whatever the machine's size.
+                await SpawnAsync(core < 0 ? Math.Max(0, Machine.Cores + core) : core, program.Program, program.Argument);
             }
             else
             {

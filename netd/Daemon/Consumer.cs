@@ -1,0 +1,228 @@
+using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Memory;
+using Multikernel.CpuDriver.Urpc;
+using Multikernel.Netd.Wire;
+
+namespace Multikernel.Netd.Daemon;
+
+/// <summary>
+/// netd's state for one bound consumer: the regions it registered (netd reaches them only
+/// through generation-checked frame handles), the empty buffers it posted, the completions netd
+/// owes it, its addresses and filters. Every table is bounded by <see cref="NetdOptions"/>;
+/// netd never holds more buffers for a consumer than the consumer handed it.
+/// </summary>
+internal sealed class Consumer
+{
+    /// <summary>Room kept in <see cref="Owed"/> for replies; netd reads no request while less is free.</summary>
+    public const int ReplyReserve = 16;
+
+    private readonly Region[] _regions;
+
+    public Consumer(int id, string name, Endpoint channel, NetdOptions options)
+    {
+        Id = id;
+        Name = name;
+        Channel = channel;
+        _regions = new Region[options.MaxRegionsPerConsumer];
+        Small = new DescriptorRing(options.MaxPostedPerConsumer);
+        Pages = new DescriptorRing(options.MaxPostedPerConsumer);
+        // What netd can owe: a completion per buffer the consumer gave it (posts, transmits in
+        // flight), plus replies to requests; the read loop pauses before the replies could overflow.
+        Owed = new OwedRing(2 * options.MaxPostedPerConsumer + options.MaxTransmitsInFlight + ReplyReserve);
+        Addresses = new Ipv4Address[options.MaxAddressesPerConsumer];
+    }
+
+    public int Id { get; }
+
+    public string Name { get; }
+
+    public Endpoint Channel { get; }
+
+    public DescriptorRing Small { get; }
+
+    public DescriptorRing Pages { get; }
+
+    public OwedRing Owed { get; }
+
+    public Ipv4Address[] Addresses { get; }
+
+    public int AddressCount { get; set; }
+
+    public int TransmitsInFlight { get; set; }
+
+    public long RxPackets;
+    public long RxBytes;
+    public long TxPackets;
+    public long DroppedNoBuffer;
+
+    public bool HasAddress(Ipv4Address address)
+    {
+        for (int i = 0; i < AddressCount; i++)
+        {
+            if (Addresses[i] == address)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Registers a region in the first free entry; its id is the entry index + 1 (0 is never a region).</summary>
+    public bool TryAddRegion(FrameHandle handle, int slot, out ushort id)
+    {
+        for (int i = 0; i < _regions.Length; i++)
+        {
+            if (!_regions[i].Live)
+            {
+                _regions[i] = new Region(true, handle, slot);
+                id = (ushort)(i + 1);
+                return true;
+            }
+        }
+
+        id = 0;
+        return false;
+    }
+
+    /// <summary>The bytes a descriptor names, checked against the region (bounds and the capability's generation).</summary>
+    /// <returns>The status; <paramref name="bytes"/> is valid only with <see cref="NetdStatus.Ok"/>.</returns>
+    public NetdStatus Resolve(in Descriptor d, uint length, out Span<byte> bytes)
+    {
+        bytes = default;
+        int index = d.Region - 1;
+        if ((uint)index >= (uint)_regions.Length || !_regions[index].Live)
+        {
+            return NetdStatus.BadDescriptor;
+        }
+
+        ref Region region = ref _regions[index];
+        if (!region.Handle.IsValid)
+        {
+            return NetdStatus.BadCapability; // revoked under us: the caller retires the region
+        }
+
+        if ((ulong)d.Offset + length > (ulong)region.Handle.Length)
+        {
+            return NetdStatus.BadDescriptor;
+        }
+
+        bytes = region.Handle.Span.Slice((int)d.Offset, (int)length);
+        return NetdStatus.Ok;
+    }
+
+    /// <summary>Forgets region <paramref name="id"/>; returns its slot in netd's CSpace (to delete), or -1.</summary>
+    public int RetireRegion(ushort id)
+    {
+        int index = id - 1;
+        if ((uint)index >= (uint)_regions.Length || !_regions[index].Live)
+        {
+            return -1;
+        }
+
+        int slot = _regions[index].Slot;
+        _regions[index] = default;
+        Small.RemoveRegion(id);
+        Pages.RemoveRegion(id);
+        Owed.RemoveRegion(id);
+        return slot;
+    }
+
+    /// <summary>Slots of every live region (to delete when the consumer goes).</summary>
+    public IEnumerable<int> RegionSlots()
+    {
+        for (int i = 0; i < _regions.Length; i++)
+        {
+            if (_regions[i].Live)
+            {
+                yield return _regions[i].Slot;
+            }
+        }
+    }
+
+    /// <summary>False while netd owes so much that one more request's reply might not fit: pause reading.</summary>
+    public bool CanAcceptRequest => Owed.Capacity - Owed.Count > ReplyReserve;
+
+    public ConsumerStats Stats() => new(Id, Name, RxPackets, RxBytes, TxPackets, DroppedNoBuffer, Small.Count, Pages.Count, Owed.Count);
+
+    private readonly record struct Region(bool Live, FrameHandle Handle, int Slot);
+}
+
+/// <summary>
+/// Messages netd could not send yet because the consumer's channel window was full, in order:
+/// buffer completions (bounded by the buffers the consumer handed over) and replies to its
+/// requests. When it is nearly full netd stops reading the consumer's requests, so a consumer
+/// that sends without reading stalls in its own sends instead of growing this queue.
+/// </summary>
+internal sealed class OwedRing(int capacity)
+{
+    private readonly Message[] _items = new Message[capacity];
+    private int _head;
+    private int _count;
+
+    public int Count => _count;
+
+    public int Capacity => _items.Length;
+
+    public void Push(ushort type, in Descriptor d, NetdStatus status)
+    {
+        Message m = d.ToMessage(type);
+        m.Word2 = (ulong)status;
+        m.Length = Message.PayloadSize;
+        PushMessage(in m);
+    }
+
+    public void PushMessage(in Message m)
+    {
+        if (_count == _items.Length)
+        {
+            throw new InvalidOperationException("netd owes a consumer more messages than its bound allows (the read loop must pause first).");
+        }
+
+        _items[(_head + _count) % _items.Length] = m;
+        _count++;
+    }
+
+    public bool TryPeek(out Message m)
+    {
+        if (_count == 0)
+        {
+            m = default;
+            return false;
+        }
+
+        m = _items[_head];
+        return true;
+    }
+
+    public void Pop()
+    {
+        _items[_head] = default;
+        _head = (_head + 1) % _items.Length;
+        _count--;
+    }
+
+    /// <summary>Drops the buffer completions of a retired region (its RegionGone returns all of them at once).</summary>
+    public void RemoveRegion(ushort region)
+    {
+        int kept = 0;
+        int n = _count;
+        for (int i = 0; i < n; i++)
+        {
+            Message m = _items[(_head + i) % _items.Length];
+            bool completion = m.Type is NetdMessages.Received or NetdMessages.Transmitted;
+            if (!completion || Descriptor.From(in m).Region != region)
+            {
+                _items[(_head + kept) % _items.Length] = m;
+                kept++;
+            }
+        }
+
+        for (int i = kept; i < n; i++)
+        {
+            _items[(_head + i) % _items.Length] = default;
+        }
+
+        _count = kept;
+    }
+}

@@ -1,0 +1,80 @@
+namespace Multikernel.Netd.Daemon;
+
+/// <summary>Why netd did not deliver a received frame.</summary>
+public enum RxDropReason
+{
+    /// <summary>No filter claimed it and it was neither ARP nor an ICMP echo for netd.</summary>
+    Unclaimed,
+
+    /// <summary>Shorter than an Ethernet header, or a header that does not parse.</summary>
+    Malformed,
+
+    /// <summary>Its consumer had no empty buffer posted (billed to that consumer).</summary>
+    NoBuffer,
+
+    /// <summary>Its consumer's region was revoked while the frame was on its way.</summary>
+    RegionGone,
+}
+
+/// <summary>
+/// netd's counters. Written only by netd's core; other threads (the meter's exporter, the
+/// stats table) read them, at most slightly stale, never torn.
+/// </summary>
+public sealed class NetdCounters
+{
+    private readonly long[] _drops = new long[(int)RxDropReason.RegionGone + 1];
+
+    internal long RxPacketsField;
+    internal long RxBytesField;
+    internal long TxPacketsField;
+    internal long TxBytesField;
+    internal long TxRefusedField;
+    internal long ArpRepliesField;
+    internal long EchoRepliesField;
+    internal long SmallCopiesField;
+    internal long PageDeliveriesField;
+
+    /// <summary>Frames received from the device.</summary>
+    public long RxPackets => Volatile.Read(ref RxPacketsField);
+
+    /// <summary>Bytes received from the device.</summary>
+    public long RxBytes => Volatile.Read(ref RxBytesField);
+
+    /// <summary>Frames sent for consumers and for netd itself.</summary>
+    public long TxPackets => Volatile.Read(ref TxPacketsField);
+
+    /// <summary>Bytes sent.</summary>
+    public long TxBytes => Volatile.Read(ref TxBytesField);
+
+    /// <summary>Transmit descriptors refused (bad descriptor, bad frame, spoofed source).</summary>
+    public long TxRefused => Volatile.Read(ref TxRefusedField);
+
+    /// <summary>ARP replies netd sent for itself and for consumers' addresses.</summary>
+    public long ArpReplies => Volatile.Read(ref ArpRepliesField);
+
+    /// <summary>ICMP echo replies netd sent for its own address.</summary>
+    public long EchoReplies => Volatile.Read(ref EchoRepliesField);
+
+    /// <summary>Frames of at most 128 bytes delivered into small buffers.</summary>
+    public long SmallDeliveries => Volatile.Read(ref SmallCopiesField);
+
+    /// <summary>Larger frames delivered into page buffers.</summary>
+    public long PageDeliveries => Volatile.Read(ref PageDeliveriesField);
+
+    /// <summary>Frames dropped for <paramref name="reason"/> (all consumers).</summary>
+    public long Dropped(RxDropReason reason) => Volatile.Read(ref _drops[(int)reason]);
+
+    internal void Drop(RxDropReason reason) => _drops[(int)reason]++;
+}
+
+/// <summary>One consumer's counters, as listed by <c>run --stats</c> and the meter.</summary>
+/// <param name="Id">Consumer id.</param>
+/// <param name="Name">The binding domain's name (diagnostics).</param>
+/// <param name="RxPackets">Frames delivered.</param>
+/// <param name="RxBytes">Bytes delivered.</param>
+/// <param name="TxPackets">Frames sent.</param>
+/// <param name="DroppedNoBuffer">Frames dropped because it had no buffer posted.</param>
+/// <param name="PostedSmall">Small buffers netd holds for it now.</param>
+/// <param name="PostedPages">Page buffers netd holds for it now.</param>
+/// <param name="Owed">Completions waiting for room on its channel.</param>
+public sealed record ConsumerStats(int Id, string Name, long RxPackets, long RxBytes, long TxPackets, long DroppedNoBuffer, int PostedSmall, int PostedPages, int Owed);

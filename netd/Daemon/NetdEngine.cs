@@ -1,0 +1,634 @@
+using System.Threading.Channels;
+using Multikernel.CpuDriver.Memory;
+using Multikernel.CpuDriver.Urpc;
+using Multikernel.Netd.Drivers;
+using Multikernel.Netd.Filters;
+using Multikernel.Netd.Wire;
+using MacAddress = Multikernel.Netd.Wire.MacAddress;
+
+namespace Multikernel.Netd.Daemon;
+
+/// <summary>
+/// netd's data path, single-threaded on netd's core: the device's receive bursts classified and
+/// delivered into consumers' posted buffers, consumers' transmit descriptors sent, ARP and ICMP
+/// echo answered for what nobody claims. Per packet there is no capability operation and no
+/// allocation: a packet is a descriptor on the consumer's channel.
+/// </summary>
+internal sealed class NetdEngine
+{
+    private readonly INetworkDevice _device;
+    private readonly PacketClassifier _classifier;
+    private readonly NetdOptions _options;
+    private readonly Consumer?[] _consumers;
+    private readonly FrameHandle _rxPool;
+    private readonly FrameHandle _scratch;
+    private readonly int[] _rxLengths;
+    private readonly Queue<(Consumer Consumer, Descriptor Descriptor)> _pendingTx;
+    private readonly int _maxPendingTx;
+    private ushort _nextIpId;
+
+    public NetdEngine(INetworkDevice device, PacketClassifier classifier, NetdOptions options, Ipv4Address address, FrameHandle rxPool, FrameHandle scratch)
+    {
+        if (rxPool.Length < options.RxBurst * NetdLimits.PageBuffer)
+        {
+            throw new ArgumentException($"netd's receive pool holds {rxPool.Length} bytes; {options.RxBurst} buffers of {NetdLimits.PageBuffer} need more.", nameof(rxPool));
+        }
+
+        _device = device;
+        _classifier = classifier;
+        _options = options;
+        Address = address;
+        _rxPool = rxPool;
+        _scratch = scratch;
+        _consumers = new Consumer?[options.MaxConsumers];
+        _rxLengths = new int[options.RxBurst];
+        _maxPendingTx = options.MaxConsumers * options.MaxTransmitsInFlight;
+        _pendingTx = new Queue<(Consumer, Descriptor)>(Math.Min(_maxPendingTx, 4096));
+    }
+
+    /// <summary>netd's own address.</summary>
+    public Ipv4Address Address { get; }
+
+    /// <summary>The device's station address (every consumer sends with it).</summary>
+    public MacAddress Mac => MacAddress.FromUInt64(_device.MacAddress.Value);
+
+    public NetdCounters Counters { get; } = new();
+
+    public PacketClassifier Classifier => _classifier;
+
+    /// <summary>Consumers bound now.</summary>
+    public IEnumerable<ConsumerStats> ConsumerStats()
+    {
+        foreach (Consumer? c in _consumers)
+        {
+            if (c is not null)
+            {
+                yield return c.Stats();
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ consumers
+
+    /// <summary>Admits a consumer on <paramref name="channel"/>, or returns null when <see cref="NetdOptions.MaxConsumers"/> are bound.</summary>
+    public Consumer? Admit(string name, CpuDriver.Channels.Endpoint channel)
+    {
+        for (int i = 0; i < _consumers.Length; i++)
+        {
+            if (_consumers[i] is null)
+            {
+                var consumer = new Consumer(i + 1, name, channel, _options);
+                _consumers[i] = consumer;
+                Message hello = Message.Create(NetdMessages.Hello, Mac.ToUInt64(), (ulong)_device.Mtu, (ulong)_options.MaxPostedPerConsumer);
+                Send(consumer, in hello);
+                return consumer;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Forgets a consumer whose channel closed; returns the CSpace slots of its regions (to delete).</summary>
+    public List<int> Remove(Consumer consumer)
+    {
+        _classifier.RemoveOwner(consumer.Id);
+        var slots = new List<int>(consumer.RegionSlots());
+        _consumers[consumer.Id - 1] = null;
+        if (_pendingTx.Count > 0)
+        {
+            int n = _pendingTx.Count;
+            for (int i = 0; i < n; i++)
+            {
+                var item = _pendingTx.Dequeue();
+                if (!ReferenceEquals(item.Consumer, consumer))
+                {
+                    _pendingTx.Enqueue(item);
+                }
+            }
+        }
+
+        return slots;
+    }
+
+    /// <summary>A region the consumer granted (a Frame capability netd now holds in <paramref name="slot"/>).</summary>
+    public void OnRegionGranted(Consumer consumer, int slot, FrameHandle handle, ulong cookie)
+    {
+        NetdStatus status = NetdStatus.Ok;
+        ushort id = 0;
+        if ((handle.Rights & CpuDriver.Capabilities.CapabilityRights.Write) == 0 || !handle.IsValid)
+        {
+            status = NetdStatus.BadCapability;
+        }
+        else if (!consumer.TryAddRegion(handle, slot, out id))
+        {
+            status = NetdStatus.LimitReached;
+        }
+
+        Message reply = Message.Create(NetdMessages.RegionReply, cookie, id, (ulong)status);
+        Send(consumer, in reply);
+    }
+
+    /// <summary>One message from a consumer. Returns a slot to delete from netd's CSpace, or -1.</summary>
+    public int OnMessage(Consumer consumer, in Message message)
+    {
+        switch (message.Type)
+        {
+            case NetdMessages.PostSmall:
+                Post(consumer, Descriptor.From(in message), consumer.Small, NetdLimits.SmallPacket);
+                return -1;
+            case NetdMessages.PostPage:
+                Post(consumer, Descriptor.From(in message), consumer.Pages, _device.Mtu + NetworkDevice.EthernetHeaderLength);
+                return -1;
+            case NetdMessages.Transmit:
+                OnTransmit(consumer, Descriptor.From(in message));
+                return -1;
+            case NetdMessages.InstallFilter:
+                OnInstallFilter(consumer, Descriptor.From(in message));
+                return -1;
+            case NetdMessages.RemoveFilter:
+                Ack(consumer, message.Type, RemoveFilter(consumer, (int)message.Word0));
+                return -1;
+            case NetdMessages.AddAddress:
+                Ack(consumer, message.Type, AddAddress(consumer, new Ipv4Address((uint)message.Word0)));
+                return -1;
+            case NetdMessages.RemoveRegion:
+                return RetireRegion(consumer, Descriptor.From(in message).Region, notify: true);
+            default:
+                Ack(consumer, message.Type, NetdStatus.ProtocolError);
+                return -1;
+        }
+    }
+
+    private void Post(Consumer consumer, Descriptor d, DescriptorRing ring, int minimum)
+    {
+        NetdStatus status = d.Length < minimum ? NetdStatus.BadDescriptor : consumer.Resolve(d, d.Length, out _);
+        if (status == NetdStatus.Ok && !ring.TryPush(d))
+        {
+            status = NetdStatus.LimitReached;
+        }
+
+        if (status != NetdStatus.Ok)
+        {
+            // The buffer goes straight back, marked, so the consumer's accounting stays exact.
+            Complete(consumer, NetdMessages.Received, d with { Length = 0 }, status);
+        }
+    }
+
+    private NetdStatus AddAddress(Consumer consumer, Ipv4Address address)
+    {
+        if (address.IsAny || address.IsBroadcast || address.IsMulticast || address == Address || OwnerOf(address) is not null)
+        {
+            return NetdStatus.Forbidden; // taken, or not a unicast address anyone may claim
+        }
+
+        if (consumer.AddressCount == consumer.Addresses.Length)
+        {
+            return NetdStatus.LimitReached;
+        }
+
+        consumer.Addresses[consumer.AddressCount++] = address;
+        return NetdStatus.Ok;
+    }
+
+    private Consumer? OwnerOf(Ipv4Address address)
+    {
+        foreach (Consumer? c in _consumers)
+        {
+            if (c is not null && c.HasAddress(address))
+            {
+                return c;
+            }
+        }
+
+        return null;
+    }
+
+    private void OnInstallFilter(Consumer consumer, Descriptor d)
+    {
+        NetdStatus status = consumer.Resolve(d, d.Length, out Span<byte> program);
+        int filterId = 0;
+        ulong reason = 0;
+        if (status == NetdStatus.Ok)
+        {
+            if (!FilterBinary.TryDecode(program, out FilterProgram? decoded, out FilterProblem problem))
+            {
+                status = NetdStatus.FilterRejected;
+                reason = (ulong)problem.Reason;
+            }
+            else if (!ClaimsOwnAddress(consumer, decoded!))
+            {
+                // Isolation: a filter may only claim traffic addressed to one of the consumer's own
+                // addresses, so no application can install a filter that reads another's traffic.
+                status = NetdStatus.Forbidden;
+            }
+            else
+            {
+                FilterInstallResult result = _classifier.Install(decoded!, consumer.Id);
+                if (result.Succeeded)
+                {
+                    filterId = result.FilterId;
+                }
+                else
+                {
+                    status = NetdStatus.FilterRejected;
+                    reason = (ulong)result.Problem.Reason;
+                }
+            }
+        }
+
+        Message reply = Message.Create(NetdMessages.FilterReply, (ulong)filterId, (ulong)status, reason);
+        Send(consumer, in reply);
+    }
+
+    // The IPv4 destination, compared whole: Ethernet header (14) + offset of the destination (16).
+    private const int Ipv4DestinationOffset = 30;
+
+    private static bool ClaimsOwnAddress(Consumer consumer, FilterProgram program)
+    {
+        foreach (FilterAtom atom in program.Atoms)
+        {
+            if (atom.Offset == Ipv4DestinationOffset && atom.Width == 4 && atom.Mask == uint.MaxValue && atom.Shift is null
+                && consumer.HasAddress(new Ipv4Address(atom.Value)))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private NetdStatus RemoveFilter(Consumer consumer, int filterId)
+    {
+        foreach (FilterInfo info in _classifier.List())
+        {
+            if (info.Id == filterId)
+            {
+                return info.Owner == consumer.Id && _classifier.Remove(filterId) ? NetdStatus.Ok : NetdStatus.Forbidden;
+            }
+        }
+
+        return NetdStatus.BadDescriptor;
+    }
+
+    private int RetireRegion(Consumer consumer, ushort region, bool notify)
+    {
+        int slot = consumer.RetireRegion(region);
+        if (slot >= 0 && notify)
+        {
+            Send(consumer, new Descriptor(region, DescriptorFlags.None, 0, 0, 0).ToMessage(NetdMessages.RegionGone));
+        }
+
+        return slot;
+    }
+
+    // ------------------------------------------------------------------ transmit
+
+    private void OnTransmit(Consumer consumer, Descriptor d)
+    {
+        if (consumer.TransmitsInFlight >= _options.MaxTransmitsInFlight || _pendingTx.Count >= _maxPendingTx)
+        {
+            Counters.TxRefusedField++;
+            Complete(consumer, NetdMessages.Transmitted, d, NetdStatus.LimitReached);
+            return;
+        }
+
+        consumer.TransmitsInFlight++;
+        if (_pendingTx.Count > 0 || !TrySendFrame(consumer, d))
+        {
+            _pendingTx.Enqueue((consumer, d));
+        }
+    }
+
+    // True when the descriptor is finished with (sent or refused); false when the device is busy.
+    private bool TrySendFrame(Consumer consumer, in Descriptor d)
+    {
+        NetdStatus status = consumer.Resolve(d, d.Length, out Span<byte> frame);
+        if (status == NetdStatus.Ok)
+        {
+            status = CheckSource(consumer, frame);
+        }
+
+        if (status == NetdStatus.Ok)
+        {
+            if (!_device.TransmitOne(frame))
+            {
+                return false;
+            }
+
+            Counters.TxPacketsField++;
+            Counters.TxBytesField += frame.Length;
+            consumer.TxPackets++;
+        }
+        else
+        {
+            Counters.TxRefusedField++;
+        }
+
+        consumer.TransmitsInFlight--;
+        Complete(consumer, NetdMessages.Transmitted, d, status);
+        return true;
+    }
+
+    // A consumer sends only as itself: netd's MAC, and one of its own IPv4 addresses.
+    private NetdStatus CheckSource(Consumer consumer, ReadOnlySpan<byte> frame)
+    {
+        if (frame.Length < EthernetFrame.HeaderLength || frame.Length > _device.Mtu + NetworkDevice.EthernetHeaderLength
+            || EthernetFrame.TryParse(frame, out EthernetFrame eth) != WireError.None)
+        {
+            return NetdStatus.BadFrame;
+        }
+
+        if (eth.Source != Mac)
+        {
+            return NetdStatus.Forbidden;
+        }
+
+        switch (eth.EtherType)
+        {
+            case EtherType.Ipv4:
+                return eth.Payload.Length >= 20 && consumer.HasAddress(Ipv4Address.Read(eth.Payload[12..])) ? NetdStatus.Ok : NetdStatus.Forbidden;
+            case EtherType.Arp:
+                return ArpPacket.TryParse(eth.Payload, out ArpPacket arp) == WireError.None && consumer.HasAddress(arp.SenderIp) && arp.SenderMac == Mac
+                    ? NetdStatus.Ok
+                    : NetdStatus.Forbidden;
+            default:
+                return NetdStatus.Forbidden;
+        }
+    }
+
+    private int FlushPendingTx()
+    {
+        int n = 0;
+        while (_pendingTx.TryPeek(out var item))
+        {
+            if (!TrySendFrame(item.Consumer, item.Descriptor))
+            {
+                break;
+            }
+
+            _pendingTx.Dequeue();
+            n++;
+        }
+
+        return n;
+    }
+
+    // ------------------------------------------------------------------ receive
+
+    /// <summary>One step of the data path: a receive burst, pending transmits, owed completions. Returns the work done.</summary>
+    public int Poll()
+    {
+        int work = FlushPendingTx() + FlushOwed();
+        Span<byte> pool = _rxPool.Span;
+        var buffers = new StridedFrameBuffers(pool, NetdLimits.PageBuffer, _options.RxBurst);
+        int received = _device.ReceiveBurst(ref buffers, _rxLengths);
+        for (int i = 0; i < received; i++)
+        {
+            Span<byte> frame = pool.Slice(i * NetdLimits.PageBuffer, _rxLengths[i]);
+            Counters.RxPacketsField++;
+            Counters.RxBytesField += frame.Length;
+            Dispatch(frame);
+        }
+
+        return work + received;
+    }
+
+    private void Dispatch(Span<byte> frame)
+    {
+        if (EthernetFrame.TryParse(frame, out EthernetFrame eth) != WireError.None)
+        {
+            Counters.Drop(RxDropReason.Malformed);
+            return;
+        }
+
+        ClassifyResult claim = _classifier.Classify(frame);
+        if (claim.Matched && (uint)(claim.Owner - 1) < (uint)_consumers.Length && _consumers[claim.Owner - 1] is { } owner)
+        {
+            Deliver(owner, frame);
+            return;
+        }
+
+        if (eth.EtherType == EtherType.Arp)
+        {
+            OnArp(frame, eth);
+            return;
+        }
+
+        if (eth.EtherType == EtherType.Ipv4 && TryEcho(frame, eth))
+        {
+            return;
+        }
+
+        Counters.Drop(RxDropReason.Unclaimed);
+    }
+
+    private void Deliver(Consumer consumer, ReadOnlySpan<byte> frame)
+    {
+        while (true)
+        {
+            bool small = frame.Length <= NetdLimits.SmallPacket && consumer.Small.Count > 0;
+            DescriptorRing ring = small ? consumer.Small : consumer.Pages;
+            if (!ring.TryPop(out Descriptor d))
+            {
+                consumer.DroppedNoBuffer++;
+                Counters.Drop(RxDropReason.NoBuffer);
+                return;
+            }
+
+            NetdStatus status = consumer.Resolve(d, (uint)frame.Length, out Span<byte> target);
+            if (status == NetdStatus.BadCapability)
+            {
+                // The consumer revoked the region: every buffer of it is gone; try its next one.
+                RetireRegion(consumer, d.Region, notify: true);
+                Counters.Drop(RxDropReason.RegionGone);
+                continue;
+            }
+
+            if (status != NetdStatus.Ok)
+            {
+                Counters.Drop(RxDropReason.NoBuffer);
+                return;
+            }
+
+            // TODO(next): frames above SmallPacket go by page exchange ("become", docs/netd-datapath.md),
+            // not by this copy, once the capability layer can swap the frames behind two page objects.
+            frame.CopyTo(target);
+            if (small)
+            {
+                Counters.SmallCopiesField++;
+            }
+            else
+            {
+                Counters.PageDeliveriesField++;
+            }
+
+            consumer.RxPackets++;
+            consumer.RxBytes += frame.Length;
+            Complete(consumer, NetdMessages.Received, d with { Length = (uint)frame.Length, Flags = small ? DescriptorFlags.Small : DescriptorFlags.Page }, NetdStatus.Ok);
+            return;
+        }
+    }
+
+    // ------------------------------------------------------------------ netd's own handlers
+
+    private void OnArp(ReadOnlySpan<byte> frame, EthernetFrame eth)
+    {
+        if (ArpPacket.TryParse(eth.Payload, out ArpPacket arp) != WireError.None)
+        {
+            Counters.Drop(RxDropReason.Malformed);
+            return;
+        }
+
+        if (arp.Operation == ArpOperation.Request && (arp.TargetIp == Address || OwnerOf(arp.TargetIp) is not null))
+        {
+            Span<byte> reply = _scratch.Span[..(EthernetFrame.HeaderLength + ArpPacket.Length)];
+            EthernetFrame.WriteHeader(reply, arp.SenderMac, Mac, EtherType.Arp);
+            ArpPacket.Write(reply[EthernetFrame.HeaderLength..], ArpOperation.Reply, Mac, arp.TargetIp, arp.SenderMac, arp.SenderIp);
+            if (SendOwn(reply))
+            {
+                Counters.ArpRepliesField++;
+            }
+
+            return;
+        }
+
+        // A reply (or a request from a peer) addressed to a consumer's address: its stack learns from it.
+        if (OwnerOf(arp.TargetIp) is { } target)
+        {
+            Deliver(target, frame);
+            return;
+        }
+
+        Counters.Drop(RxDropReason.Unclaimed);
+    }
+
+    private bool TryEcho(ReadOnlySpan<byte> frame, EthernetFrame eth)
+    {
+        if (Ipv4Packet.TryParse(eth.Payload, out Ipv4Packet ip) != WireError.None || ip.Destination != Address
+            || ip.Protocol != IpProtocol.Icmp || ip.IsFragment)
+        {
+            return false;
+        }
+
+        if (IcmpPacket.TryParse(ip.Payload, out IcmpPacket icmp) != WireError.None || icmp.Type != IcmpType.EchoRequest)
+        {
+            return false;
+        }
+
+        int ipLength = Ipv4Packet.MinHeaderLength + icmp.Length;
+        int length = EthernetFrame.HeaderLength + ipLength;
+        if (length > _scratch.Length || length > _device.Mtu + NetworkDevice.EthernetHeaderLength)
+        {
+            return false;
+        }
+
+        Span<byte> reply = _scratch.Span[..length];
+        EthernetFrame.WriteHeader(reply, eth.Source, Mac, EtherType.Ipv4);
+        Span<byte> ipBytes = reply[EthernetFrame.HeaderLength..];
+        icmp.Data.CopyTo(ipBytes[(Ipv4Packet.MinHeaderLength + IcmpPacket.HeaderLength)..]);
+        IcmpPacket.WriteEcho(ipBytes[Ipv4Packet.MinHeaderLength..], IcmpType.EchoReply, icmp.Identifier, icmp.SequenceNumber, icmp.Data.Length);
+        Ipv4Packet.WriteHeader(ipBytes, Address, ip.Source, IpProtocol.Icmp, icmp.Length, identification: _nextIpId++, ttl: 64);
+        if (SendOwn(reply))
+        {
+            Counters.EchoRepliesField++;
+        }
+
+        return true;
+    }
+
+    private bool SendOwn(ReadOnlySpan<byte> frame)
+    {
+        // netd's own replies are best effort: a busy device drops them (the peer retries).
+        if (!_device.TransmitOne(frame))
+        {
+            return false;
+        }
+
+        Counters.TxPacketsField++;
+        Counters.TxBytesField += frame.Length;
+        return true;
+    }
+
+    // ------------------------------------------------------------------ completions
+
+    private void Complete(Consumer consumer, ushort type, in Descriptor d, NetdStatus status)
+    {
+        Message m = d.ToMessage(type);
+        m.Word2 = (ulong)status;
+        m.Length = Message.PayloadSize;
+        if (consumer.Owed.Count > 0 || !TrySend(consumer, in m))
+        {
+            consumer.Owed.PushMessage(in m);
+        }
+    }
+
+    private void Ack(Consumer consumer, ushort request, NetdStatus status)
+    {
+        Message m = Message.Create(NetdMessages.Ack, request, (ulong)status);
+        Send(consumer, in m);
+    }
+
+    // Control replies are rare and answer a request the consumer is waiting for: they go into the
+    // owed queue behind the consumer's completions when its window is full, never dropped.
+    private void Send(Consumer consumer, in Message m)
+    {
+        if (consumer.Owed.Count > 0 || !TrySend(consumer, in m))
+        {
+            consumer.Owed.PushMessage(in m);
+        }
+    }
+
+    private static bool TrySend(Consumer consumer, in Message m)
+    {
+        try
+        {
+            return consumer.Channel.TryWrite(in m);
+        }
+        catch (ChannelClosedException)
+        {
+            return true; // the consumer is gone; its read loop removes it
+        }
+    }
+
+    private int FlushOwed()
+    {
+        int n = 0;
+        foreach (Consumer? c in _consumers)
+        {
+            if (c is null)
+            {
+                continue;
+            }
+
+            while (c.Owed.TryPeek(out Message m) && TrySend(c, in m))
+            {
+                c.Owed.Pop();
+                n++;
+            }
+        }
+
+        return n;
+    }
+
+    /// <summary>True when a step would do something now (checked before the core parks).</summary>
+    public bool HasWork
+    {
+        get
+        {
+            if (_pendingTx.Count > 0)
+            {
+                return true;
+            }
+
+            foreach (Consumer? c in _consumers)
+            {
+                if (c is not null && c.Owed.Count > 0)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
+}

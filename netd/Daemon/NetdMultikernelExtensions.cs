@@ -1,0 +1,23 @@
+using Multikernel.Netd.Daemon;
+
+namespace Multikernel.Monitor.Hosting;
+
+/// <summary>Plugs netd into a machine's options, the way ASP.NET Core components add themselves to a builder.</summary>
+public static class NetdMultikernelExtensions
+{
+    /// <summary>
+    /// Registers the netd program and spawns it at boot on <see cref="NetdOptions.Core"/>
+    /// (the last core by default). Returns the host-side handle of netd (its switch and counters).
+    /// </summary>
+    public static NetdHost AddNetd(this MultikernelOptions options, Action<NetdOptions>? configure = null, NetdHost? host = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var netd = new NetdOptions();
+        configure?.Invoke(netd);
+        host ??= new NetdHost();
+        var program = new NetdProgram(netd, host);
+        options.AddProgram(NetdProgram.ProgramName, program.RunAsync);
+        options.SpawnAtBoot(NetdProgram.ProgramName, core: netd.Core);
+        return host;
+    }
+}

@@ -1,0 +1,230 @@
+using System.Threading.Channels;
+using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Urpc;
+using Multikernel.Monitor;
+using Multikernel.Netd.Drivers;
+using Multikernel.Netd.Drivers.Tap;
+using Multikernel.Netd.Filters;
+using Multikernel.Netd.Wire;
+
+namespace Multikernel.Netd.Daemon;
+
+/// <summary>
+/// The netd domain: opens the NIC, exports <see cref="NetdMessages.ServiceName"/>, admits
+/// consumers and runs the data path on its core until the machine stops.
+/// </summary>
+public sealed class NetdProgram
+{
+    /// <summary>The program name netd is registered and spawned under.</summary>
+    public const string ProgramName = "netd";
+
+    private readonly NetdOptions _options;
+    private readonly NetdHost _host;
+
+    internal NetdProgram(NetdOptions options, NetdHost host)
+    {
+        _options = options;
+        _host = host;
+    }
+
+    internal async Task RunAsync(DomainContext ctx)
+    {
+        CSpace caps = ctx.Capabilities;
+        // netd's own buffers come from its own RAM: the receive pool (one page per burst slot)
+        // and a scratch page for its ARP and echo replies.
+        int poolSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, _options.RxBurst);
+        int scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
+        using INetworkDevice device = _host.OpenDevice(_options);
+        var engine = new NetdEngine(device, new PacketClassifier(), _options, Ipv4Address.Parse(_options.NetdIp), caps.GetFrame(poolSlot), caps.GetFrame(scratchSlot));
+        _host.Attach(engine, work => ctx.Domain.Kernel.RunAsync(work));
+        try
+        {
+            using ServiceListener listener = await ctx.ExportAsync(NetdMessages.ServiceName, backlog: 16);
+            Task accepting = AcceptAsync(ctx, listener, engine);
+            await PollAsync(ctx, engine);
+            listener.Dispose();
+            try
+            {
+                await accepting;
+            }
+            catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+            {
+            }
+        }
+        finally
+        {
+            _host.Detach(engine);
+        }
+    }
+
+    // TODO(kernel wake sources): run the engine as a kernel service woken by the device's file
+    // descriptor (epoll) instead of this loop, which sleeps on the core's timer when idle.
+    private static async Task PollAsync(DomainContext ctx, NetdEngine engine)
+    {
+        TimeSpan idle = TimeSpan.FromMilliseconds(1);
+        while (!ctx.Stopping.IsCancellationRequested)
+        {
+            if (engine.Poll() == 0 && !engine.HasWork)
+            {
+                try
+                {
+                    await ctx.Delay(idle, ctx.Stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+            else
+            {
+                await Task.Yield(); // let the consumers' request loops run between bursts
+            }
+        }
+    }
+
+    private static async Task AcceptAsync(DomainContext ctx, ServiceListener listener, NetdEngine engine)
+    {
+        while (!ctx.Stopping.IsCancellationRequested)
+        {
+            DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+            Consumer? consumer = engine.Admit($"consumer on core {channel.RemoteCore}", channel.Endpoint);
+            if (consumer is null)
+            {
+                channel.Endpoint.Close(); // MaxConsumers bound: the client sees its channel closed at once
+                continue;
+            }
+
+            _ = ServeAsync(ctx, channel, consumer, engine);
+        }
+    }
+
+    private static async Task ServeAsync(DomainContext ctx, DomainChannel channel, Consumer consumer, NetdEngine engine)
+    {
+        CSpace caps = ctx.Capabilities;
+        try
+        {
+            while (!ctx.Stopping.IsCancellationRequested)
+            {
+                while (!consumer.CanAcceptRequest)
+                {
+                    // The consumer sends requests without reading their replies: stop reading it, so
+                    // it stalls in its own sends (its channel window fills), until it catches up.
+                    await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
+                }
+
+                Message m = await channel.Endpoint.ReadAsync();
+                if (m.Type == DomainChannel.CapabilityGrantMessage)
+                {
+                    OnGrant(caps, engine, consumer, (int)m.Word0);
+                    continue;
+                }
+
+                int retired = engine.OnMessage(consumer, in m);
+                if (retired >= 0)
+                {
+                    caps.Delete(retired);
+                }
+            }
+        }
+        catch (ChannelClosedException)
+        {
+            // The consumer went away: fall through to forget it.
+        }
+        catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            foreach (int slot in engine.Remove(consumer))
+            {
+                if (!caps.IsEmpty(slot))
+                {
+                    caps.Delete(slot);
+                }
+            }
+
+            channel.Endpoint.Close();
+        }
+    }
+
+    private static void OnGrant(CSpace caps, NetdEngine engine, Consumer consumer, int slot)
+    {
+        CapabilityInfo info;
+        try
+        {
+            info = caps.Inspect(slot);
+        }
+        catch (CapabilityException)
+        {
+            engine.OnRegionGranted(consumer, -1, default, cookie: 0);
+            return;
+        }
+
+        if (info.Type != CapabilityType.Frame)
+        {
+            caps.Delete(slot);
+            engine.OnRegionGranted(consumer, -1, default, cookie: 0);
+            return;
+        }
+
+        engine.OnRegionGranted(consumer, slot, caps.GetFrame(slot), cookie: 0);
+    }
+}
+
+/// <summary>
+/// What the host side knows of netd: how to open its device (the in-memory switch the host
+/// owns, or a TAP device) and where its counters are, for <c>run --stats</c> and tests.
+/// </summary>
+public sealed class NetdHost : IDisposable
+{
+    private NetdEngine? _engine;
+    private Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? _onCore;
+
+    /// <summary>A host for the in-memory switch <paramref name="switch"/> (null: TAP or a switch made here).</summary>
+    public NetdHost(VirtualSwitch? @switch = null) => Switch = @switch;
+
+    /// <summary>The in-memory NIC's switch (null for TAP until netd opens it).</summary>
+    public VirtualSwitch? Switch { get; private set; }
+
+    /// <summary>netd's counters, once it runs.</summary>
+    public NetdCounters? Counters => Volatile.Read(ref _engine)?.Counters;
+
+    /// <summary>netd's station address, once it runs.</summary>
+    public Wire.MacAddress? Mac => Volatile.Read(ref _engine)?.Mac;
+
+    internal INetworkDevice OpenDevice(NetdOptions options)
+    {
+        if (!NetdOptions.TryParseNic(options.Nic, out string? tap, out string? problem))
+        {
+            throw new ArgumentException(problem);
+        }
+
+        if (tap is not null)
+        {
+            var tapOptions = new TapOptions { Name = tap, HostAddress = options.HostIp };
+            return TapDevice.Create(tapOptions);
+        }
+
+        Switch ??= new VirtualSwitch();
+        return Switch.AddPort(NetdProgram.ProgramName, new Drivers.MacAddress(0x02_00_00_4E_44_01UL));
+    }
+
+    /// <summary>Each bound consumer's counters, read on netd's core (its tables belong to that core).</summary>
+    public Task<ConsumerStats[]> ConsumerStatsAsync()
+    {
+        NetdEngine? engine = Volatile.Read(ref _engine);
+        Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? onCore = Volatile.Read(ref _onCore);
+        return engine is null || onCore is null ? Task.FromResult(Array.Empty<ConsumerStats>()) : onCore(() => [.. engine.ConsumerStats()]);
+    }
+
+    internal void Attach(NetdEngine engine, Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>> onCore)
+    {
+        Volatile.Write(ref _onCore, onCore);
+        Volatile.Write(ref _engine, engine);
+    }
+
+    internal void Detach(NetdEngine engine) => Interlocked.CompareExchange(ref _engine, null, engine);
+
+    /// <summary>Disposes the switch this host made.</summary>
+    public void Dispose() => Switch?.Dispose();
+}
