@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Text;
+using System.Collections.Frozen;
 using System.IO.Pipelines;
 using System.Text;
 using System.Text.Json;
@@ -15,7 +16,7 @@ namespace Multikernel.Apps.Http;
 /// </summary>
 internal sealed class HttpConnection : IDisposable
 {
-    private static readonly string[] KnownMethods = ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"];
+    private static readonly FrozenSet<string> KnownMethods = FrozenSet.ToFrozenSet(["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"], StringComparer.Ordinal);
 
     private readonly HttpServer _server;
     private readonly HttpOptions _options;
@@ -226,7 +227,7 @@ internal sealed class HttpConnection : IDisposable
         bool isHead = head.Method == "HEAD";
         if (head.Method != "GET" && !isHead)
         {
-            int status = Array.IndexOf(KnownMethods, head.Method) >= 0 ? 405 : 501;
+            int status = KnownMethods.Contains(head.Method) ? 405 : 501;
             WriteSimple(status, keepAlive, echoKeepAlive, headOnly: false);
             return keepAlive;
         }

@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using System.Collections.Immutable;
 
 namespace Multikernel.Apps.Kv.Server;
 
@@ -56,7 +57,7 @@ internal enum CommandId
 /// One command's static description: redis's name, arity (positive = exact, negative = at
 /// least), flags and key positions as COMMAND reports them.
 /// </summary>
-internal sealed record CommandSpec(CommandId Id, string Name, int Arity, string[] Flags, int FirstKey, int LastKey, int Step)
+internal sealed record CommandSpec(CommandId Id, string Name, int Arity, ImmutableArray<string> Flags, int FirstKey, int LastKey, int Step)
 {
     /// <summary>True when <paramref name="argc"/> arguments (name included) satisfy the arity.</summary>
     public bool ArityAllows(int argc) => Arity > 0 ? argc == Arity : argc >= -Arity;
@@ -68,15 +69,16 @@ internal sealed record CommandSpec(CommandId Id, string Name, int Arity, string[
 /// <summary>The immutable command table (built once; no mutable static state).</summary>
 internal static class CommandTable
 {
-    private static readonly string[] ReadFast = ["readonly", "fast"];
-    private static readonly string[] Write = ["write", "denyoom"];
-    private static readonly string[] WriteFast = ["write", "denyoom", "fast"];
-    private static readonly string[] WriteOnly = ["write"];
-    private static readonly string[] WriteOnlyFast = ["write", "fast"];
-    private static readonly string[] Fast = ["fast"];
-    private static readonly string[] Admin = ["loading", "stale"];
+    private static readonly ImmutableArray<string> ReadFast = ["readonly", "fast"];
+    private static readonly ImmutableArray<string> Write = ["write", "denyoom"];
+    private static readonly ImmutableArray<string> WriteFast = ["write", "denyoom", "fast"];
+    private static readonly ImmutableArray<string> WriteOnly = ["write"];
+    private static readonly ImmutableArray<string> WriteOnlyFast = ["write", "fast"];
+    private static readonly ImmutableArray<string> Fast = ["fast"];
+    private static readonly ImmutableArray<string> Admin = ["loading", "stale"];
+    private static readonly ImmutableArray<string> ReadOnly = ["readonly"];
 
-    public static readonly CommandSpec[] All =
+    public static readonly ImmutableArray<CommandSpec> All =
     [
         new(CommandId.Ping, "ping", -1, Fast, 0, 0, 0),
         new(CommandId.Echo, "echo", 2, Fast, 0, 0, 0),
@@ -120,8 +122,8 @@ internal static class CommandTable
         new(CommandId.LPop, "lpop", -2, WriteOnlyFast, 1, 1, 1),
         new(CommandId.RPop, "rpop", -2, WriteOnlyFast, 1, 1, 1),
         new(CommandId.LLen, "llen", 2, ReadFast, 1, 1, 1),
-        new(CommandId.LRange, "lrange", 4, ["readonly"], 1, 1, 1),
-        new(CommandId.Keys, "keys", 2, ["readonly"], 0, 0, 0),
+        new(CommandId.LRange, "lrange", 4, ReadOnly, 1, 1, 1),
+        new(CommandId.Keys, "keys", 2, ReadOnly, 0, 0, 0),
         new(CommandId.Time, "time", 1, Fast, 0, 0, 0),
         new(CommandId.Auth, "auth", -2, Fast, 0, 0, 0),
     ];

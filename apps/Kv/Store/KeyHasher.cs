@@ -1,3 +1,5 @@
+using System.Collections.Immutable;
+
 namespace Multikernel.Apps.Kv.Store;
 
 /// <summary>
@@ -12,7 +14,7 @@ public static class KeyHasher
     /// <summary>Redis cluster's slot count.</summary>
     public const int SlotCount = 16384;
 
-    private static readonly ushort[] Table = BuildTable();
+    private static readonly ImmutableArray<ushort> Table = [.. BuildTable()];
 
     /// <summary>The slot of <paramref name="key"/> (0 … 16383), as redis's <c>CLUSTER KEYSLOT</c> computes it.</summary>
     public static int Slot(ReadOnlySpan<byte> key)

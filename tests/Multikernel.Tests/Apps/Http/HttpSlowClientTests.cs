@@ -23,8 +23,9 @@ public sealed class HttpSlowClientTests
             time.Advance(TimeSpan.FromSeconds(1));
         }
 
-        // Nine seconds in and still dribbling: open. At ten, the deadline set by the first byte passes.
+        // Nine seconds in and still dribbling: open, and the deadline is still the one the first byte set.
         Assert.False(http.Serving.IsCompleted);
+        Assert.True(time.HasTimerDueIn(TimeSpan.FromSeconds(1)));
         await http.Connection.SendAsync(head.AsSpan(9, 1).ToArray());
         time.Advance(TimeSpan.FromSeconds(1));
         byte[] reply = await http.Connection.ReadToEndAsync();

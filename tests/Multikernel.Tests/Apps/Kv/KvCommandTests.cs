@@ -232,13 +232,8 @@ public sealed class KvCommandTests(ITestOutputHelper output)
         Assert.Equal("OK", await kv.Call("SET", "k", new string('v', 100)));
         byte[] get = Resp.Command("GET", "k");
         const int Total = 50_000;
-        Task writer = Task.Run(async () =>
-        {
-            for (int i = 0; i < Total; i++)
-            {
-                await kv.Connection.ClientOutput.WriteAsync(get);
-            }
-        });
+        // One write: the server sees the whole pipeline in one read and must still flush every MaxPipelineDepth replies.
+        Task writer = Task.Run(async () => await kv.Connection.ClientOutput.WriteAsync(Enumerable.Repeat(get, Total).SelectMany(b => b).ToArray()));
 
         // Replies pile up only to the output pipe's bound; then the server stops executing.
         Assert.True(await ManualTimeProvider.EventuallyAsync(() => kv.Server.Statistics.CommandsProcessed > 100));

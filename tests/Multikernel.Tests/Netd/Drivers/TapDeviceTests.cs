@@ -212,12 +212,12 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
             return;
         }
 
-        (int exit, string all) = PrivilegedTests.Run("tshark", CommandTimeout, "-n", "-r", path);
+        (int exit, string all) = PrivilegedTests.Run("tshark", TimeSpan.FromSeconds(90), "-n", "-r", path);
         output.WriteLine(all);
         Assert.True(exit == 0, $"tshark -r failed: {all}");
         Assert.DoesNotContain("Malformed", all, StringComparison.OrdinalIgnoreCase);
         Assert.Equal(2, all.Split('\n').Count(l => l.Contains("Echo (ping) reply", StringComparison.Ordinal)));
-        (int exitMalformed, string malformed) = PrivilegedTests.Run("tshark", CommandTimeout, "-n", "-r", path, "-Y", "_ws.malformed || _ws.expert.severity >= error");
+        (int exitMalformed, string malformed) = PrivilegedTests.Run("tshark", TimeSpan.FromSeconds(90), "-n", "-r", path, "-Y", "_ws.malformed || _ws.expert.severity >= error");
         Assert.Equal(0, exitMalformed);
         Assert.DoesNotContain(" ICMP ", malformed, StringComparison.Ordinal);
         Assert.DoesNotContain(" ARP ", malformed, StringComparison.Ordinal);
@@ -273,8 +273,11 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
         PrivilegedTests.RequirePrerequisites();
         string tapName = "mkt" + PrivilegedTests.RandomHex(3);
         using NetNamespace ns = NetNamespace.Create();
-        ns.OnThread(() => Abandon(tapName));
+        object? holder = null;
+        WeakReference abandoned = ns.OnThread(() => Abandon(tapName, out holder));
         Assert.Equal(0, ns.Exec(CommandTimeout, "ip", "link", "show", tapName).ExitCode);
+        GC.KeepAlive(holder);
+        holder = null; // the owner "crashes": nothing references the driver any more
 
         var deadline = Stopwatch.StartNew();
         int exit = 0;
@@ -285,15 +288,17 @@ public sealed partial class TapDeviceTests(ITestOutputHelper output)
             exit = ns.Exec(CommandTimeout, "ip", "link", "show", tapName).ExitCode;
         }
 
+        Assert.False(abandoned.IsAlive);
         Assert.True(exit != 0, $"{tapName} outlived its abandoned (never disposed) driver");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static int Abandon(string name)
+    private static WeakReference Abandon(string name, out object device)
     {
-        // Created and dropped without Dispose, as a crashed domain would leave it.
-        TapDevice.Create(new TapOptions { Name = name });
-        return 0;
+        // Created and dropped without Dispose, as a crashed domain would leave it. The strong
+        // reference goes out with the namespace thread's frame; the weak one lets the test see it go.
+        device = TapDevice.Create(new TapOptions { Name = name });
+        return new WeakReference(device);
     }
 
     [Fact]
