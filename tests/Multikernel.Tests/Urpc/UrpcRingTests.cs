@@ -22,7 +22,7 @@ public sealed class UrpcRingTests
     {
         Assert.Equal(56, Unsafe.SizeOf<Message>());
         using var ring = new UrpcRing(16);
-        Assert.Equal((3 + 16) * 64, ring.SizeInBytes);
+        Assert.Equal((UrpcRing.IndexLines * 128) + (16 * 64), ring.SizeInBytes);
     }
 
     [Fact]
