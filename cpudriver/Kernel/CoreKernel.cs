@@ -141,6 +141,9 @@ public sealed class CoreKernel
     /// <summary>Endpoints in use on this core.</summary>
     public int EndpointCount => _endpoints.Count;
 
+    /// <summary>Times another thread rang this core's doorbell while it was parked (each one a wake-up).</summary>
+    public long DoorbellRings => _doorbells[Id].Rings;
+
     /// <summary>Descriptors kernel services registered with this core's wait set.</summary>
     public int WakeSourceCount => _waitSet.SourceCount;
 

@@ -85,6 +85,25 @@ internal static unsafe partial class LinuxInterop
     [LibraryImport("libc", SetLastError = true)]
     public static partial int ppoll(PollFd* fds, nuint nfds, Timespec* timeout, void* sigmask);
 
+    /// <summary>A nonblocking eventfd (for benchmarks and tests standing in for a device).</summary>
+    public static int CreateEventFd() => Check(eventfd(0, EfdCloexec | EfdNonblock), "eventfd");
+
+    /// <summary>Adds one to an eventfd's counter.</summary>
+    public static bool SignalEventFd(int fd)
+    {
+        ulong one = 1;
+        return write(fd, &one, sizeof(ulong)) == sizeof(ulong);
+    }
+
+    /// <summary>Reads and clears an eventfd's counter; false when it was zero.</summary>
+    public static bool TryDrainEventFd(int fd, out ulong value)
+    {
+        ulong v;
+        bool ok = read(fd, &v, sizeof(ulong)) == sizeof(ulong);
+        value = ok ? v : 0;
+        return ok;
+    }
+
     /// <summary>Throws with errno's text when a call that must succeed failed.</summary>
     public static int Check(int result, string what)
     {
