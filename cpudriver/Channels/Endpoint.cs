@@ -16,7 +16,7 @@ namespace Multikernel.CpuDriver.Channels;
 /// Credits return in batches of half a window.
 /// </summary>
 /// <remarks>Used only from its core's thread; the awaitables are reusable and allocation-free.</remarks>
-public sealed class Endpoint
+public sealed class Endpoint : ICoreOperationOwner
 {
     private readonly CoreKernel _kernel;
     private readonly Message[] _queue;
@@ -33,15 +33,24 @@ public sealed class Endpoint
     private bool _goneToSend;
     private bool _released;
 
-    private readonly CoreOperation<Message> _readOperation;
-    private readonly CoreOperation<bool> _waitOperation;
-    private readonly CoreOperation<bool> _writeOperation;
-    private readonly CoreOperation<bool> _waitWriteOperation;
+    // Waiters: each await gets its own pooled operation, so a second reader (or a reader whose
+    // last result is not yet taken) never recycles an operation someone still awaits.
+    private readonly List<CoreOperation<Message>> _readers = [];
+    private readonly List<CoreOperation<bool>> _readWaiters = [];
+    private readonly List<CoreOperation<bool>> _writeWaiters = [];
+    private readonly Stack<CoreOperation<Message>> _messagePool = new();
+    private readonly Stack<CoreOperation<bool>> _boolPool = new();
+    private readonly int _maxWaiters;
+    private CoreOperation<bool>? _writeOperation;
     private Message _pendingWrite;
     private bool _writePending;
     private Activity? _pendingSend;
     private long _sent;
     private long _received;
+    private Exception? _completionError;
+    private bool _remoteError;
+    private TaskCompletionSource? _completion;
+    private int _completionClaimed;
 
     internal Endpoint(CoreKernel kernel, uint id, string name, int window)
     {
@@ -50,10 +59,9 @@ public sealed class Endpoint
         Name = name;
         _window = window;
         _queue = new Message[window];
-        _readOperation = new CoreOperation<Message>(kernel);
-        _waitOperation = new CoreOperation<bool>(kernel);
-        _writeOperation = new CoreOperation<bool>(kernel);
-        _waitWriteOperation = new CoreOperation<bool>(kernel);
+        _maxWaiters = kernel.Options.MaxWaitersPerEndpoint;
+        _messagePool.Push(new CoreOperation<Message>(kernel) { Owner = this });
+        _boolPool.Push(new CoreOperation<bool>(kernel) { Owner = this });
         RemoteCore = -1;
     }
 
@@ -90,6 +98,34 @@ public sealed class Endpoint
     /// <summary>True once the other end has completed its writer and every message was read.</summary>
     public bool IsCompleted => _remoteClosed && _queueCount == 0;
 
+    /// <summary>
+    /// Completes when the reader has seen the end: the other end completed its writer (or went
+    /// away) and every message was read, or this end was closed. Faults with a
+    /// <see cref="ChannelClosedException"/> when the writer completed with an error.
+    /// </summary>
+    public Task Completion
+    {
+        get
+        {
+            if (_completion is null)
+            {
+                _completion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                CheckCompletion();
+            }
+
+            return _completion.Task;
+        }
+    }
+
+    /// <summary>The typed reader adapter cached by <see cref="UrpcChannelReader{T}.Of"/>.</summary>
+    internal object? CachedReader { get; set; }
+
+    /// <summary>The typed writer adapter cached by <see cref="UrpcChannelWriter{T}.Of"/>.</summary>
+    internal object? CachedWriter { get; set; }
+
+    /// <summary>The domain that owns this endpoint (it forgets the endpoint when it closes).</summary>
+    internal Domains.Domain? OwningDomain { get; set; }
+
     internal Endpoint? NextStalled { get; set; }
 
     internal bool InStalledList { get; set; }
@@ -109,12 +145,15 @@ public sealed class Endpoint
 
     // ---------------------------------------------------------------- sending
 
-    /// <summary>Sends without waiting; false when the window or the ring is full (nothing is queued).</summary>
+    /// <summary>
+    /// Sends without waiting; false when the window or the ring is full (nothing is queued), or
+    /// once this end is completed or the other end is gone (as <see cref="ChannelWriter{T}.TryWrite"/>).
+    /// </summary>
     public bool TryWrite(in Message message)
     {
         _kernel.CheckThread();
-        ThrowIfCannotWrite();
-        if (_writePending || _credits == 0)
+        ThrowIfNotConnected();
+        if (_localClosed || _peerGone || _writePending || _credits == 0)
         {
             return false;
         }
@@ -184,13 +223,21 @@ public sealed class Endpoint
     /// Sends a message. Completes at once when the window and the ring have room; otherwise the
     /// calling domain is stalled until the receiver frees room. One write at a time per endpoint.
     /// </summary>
-    public ValueTask WriteAsync(in Message message)
+    public ValueTask WriteAsync(in Message message) => WriteAsync(in message, CancellationToken.None);
+
+    /// <summary>As <see cref="WriteAsync(in Message)"/>; a cancelled stalled write is abandoned (never sent).</summary>
+    public ValueTask WriteAsync(in Message message, CancellationToken cancellationToken)
     {
         _kernel.CheckThread();
         ThrowIfCannotWrite();
         if (_writePending)
         {
             throw new InvalidOperationException($"Endpoint {Name} already has a write in progress; await it before writing again.");
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
         }
 
         Message m = Addressed(in message);
@@ -207,7 +254,8 @@ public sealed class Endpoint
         MessageTracing.Detach(send);
         _pendingWrite = m;
         _writePending = true;
-        _writeOperation.Reset();
+        CoreOperation<bool> operation = RentBool();
+        _writeOperation = operation;
         if (_credits > 0)
         {
             _kernel.EnqueueStalled(this); // ring full: retried by the kernel loop
@@ -217,20 +265,52 @@ public sealed class Endpoint
             _kernel.Counters.WindowStallsTo[RemoteCore]++; // the receiver has not consumed: wait for credits
         }
 
-        return _writeOperation.AsValueTaskNonGeneric();
+        RegisterCancellation(operation, cancellationToken);
+        return operation.AsValueTaskNonGeneric();
     }
 
     /// <summary>Completes the writing side: the reader sees the end after the messages already sent.</summary>
-    public void Complete()
+    public void Complete() => TryComplete(null);
+
+    /// <summary>
+    /// Completes the writing side once (true the first time, false after): the reader sees the
+    /// end after the messages already sent, as a failure when <paramref name="error"/> is given
+    /// (only that there was one crosses the channel: exceptions are not shared between cores).
+    /// Later writes fail with <see cref="ChannelClosedException"/>, <see cref="WaitToWriteAsync()"/>
+    /// answers false (or throws <paramref name="error"/>), <see cref="TryWrite"/> returns false.
+    /// </summary>
+    public bool TryComplete(Exception? error)
     {
         _kernel.CheckThread();
-        if (_localClosed || RemoteCore < 0)
+        if (!TryClaimCompletion())
         {
-            _localClosed = true;
-            return;
+            return false;
+        }
+
+        CompleteClaimed(error);
+        return true;
+    }
+
+    /// <summary>Claims the one completion (any thread): true for the first caller only.</summary>
+    internal bool TryClaimCompletion() => Interlocked.Exchange(ref _completionClaimed, 1) == 0;
+
+    /// <summary>Completes after <see cref="TryClaimCompletion"/> won. Core thread.</summary>
+    internal void CompleteClaimed(Exception? error)
+    {
+        _kernel.CheckThread();
+        if (_localClosed)
+        {
+            return; // closed meanwhile: the peer already hears that
         }
 
         _localClosed = true;
+        _completionError = error;
+        WakeWriteWaiters(false);
+        if (RemoteCore < 0)
+        {
+            return;
+        }
+
         _closeToSend = true;
         if (!_writePending)
         {
@@ -238,16 +318,20 @@ public sealed class Endpoint
         }
     }
 
-    private void ThrowIfCannotWrite()
+    private void ThrowIfNotConnected()
     {
         if (RemoteCore < 0)
         {
             throw new InvalidOperationException($"Endpoint {Name} is not connected.");
         }
+    }
 
+    private void ThrowIfCannotWrite()
+    {
+        ThrowIfNotConnected();
         if (_localClosed)
         {
-            throw new ChannelClosedException($"Endpoint {Name} was completed; no more writes.");
+            throw new ChannelClosedException($"Endpoint {Name} was completed; no more writes.", _completionError);
         }
 
         if (_peerGone)
@@ -292,12 +376,25 @@ public sealed class Endpoint
             _sent++;
             _writePending = false;
             EndPendingSend();
-            _writeOperation.SetResult(true);
+            CoreOperation<bool> written = _writeOperation!;
+            _writeOperation = null;
+            written.SetResult(true);
+        }
+
+        if (_writeWaiters.Count > 0 && !_writePending && !_localClosed && _credits > 0)
+        {
+            // "Writable" means a write would succeed now: room in the ring and nobody ahead.
+            if (!(firstInLine ? _kernel.HasRoom(RemoteCore) : _kernel.CanSendNow(RemoteCore)))
+            {
+                return false;
+            }
+
+            WakeWriteWaiters(true);
         }
 
         if (_closeToSend)
         {
-            Message close = ControlMessage(CoreKernel.CloseMessage, 0);
+            Message close = ControlMessage(CoreKernel.CloseMessage, _completionError is null ? 0UL : 1UL);
             if (!Send(in close, firstInLine))
             {
                 return false;
@@ -322,6 +419,16 @@ public sealed class Endpoint
 
     private bool Send(in Message message, bool firstInLine) =>
         firstInLine ? _kernel.TrySendFromStall(RemoteCore, in message) : _kernel.TrySend(RemoteCore, in message);
+
+    private void WakeWriteWaiters(bool result)
+    {
+        for (int i = 0; i < _writeWaiters.Count; i++)
+        {
+            _writeWaiters[i].SetResult(result);
+        }
+
+        _writeWaiters.Clear();
+    }
 
     private Message ControlMessage(ushort type, ulong value)
     {
@@ -352,12 +459,14 @@ public sealed class Endpoint
         }
 
         _received++;
-        if (_readOperation.IsPending)
+        if (_readers.Count > 0)
         {
             Debug.Assert(_queueCount == 0, "a reader waits only on an empty queue");
+            CoreOperation<Message> reader = _readers[0];
+            _readers.RemoveAt(0);
             Consumed();
             TraceDelivery(in message);
-            _readOperation.SetResult(message);
+            reader.SetResult(message);
             return;
         }
 
@@ -365,10 +474,12 @@ public sealed class Endpoint
         Debug.Assert(_queueCount < _queue.Length, "credit window violated");
         _queue[(_queueHead + _queueCount) & (_queue.Length - 1)] = message;
         _queueCount++;
-        if (_waitOperation.IsPending)
+        for (int i = 0; i < _readWaiters.Count; i++)
         {
-            _waitOperation.SetResult(true);
+            _readWaiters[i].SetResult(true);
         }
+
+        _readWaiters.Clear();
     }
 
     private void OnControl(in Message message)
@@ -378,18 +489,15 @@ public sealed class Endpoint
             case CoreKernel.CreditMessage:
                 _credits += (int)message.Word0;
                 Debug.Assert(_credits <= _window, "more credits than the window");
-                if (_waitWriteOperation.IsPending)
+                if (_writePending || _writeWaiters.Count > 0)
                 {
-                    _waitWriteOperation.SetResult(true);
-                }
-
-                if (_writePending)
-                {
-                    TrySendControlOrStall(); // the stalled write can go now, behind anyone already waiting
+                    // The stalled write can go now (and write waiters may be told), behind anyone already waiting.
+                    TrySendControlOrStall();
                 }
 
                 break;
             case CoreKernel.CloseMessage:
+                _remoteError = message.Word0 != 0;
                 OnRemoteCompleted();
                 break;
             case CoreKernel.PeerGoneMessage:
@@ -412,14 +520,51 @@ public sealed class Endpoint
         _remoteClosed = true;
         if (_queueCount == 0)
         {
-            if (_readOperation.IsPending)
+            foreach (CoreOperation<Message> reader in _readers)
             {
-                _readOperation.SetException(new ChannelClosedException());
+                reader.SetException(ClosedForReaders());
             }
 
-            if (_waitOperation.IsPending)
+            _readers.Clear();
+            foreach (CoreOperation<bool> waiter in _readWaiters)
             {
-                _waitOperation.SetResult(false);
+                if (_remoteError)
+                {
+                    waiter.SetException(ClosedForReaders());
+                }
+                else
+                {
+                    waiter.SetResult(false);
+                }
+            }
+
+            _readWaiters.Clear();
+        }
+
+        CheckCompletion();
+    }
+
+    private ChannelClosedException ClosedForReaders() => _remoteError
+        ? new ChannelClosedException($"The writer of {Name} completed with an error.")
+        : new ChannelClosedException();
+
+    // Completion completes once the end has been read (or this end is closed).
+    private void CheckCompletion()
+    {
+        if (_completion is null || _completion.Task.IsCompleted)
+        {
+            return;
+        }
+
+        if (_released || (_remoteClosed && _queueCount == 0))
+        {
+            if (_remoteError && !_released)
+            {
+                _completion.TrySetException(ClosedForReaders());
+            }
+            else
+            {
+                _completion.TrySetResult();
             }
         }
     }
@@ -449,6 +594,10 @@ public sealed class Endpoint
         _queueHead = (_queueHead + 1) & (_queue.Length - 1);
         _queueCount--;
         Consumed();
+        if (_remoteClosed && _queueCount == 0)
+        {
+            CheckCompletion();
+        }
     }
 
     /// <summary>Sends for a kernel service: like <see cref="TryWrite"/> but the message keeps the trace context its protocol put in it.</summary>
@@ -487,7 +636,57 @@ public sealed class Endpoint
         _queueCount--;
         Consumed();
         TraceDelivery(in message);
+        if (_remoteClosed && _queueCount == 0)
+        {
+            CheckCompletion();
+        }
+
         return true;
+    }
+
+    /// <summary>
+    /// Reads up to <paramref name="destination"/>.Length waiting messages without blocking and
+    /// returns how many (credits go back in the usual batches). Core thread.
+    /// </summary>
+    public int TryReadBatch(Span<Message> destination)
+    {
+        _kernel.CheckThread();
+        int n = Math.Min(destination.Length, _queueCount);
+        for (int i = 0; i < n; i++)
+        {
+            destination[i] = _queue[_queueHead];
+            _queueHead = (_queueHead + 1) & (_queue.Length - 1);
+            _queueCount--;
+            Consumed();
+            TraceDelivery(in destination[i]);
+        }
+
+        if (n > 0 && _remoteClosed && _queueCount == 0)
+        {
+            CheckCompletion();
+        }
+
+        return n;
+    }
+
+    /// <summary>
+    /// Sends as many of <paramref name="messages"/> as the channel window and the ring take now,
+    /// checking for ring space once, and returns how many went (0 when completed, behind a stalled
+    /// write, or the window is empty). Batched messages carry no trace context. Core thread.
+    /// </summary>
+    public int TryWriteBatch(ReadOnlySpan<Message> messages)
+    {
+        _kernel.CheckThread();
+        ThrowIfNotConnected();
+        if (_localClosed || _peerGone || _writePending || _credits == 0 || messages.IsEmpty)
+        {
+            return 0;
+        }
+
+        int n = _kernel.TrySendBatch(RemoteCore, messages[..Math.Min(messages.Length, _credits)], RemoteId);
+        _credits -= n;
+        _sent += n;
+        return n;
     }
 
     // The consumer span ("process core/B") marks the hand-over of a message to the domain on
@@ -542,7 +741,13 @@ public sealed class Endpoint
     }
 
     /// <summary>Reads the next message, waiting on this core until one arrives.</summary>
-    public ValueTask<Message> ReadAsync()
+    public ValueTask<Message> ReadAsync() => ReadAsync(CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="ReadAsync()"/>; several readers may wait at once (served in order), and a
+    /// cancelled read leaves the line without taking a message. At most <c>MaxWaitersPerEndpoint</c> waiters.
+    /// </summary>
+    public ValueTask<Message> ReadAsync(CancellationToken cancellationToken)
     {
         if (TryRead(out Message message))
         {
@@ -551,20 +756,32 @@ public sealed class Endpoint
 
         if (_remoteClosed)
         {
-            return ValueTask.FromException<Message>(new ChannelClosedException());
+            return ValueTask.FromException<Message>(ClosedForReaders());
         }
 
-        if (_readOperation.IsPending || _waitOperation.IsPending)
+        if (_released)
         {
-            throw new InvalidOperationException($"Endpoint {Name} already has a reader waiting.");
+            return ValueTask.FromException<Message>(new ChannelClosedException($"Endpoint {Name} was closed."));
         }
 
-        _readOperation.Reset();
-        return _readOperation.AsValueTask();
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<Message>(cancellationToken);
+        }
+
+        CheckWaiterLimit();
+        CoreOperation<Message> reader = _messagePool.Count > 0 ? _messagePool.Pop() : new CoreOperation<Message>(_kernel) { Owner = this };
+        reader.Reset();
+        _readers.Add(reader);
+        RegisterCancellation(reader, cancellationToken);
+        return reader.AsValueTask();
     }
 
     /// <summary>Waits until a message can be read (true) or the writer completed (false).</summary>
-    public ValueTask<bool> WaitToReadAsync()
+    public ValueTask<bool> WaitToReadAsync() => WaitToReadAsync(CancellationToken.None);
+
+    /// <summary>As <see cref="WaitToReadAsync()"/>, cancellable; several waiters may wait at once.</summary>
+    public ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken)
     {
         _kernel.CheckThread();
         if (_queueCount > 0)
@@ -574,54 +791,169 @@ public sealed class Endpoint
 
         if (_remoteClosed)
         {
+            return _remoteError ? ValueTask.FromException<bool>(ClosedForReaders()) : new ValueTask<bool>(false);
+        }
+
+        if (_released)
+        {
             return new ValueTask<bool>(false);
         }
 
-        if (_readOperation.IsPending || _waitOperation.IsPending)
+        if (cancellationToken.IsCancellationRequested)
         {
-            throw new InvalidOperationException($"Endpoint {Name} already has a reader waiting.");
+            return ValueTask.FromCanceled<bool>(cancellationToken);
         }
 
-        _waitOperation.Reset();
-        return _waitOperation.AsValueTask();
+        CheckWaiterLimit();
+        CoreOperation<bool> waiter = RentBool();
+        _readWaiters.Add(waiter);
+        RegisterCancellation(waiter, cancellationToken);
+        return waiter.AsValueTask();
     }
 
-    /// <summary>Waits until a write would not stall for credits (true), or returns false once completed.</summary>
-    public ValueTask<bool> WaitToWriteAsync()
+    /// <summary>
+    /// Waits until a <see cref="TryWrite"/> would succeed — credits in the window, room in the
+    /// ring, no stalled write and no sender to that core queued ahead — (true), or returns false
+    /// once completed or the other end is gone. So <c>while (await WaitToWriteAsync()) if
+    /// (TryWrite(m)) break;</c> never spins on the core.
+    /// </summary>
+    public ValueTask<bool> WaitToWriteAsync() => WaitToWriteAsync(CancellationToken.None);
+
+    /// <summary>As <see cref="WaitToWriteAsync()"/>, cancellable.</summary>
+    public ValueTask<bool> WaitToWriteAsync(CancellationToken cancellationToken)
     {
         _kernel.CheckThread();
+        ThrowIfNotConnected();
         if (_localClosed)
+        {
+            return _completionError is null ? new ValueTask<bool>(false) : ValueTask.FromException<bool>(_completionError);
+        }
+
+        if (_peerGone || _released)
         {
             return new ValueTask<bool>(false);
         }
 
-        if (_credits > 0 && !_writePending)
+        if (_credits > 0 && !_writePending && _kernel.CanSendNow(RemoteCore))
         {
             return new ValueTask<bool>(true);
         }
 
-        if (_waitWriteOperation.IsPending)
+        if (cancellationToken.IsCancellationRequested)
         {
-            throw new InvalidOperationException($"Endpoint {Name} already has a writer waiting.");
+            return ValueTask.FromCanceled<bool>(cancellationToken);
         }
 
-        _waitWriteOperation.Reset();
-        return _waitWriteOperation.AsValueTask();
+        CheckWaiterLimit();
+        CoreOperation<bool> waiter = RentBool();
+        _writeWaiters.Add(waiter);
+        if (_credits > 0 && !_writePending)
+        {
+            _kernel.EnqueueStalled(this); // the ring is full or others wait ahead: told when it is our turn
+        }
+
+        RegisterCancellation(waiter, cancellationToken);
+        return waiter.AsValueTask();
+    }
+
+    private void CheckWaiterLimit()
+    {
+        if (_readers.Count + _readWaiters.Count + _writeWaiters.Count >= _maxWaiters)
+        {
+            throw new InvalidOperationException($"Endpoint {Name} already has {_maxWaiters} waiters (MaxWaitersPerEndpoint).");
+        }
+    }
+
+    private CoreOperation<bool> RentBool()
+    {
+        CoreOperation<bool> operation = _boolPool.Count > 0 ? _boolPool.Pop() : new CoreOperation<bool>(_kernel) { Owner = this };
+        operation.Reset();
+        return operation;
+    }
+
+    void ICoreOperationOwner.OnConsumed(object operation)
+    {
+        const int Retained = 4;
+        if (operation is CoreOperation<Message> reader)
+        {
+            if (_messagePool.Count < Retained)
+            {
+                _messagePool.Push(reader);
+            }
+        }
+        else if (_boolPool.Count < Retained)
+        {
+            _boolPool.Push((CoreOperation<bool>)operation);
+        }
+    }
+
+    // The registration's state is the operation itself (nothing allocated unless it fires); the
+    // callback names the operation and its version, so a late cancellation can only cancel the
+    // await it was registered for. The registration is released when the operation completes.
+    private static void RegisterCancellation<T>(CoreOperation<T> operation, CancellationToken cancellationToken)
+    {
+        if (!cancellationToken.CanBeCanceled)
+        {
+            return;
+        }
+
+        operation.AttachRegistration(cancellationToken.UnsafeRegister(static (s, token) =>
+        {
+            var op = (CoreOperation<T>)s!;
+            var endpoint = (Endpoint)op.Owner!;
+            _ = endpoint._kernel.TryPostInternal(static x =>
+            {
+                var (e, o, version, t) = ((Endpoint, CoreOperation<T>, short, CancellationToken))x!;
+                e.CancelOperation(o, version, t);
+            }, (endpoint, op, op.Version, token));
+        }, operation));
+    }
+
+    private void CancelOperation<T>(CoreOperation<T> operation, short version, CancellationToken token)
+    {
+        if (!operation.IsPending || operation.Version != version)
+        {
+            return; // completed already, or the operation serves a later await now
+        }
+
+        bool removed = operation switch
+        {
+            CoreOperation<Message> reader => _readers.Remove(reader),
+            CoreOperation<bool> waiter when ReferenceEquals(waiter, _writeOperation) => AbandonWrite(),
+            CoreOperation<bool> waiter => _readWaiters.Remove(waiter) || _writeWaiters.Remove(waiter),
+            _ => false,
+        };
+        if (removed)
+        {
+            operation.SetException(new OperationCanceledException(token));
+        }
+    }
+
+    private bool AbandonWrite()
+    {
+        _writePending = false;
+        _writeOperation = null;
+        _pendingSend?.SetStatus(ActivityStatusCode.Error, "cancelled");
+        EndPendingSend();
+        return true;
     }
 
     /// <summary>Wakes waiting readers with <paramref name="exception"/> (cancellation). Core thread.</summary>
     public void CancelReaders(Exception exception)
     {
         _kernel.CheckThread();
-        if (_readOperation.IsPending)
+        foreach (CoreOperation<Message> reader in _readers)
         {
-            _readOperation.SetException(exception);
+            reader.SetException(exception);
         }
 
-        if (_waitOperation.IsPending)
+        _readers.Clear();
+        foreach (CoreOperation<bool> waiter in _readWaiters)
         {
-            _waitOperation.SetException(exception);
+            waiter.SetException(exception);
         }
+
+        _readWaiters.Clear();
     }
 
     /// <summary>
@@ -633,16 +965,20 @@ public sealed class Endpoint
         _kernel.CheckThread();
         if (_writePending)
         {
+            CoreOperation<bool> write = _writeOperation!;
             _writePending = false;
+            _writeOperation = null;
             _pendingSend?.SetStatus(ActivityStatusCode.Error, exception.Message);
             EndPendingSend();
-            _writeOperation.SetException(exception);
+            write.SetException(exception);
         }
 
-        if (_waitWriteOperation.IsPending)
+        foreach (CoreOperation<bool> waiter in _writeWaiters)
         {
-            _waitWriteOperation.SetException(exception);
+            waiter.SetException(exception);
         }
+
+        _writeWaiters.Clear();
     }
 
     private void CancelWaiters(Exception exception)
@@ -684,6 +1020,9 @@ public sealed class Endpoint
         }
 
         _kernel.ReleaseEndpoint(this);
+        OwningDomain?.ForgetEndpoint(this);
+        OwningDomain = null;
+        CheckCompletion();
     }
 
     /// <inheritdoc />

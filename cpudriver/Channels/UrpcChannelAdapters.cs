@@ -7,7 +7,9 @@ namespace Multikernel.CpuDriver.Channels;
 /// <summary>
 /// <see cref="ChannelReader{T}"/> over a URPC endpoint for unmanaged values of at most 24 bytes,
 /// so domains can <c>await foreach</c> over a cross-core channel. Allocation-free when a message
-/// is waiting; a read that must wait uses a pooled state machine.
+/// is waiting; a read that must wait uses a pooled state machine. Several readers may wait at
+/// once; each gets its own message, and a cancelled read takes none. <see cref="Of"/> returns
+/// the endpoint's cached adapter, so asking for a reader per read allocates nothing.
 /// </summary>
 public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
 {
@@ -25,11 +27,28 @@ public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
         _endpoint = endpoint;
     }
 
+    /// <summary>The reader of <typeparamref name="T"/> cached on <paramref name="endpoint"/> (made on first use).</summary>
+    public static UrpcChannelReader<T> Of(Endpoint endpoint)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        if (endpoint.CachedReader is UrpcChannelReader<T> cached)
+        {
+            return cached;
+        }
+
+        var reader = new UrpcChannelReader<T>(endpoint);
+        endpoint.CachedReader = reader;
+        return reader;
+    }
+
     /// <inheritdoc />
     public override bool CanCount => true;
 
     /// <inheritdoc />
     public override int Count => _endpoint.QueuedCount;
+
+    /// <inheritdoc />
+    public override Task Completion => _endpoint.Completion;
 
     /// <inheritdoc />
     public override bool TryRead(out T item)
@@ -45,50 +64,27 @@ public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
     }
 
     /// <inheritdoc />
-    public override ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken = default)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        ValueTask<bool> wait = _endpoint.WaitToReadAsync();
-        return wait.IsCompleted || !cancellationToken.CanBeCanceled ? wait : WithCancellation(wait, cancellationToken);
-    }
+    public override ValueTask<bool> WaitToReadAsync(CancellationToken cancellationToken = default) =>
+        _endpoint.WaitToReadAsync(cancellationToken);
 
     /// <inheritdoc />
     public override ValueTask<T> ReadAsync(CancellationToken cancellationToken = default)
     {
-        cancellationToken.ThrowIfCancellationRequested();
         if (TryRead(out T item))
         {
             return new ValueTask<T>(item);
         }
 
-        return ReadSlowAsync(cancellationToken);
+        ValueTask<Message> read = _endpoint.ReadAsync(cancellationToken);
+        return read.IsCompletedSuccessfully ? new ValueTask<T>(Decode(read.Result)) : ReadSlowAsync(read);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<T> ReadSlowAsync(CancellationToken cancellationToken)
+    private static async ValueTask<T> ReadSlowAsync(ValueTask<Message> read)
     {
-        using CancellationTokenRegistration registration = Register(cancellationToken);
-        Message message = await _endpoint.ReadAsync();
+        Message message = await read;
         return Decode(in message);
     }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> WithCancellation(ValueTask<bool> wait, CancellationToken cancellationToken)
-    {
-        using CancellationTokenRegistration registration = Register(cancellationToken);
-        return await wait;
-    }
-
-    private CancellationTokenRegistration Register(CancellationToken cancellationToken) =>
-        !cancellationToken.CanBeCanceled ? default : cancellationToken.UnsafeRegister(static (s, ct) =>
-        {
-            var endpoint = (Endpoint)s!;
-            endpoint.Kernel.Post(static x =>
-            {
-                var (e, token) = ((Endpoint, CancellationToken))x!;
-                e.CancelReaders(new OperationCanceledException(token));
-            }, (endpoint, ct));
-        }, _endpoint);
 
     private static T Decode(in Message message)
     {
@@ -103,7 +99,8 @@ public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
 
 /// <summary>
 /// <see cref="ChannelWriter{T}"/> over a URPC endpoint. A write that finds the channel window or
-/// the ring full stalls the calling domain until room frees; it never buffers.
+/// the ring full stalls the calling domain until room frees; it never buffers. After completion
+/// <see cref="TryWrite"/> returns false and <see cref="TryComplete"/> returns true exactly once.
 /// </summary>
 public sealed class UrpcChannelWriter<T> : ChannelWriter<T> where T : unmanaged
 {
@@ -123,6 +120,20 @@ public sealed class UrpcChannelWriter<T> : ChannelWriter<T> where T : unmanaged
         _messageType = messageType;
     }
 
+    /// <summary>The writer of <typeparamref name="T"/> with <paramref name="messageType"/> cached on <paramref name="endpoint"/> (made on first use).</summary>
+    public static UrpcChannelWriter<T> Of(Endpoint endpoint, ushort messageType = 1)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        if (endpoint.CachedWriter is UrpcChannelWriter<T> cached && cached._messageType == messageType)
+        {
+            return cached;
+        }
+
+        var writer = new UrpcChannelWriter<T>(endpoint, messageType);
+        endpoint.CachedWriter = writer;
+        return writer;
+    }
+
     /// <inheritdoc />
     public override bool TryWrite(T item)
     {
@@ -131,58 +142,39 @@ public sealed class UrpcChannelWriter<T> : ChannelWriter<T> where T : unmanaged
     }
 
     /// <inheritdoc />
-    public override ValueTask<bool> WaitToWriteAsync(CancellationToken cancellationToken = default)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        ValueTask<bool> wait = _endpoint.WaitToWriteAsync();
-        return wait.IsCompleted || !cancellationToken.CanBeCanceled ? wait : WithCancellation(wait, cancellationToken);
-    }
+    public override ValueTask<bool> WaitToWriteAsync(CancellationToken cancellationToken = default) =>
+        _endpoint.WaitToWriteAsync(cancellationToken);
 
     /// <inheritdoc />
     public override ValueTask WriteAsync(T item, CancellationToken cancellationToken = default)
     {
-        cancellationToken.ThrowIfCancellationRequested();
         Message message = Encode(in item);
-        ValueTask write = _endpoint.WriteAsync(in message);
-        return write.IsCompleted || !cancellationToken.CanBeCanceled ? write : WriteSlowAsync(write, cancellationToken);
+        return _endpoint.WriteAsync(in message, cancellationToken);
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// Completes the channel (the reader's <c>Completion</c> faults when <paramref name="error"/>
+    /// is given): true the first time, false after. From another thread the completion is posted
+    /// to the endpoint's core.
+    /// </summary>
     public override bool TryComplete(Exception? error = null)
     {
         if (_endpoint.Kernel.IsCurrentThread)
         {
-            _endpoint.Complete();
-            return true;
+            return _endpoint.TryComplete(error);
         }
 
-        return false;
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteSlowAsync(ValueTask write, CancellationToken cancellationToken)
-    {
-        using CancellationTokenRegistration registration = Register(cancellationToken);
-        await write;
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> WithCancellation(ValueTask<bool> wait, CancellationToken cancellationToken)
-    {
-        using CancellationTokenRegistration registration = Register(cancellationToken);
-        return await wait;
-    }
-
-    private CancellationTokenRegistration Register(CancellationToken cancellationToken) =>
-        cancellationToken.UnsafeRegister(static (s, ct) =>
+        if (!_endpoint.TryClaimCompletion())
         {
-            var endpoint = (Endpoint)s!;
-            endpoint.Kernel.Post(static x =>
-            {
-                var (e, token) = ((Endpoint, CancellationToken))x!;
-                e.CancelWriters(new OperationCanceledException(token));
-            }, (endpoint, ct));
-        }, _endpoint);
+            return false;
+        }
+
+        return _endpoint.Kernel.TryPost(static s =>
+        {
+            var (e, ex) = ((Endpoint, Exception?))s!;
+            e.CompleteClaimed(ex);
+        }, (_endpoint, error));
+    }
 
     private Message Encode(in T item)
     {

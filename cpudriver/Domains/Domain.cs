@@ -52,9 +52,13 @@ public sealed class Domain
     public Endpoint CreateEndpoint(string name)
     {
         Endpoint endpoint = Kernel.CreateEndpoint(name);
+        endpoint.OwningDomain = this;
         _endpoints.Add(endpoint);
         return endpoint;
     }
+
+    /// <summary>A closed endpoint leaves the domain's list (called by <see cref="Endpoint.Close"/>).</summary>
+    internal void ForgetEndpoint(Endpoint endpoint) => _endpoints.Remove(endpoint);
 
     /// <summary>Gives the domain its capability space; the monitor does this before the domain runs.</summary>
     public void AttachCapabilities(Capabilities.CSpace space, int ramSlot)
@@ -96,9 +100,10 @@ public sealed class Domain
             {
                 var domain = (Domain)s!;
                 domain.Kernel.RemoveDomain(domain);
-                foreach (Endpoint endpoint in domain._endpoints)
+                // Close removes each endpoint from the list: walk it from the end.
+                for (int i = domain._endpoints.Count - 1; i >= 0; i--)
                 {
-                    endpoint.Close();
+                    domain._endpoints[i].Close();
                 }
 
                 domain._endpoints.Clear();

@@ -33,6 +33,7 @@ public sealed class CoreCounters
     internal long Iterations;
     internal long WorkItems;
     internal long DroppedToClosedEndpoint;
+    internal long RefusedPosts;
 
     /// <summary>Messages sent to <paramref name="core"/>.</summary>
     public long Sent(int core) => Volatile.Read(ref SentTo[core]);
@@ -69,6 +70,9 @@ public sealed class CoreCounters
 
     /// <summary>Continuations and posted work items run.</summary>
     public long WorkItemsRun => Volatile.Read(ref WorkItems);
+
+    /// <summary>Posts from the core's own thread refused because the run queue was at RunQueueCapacity.</summary>
+    public long RefusedPostCount => Volatile.Read(ref RefusedPosts);
 
     /// <summary>Messages that arrived for an endpoint that no longer exists.</summary>
     public long Dropped => Volatile.Read(ref DroppedToClosedEndpoint);

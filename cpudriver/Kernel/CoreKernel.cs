@@ -1,5 +1,5 @@
-using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Multikernel.CpuDriver.Channels;
 using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Urpc;
@@ -8,10 +8,15 @@ namespace Multikernel.CpuDriver.Kernel;
 
 /// <summary>
 /// One core's kernel (the CPU driver): a dedicated thread, pinned to a CPU, running a
-/// single-threaded loop that polls the inbound URPC rings, runs the core's domains'
-/// continuations, fires timers, retries stalled sends and parks after a spin budget.
+/// single-threaded loop of steps — receive from the inbound rings, poll kernel services, take
+/// work posted from other threads, run the core's domains' continuations, fire due timers,
+/// retry stalled sends, ring the doorbells of the cores it sent to — and, once idle for its
+/// spin time, park in its wait set until a doorbell, a descriptor or the next timer.
 /// Everything here is owned by this core's thread; the only memory another core touches is the
-/// rings (and a doorbell to wake this core).
+/// rings (and a doorbell to wake this core). The parts live in their own types: the
+/// <see cref="RunQueue"/>, <see cref="ForeignQueue"/>, <see cref="TimerWheel"/> (through
+/// <see cref="CoreTimers"/>), <see cref="WaitSet"/>, <see cref="EndpointTable"/>,
+/// <see cref="StalledSenders"/> and <see cref="LocalDelivery"/>.
 /// </summary>
 public sealed class CoreKernel
 {
@@ -24,27 +29,19 @@ public sealed class CoreKernel
     private readonly UrpcRing?[] _inbound;
     private readonly UrpcRing?[] _outbound;
     private readonly Doorbell[] _doorbells;
+    private readonly LocalDelivery _local;
     private readonly bool[] _touched;
     private readonly int[] _touchedList;
     private int _touchedCount;
 
-    private readonly Endpoint?[] _endpoints;
-    private readonly ushort[] _endpointGenerations;
-    private readonly Stack<int> _freeEndpoints;
-    private readonly int _bootEndpoints;
-    private int _bootCreated;
-
-    private readonly Endpoint?[] _stalledHead;
-    private readonly Endpoint?[] _stalledTail;
-    private int _stalledCount;
-
-    private WorkItem[] _runQueue = new WorkItem[256];
-    private int _runHead;
-    private int _runCount;
-    private readonly ConcurrentQueue<WorkItem> _foreign = new();
-    private int _foreignCount;
-
-    private readonly PriorityQueue<CoreOperation<bool>, long> _timers = new();
+    private readonly EndpointTable _endpoints;
+    private readonly StalledSenders _stalled;
+    private readonly RunQueue _runQueue;
+    private readonly ForeignQueue _foreign;
+    private readonly CoreTimers _timers;
+    private readonly WaitSet _waitSet;
+    private readonly long _spinTicks;
+    private readonly long _maxParkNanoseconds;
 
     private readonly List<Domain> _domains = [];
     private IKernelService[] _services = [];
@@ -54,37 +51,37 @@ public sealed class CoreKernel
     private int _threadId = -1;
     private volatile bool _haltRequested;
     private long _haltGraceStart;
+    private int _released;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    private readonly record struct WorkItem(Delegate Callback, object? State);
 
     internal CoreKernel(int id, int cpu, int cores, KernelOptions options, TimeProvider time, UrpcRing?[] inbound, UrpcRing?[] outbound, Doorbell[] doorbells)
     {
         Id = id;
         Cpu = cpu;
         CoreCount = cores;
-        _options = options;
+        _options = options.IsReadOnly ? options : options.Snapshot();
         _time = time;
         _inbound = inbound;
         _outbound = outbound;
         _doorbells = doorbells;
+        _local = new LocalDelivery(_options.RingSlots);
         _touched = new bool[cores];
         _touchedList = new int[cores];
-        _endpoints = new Endpoint?[options.MaxEndpointsPerCore];
-        _endpointGenerations = new ushort[options.MaxEndpointsPerCore];
         // The first indices belong to the links the boot loader creates (a monitor link and a
         // capability link to every other core); the rest are handed out at bind.
-        _bootEndpoints = Math.Min(2 * cores, options.MaxEndpointsPerCore);
-        _freeEndpoints = new Stack<int>(options.MaxEndpointsPerCore);
-        for (int i = options.MaxEndpointsPerCore - 1; i >= _bootEndpoints; i--)
-        {
-            _freeEndpoints.Push(i);
-        }
-
-        _stalledHead = new Endpoint?[cores];
-        _stalledTail = new Endpoint?[cores];
+        _endpoints = new EndpointTable(_options.MaxEndpointsPerCore, 2 * cores);
+        _stalled = new StalledSenders(cores);
+        // The kernel's own continuations: at most one per endpoint operation and per timer.
+        int reserve = (_options.MaxEndpointsPerCore * (4 + _options.MaxWaitersPerEndpoint)) + _options.MaxTimersPerCore + 1024;
+        _runQueue = new RunQueue(_options.RunQueueCapacity, reserve);
+        _foreign = new ForeignQueue(_options.MaxForeignWork);
+        _timers = new CoreTimers(this, time, _options.MaxTimersPerCore);
+        Timers = new CoreTimeProvider(_timers, time);
+        _waitSet = new WaitSet(doorbells[id], _options.MaxWakeSources);
+        _spinTicks = (long)(_options.SpinTime.TotalSeconds * time.TimestampFrequency);
+        _maxParkNanoseconds = (long)(_options.MaxPark.TotalMilliseconds * 1_000_000);
         Counters = new CoreCounters(cores);
-        Sampler = new Diagnostics.MessageSampler(options.MessageTraceRatio, 0x9E3779B97F4A7C15UL * (ulong)(id + 1));
+        Sampler = new Diagnostics.MessageSampler(_options.MessageTraceRatio, 0x9E3779B97F4A7C15UL * (ulong)(id + 1));
         SynchronizationContext = new CoreSynchronizationContext(this);
         Scheduler = new CoreTaskScheduler(this);
     }
@@ -98,11 +95,18 @@ public sealed class CoreKernel
     /// <summary>Number of cores in the machine.</summary>
     public int CoreCount { get; }
 
-    /// <summary>Kernel limits.</summary>
+    /// <summary>This kernel's limits: its own read-only snapshot.</summary>
     public KernelOptions Options => _options;
 
-    /// <summary>The time source for timers and accounting.</summary>
+    /// <summary>The clock (timestamps, wall time) the kernel was given; its timers are <see cref="Timers"/>.</summary>
     public TimeProvider Time => _time;
+
+    /// <summary>
+    /// This core's timers as a <see cref="TimeProvider"/>: <c>CreateTimer</c> timers live on the
+    /// core's timer wheel and their callbacks run on this core's thread; <c>Change</c> re-arms in
+    /// O(1) without allocating. What a domain's <c>Time</c> should be.
+    /// </summary>
+    public CoreTimeProvider Timers { get; }
 
     /// <summary>This core's head sampler for message traces.</summary>
     public Diagnostics.MessageSampler Sampler { get; }
@@ -116,7 +120,7 @@ public sealed class CoreKernel
     /// <summary>A task scheduler that runs on this core.</summary>
     public TaskScheduler Scheduler { get; }
 
-    /// <summary>Where a continuation or work item that threw is reported (default: rethrown on the thread pool).</summary>
+    /// <summary>Where a continuation or work item that threw is reported (default: written to stderr).</summary>
     public Action<CoreKernel, Exception>? UnhandledException { get; set; }
 
     /// <summary>Called on this core's thread when an endpoint is closed (metrics stop reporting it).</summary>
@@ -131,24 +135,43 @@ public sealed class CoreKernel
     /// <summary>True when the caller runs on this core's kernel thread.</summary>
     public bool IsCurrentThread => Environment.CurrentManagedThreadId == Volatile.Read(ref _threadId);
 
-    /// <summary>Endpoints in use on this core.</summary>
-    public int EndpointCount => _options.MaxEndpointsPerCore - _freeEndpoints.Count - (_bootEndpoints - _bootCreated);
+    /// <summary>True on the core's thread, or on any thread before the core starts (boot-time setup).</summary>
+    internal bool IsOwnerThread => _thread is null || IsCurrentThread;
 
-    /// <summary>Depth of the outbound ring to <paramref name="core"/> (0 for the own core).</summary>
-    public int OutboundDepth(int core) => _outbound[core]?.Depth ?? 0;
+    /// <summary>Endpoints in use on this core.</summary>
+    public int EndpointCount => _endpoints.Count;
+
+    /// <summary>Times another thread rang this core's doorbell while it was parked (each one a wake-up).</summary>
+    public long DoorbellRings => _doorbells[Id].Rings;
+
+    /// <summary>Descriptors kernel services registered with this core's wait set.</summary>
+    public int WakeSourceCount => _waitSet.SourceCount;
+
+    /// <summary>Depth of the outbound ring to <paramref name="core"/> (same-core deliveries waiting, for the own core).</summary>
+    public int OutboundDepth(int core) => core == Id ? _local.Count : _outbound[core]?.Depth ?? 0;
 
     /// <summary>Runs <paramref name="work"/> on this core and returns its result to the caller's thread.</summary>
     public Task<T> RunAsync<T>(Func<T> work) => RunAsync(() => Task.FromResult(work()));
 
-    /// <summary>Runs asynchronous <paramref name="work"/> on this core (its awaits come back here) and returns its result to the caller's thread.</summary>
+    /// <summary>
+    /// Runs asynchronous <paramref name="work"/> on this core (its awaits come back here) and
+    /// returns its result to the caller's thread. Fails at once (a faulted task, never a hang) when
+    /// the core has halted or its queue of posted work is full.
+    /// </summary>
     public Task<T> RunAsync<T>(Func<Task<T>> work)
     {
+        ArgumentNullException.ThrowIfNull(work);
         var result = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Post(static s =>
+        PostResult posted = TryPost((Action<object?>)(static s =>
         {
             var (w, tcs) = ((Func<Task<T>>, TaskCompletionSource<T>))s!;
             _ = Forward(w, tcs);
-        }, (work, result));
+        }), (work, result), kernelWork: false);
+        if (posted != PostResult.Queued)
+        {
+            return Task.FromException<T>(PostFailure(posted));
+        }
+
         return result.Task;
 
         static async Task Forward(Func<Task<T>> w, TaskCompletionSource<T> tcs)
@@ -166,16 +189,75 @@ public sealed class CoreKernel
         }
     }
 
-    /// <summary>Adds kernel-level work polled every loop iteration. Only before the core starts.</summary>
+    // ---------------------------------------------------------------- services and wake sources
+
+    /// <summary>
+    /// Adds kernel-level work polled every loop iteration: before the core starts from any
+    /// thread, afterwards on the core's own thread (the monitor checks the caller's authority).
+    /// </summary>
     public void AddService(IKernelService service)
     {
         ArgumentNullException.ThrowIfNull(service);
-        if (_thread is not null)
+        CheckOwner("Kernel services are added before the core starts or on the core's own thread.");
+        if (Array.IndexOf(_services, service) < 0)
         {
-            throw new InvalidOperationException("Kernel services are added before the core starts.");
+            _services = [.. _services, service];
+        }
+    }
+
+    /// <summary>Stops polling <paramref name="service"/> (its wake sources stay until disposed). Core thread.</summary>
+    public bool RemoveService(IKernelService service)
+    {
+        ArgumentNullException.ThrowIfNull(service);
+        CheckOwner("Kernel services are removed on the core's own thread.");
+        int index = Array.IndexOf(_services, service);
+        if (index < 0)
+        {
+            return false;
         }
 
-        _services = [.. _services, service];
+        _services = [.. _services.Where((_, i) => i != index)];
+        return true;
+    }
+
+    /// <summary>
+    /// Wakes this core when <paramref name="fd"/> becomes readable, for <paramref name="service"/>
+    /// (added as a service when it is not one yet), e.g. netd's TAP device. The descriptor stays
+    /// its owner's: disposing the returned registration stops watching it, nothing closes it.
+    /// Before the core starts or on its thread; at most <c>MaxWakeSources</c> per core.
+    /// </summary>
+    public WakeSource RegisterWakeSource(int fd, IKernelService service)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(fd);
+        ArgumentNullException.ThrowIfNull(service);
+        CheckOwner("Wake sources are registered before the core starts or on the core's own thread.");
+        WakeSource source = _waitSet.Register(fd, null, service);
+        AddService(service);
+        return source;
+    }
+
+    /// <summary>As <see cref="RegisterWakeSource(int, IKernelService)"/>; the handle is kept alive (add-ref'd) until the registration is disposed.</summary>
+    public WakeSource RegisterWakeSource(SafeHandle handle, IKernelService service)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        ArgumentNullException.ThrowIfNull(service);
+        CheckOwner("Wake sources are registered before the core starts or on the core's own thread.");
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            WakeSource source = _waitSet.Register((int)handle.DangerousGetHandle(), handle, service);
+            AddService(service);
+            added = false; // released by the registration now
+            return source;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
     }
 
     /// <summary>Starts the kernel thread.</summary>
@@ -200,47 +282,91 @@ public sealed class CoreKernel
     /// <summary>Waits for the kernel thread to exit.</summary>
     internal bool Join(TimeSpan timeout) => _thread is null || _thread.Join(timeout);
 
-    // ---------------------------------------------------------------- work queue
-
-    /// <summary>Queues a callback to run on this core. From the core itself it costs no allocation.</summary>
-    public void Post(Action<object?> callback, object? state) => Post((Delegate)callback, state);
-
-    /// <summary>Queues a <see cref="SendOrPostCallback"/> to run on this core.</summary>
-    internal void PostCallback(SendOrPostCallback callback, object? state) => Post((Delegate)callback, state);
-
-    private void Post(Delegate callback, object? state)
+    /// <summary>Frees the wait set's descriptors (at loop exit, or by the machine for a core that never ran).</summary>
+    internal void ReleaseResources()
     {
+        if (Interlocked.Exchange(ref _released, 1) == 0)
+        {
+            _waitSet.Dispose();
+        }
+    }
+
+    // ---------------------------------------------------------------- work queues
+
+    /// <summary>
+    /// Queues a callback to run on this core. From the core itself it costs no allocation. Throws
+    /// <see cref="InvalidOperationException"/> when the run queue (<c>RunQueueCapacity</c>) or the
+    /// queue of work from other threads (<c>MaxForeignWork</c>) is full, or the core has halted.
+    /// </summary>
+    public void Post(Action<object?> callback, object? state)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        PostResult result = TryPost(callback, state, kernelWork: false);
+        if (result != PostResult.Queued)
+        {
+            throw PostFailure(result);
+        }
+    }
+
+    /// <summary>As <see cref="Post"/>, returning false instead of throwing at a limit or after halt.</summary>
+    public bool TryPost(Action<object?> callback, object? state)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        return TryPost(callback, state, kernelWork: false) == PostResult.Queued;
+    }
+
+    /// <summary>Queues a <see cref="SendOrPostCallback"/> to run on this core (the synchronization context).</summary>
+    internal void PostCallback(SendOrPostCallback callback, object? state)
+    {
+        PostResult result = TryPost(callback, state, kernelWork: false);
+        if (result != PostResult.Queued)
+        {
+            throw PostFailure(result);
+        }
+    }
+
+    /// <summary>The kernel's own continuations (a completed operation wakes its awaiter): they use the reserve.</summary>
+    internal void PostInternal(Action<object?> callback, object? state)
+    {
+        PostResult result = TryPost(callback, state, kernelWork: true);
+        if (result != PostResult.Queued)
+        {
+            throw PostFailure(result);
+        }
+    }
+
+    internal bool TryPostInternal(Action<object?> callback, object? state) => TryPost(callback, state, kernelWork: true) == PostResult.Queued;
+
+    private PostResult TryPost(Delegate callback, object? state, bool kernelWork)
+    {
+        var item = new WorkItem(callback, state);
         if (IsCurrentThread)
         {
-            if (_runCount == _runQueue.Length)
+            if (_runQueue.TryEnqueue(in item, kernelWork))
             {
-                GrowRunQueue();
+                return PostResult.Queued;
             }
 
-            _runQueue[(_runHead + _runCount) & (_runQueue.Length - 1)] = new WorkItem(callback, state);
-            _runCount++;
-            return;
+            Counters.RefusedPosts++;
+            return PostResult.Full;
         }
 
-        // From another thread (a thread-pool timer, an I/O completion, the host): the one
-        // multi-producer queue a core has. Each entry is a continuation of an operation that
-        // a domain of this core started, so it is bounded by their outstanding operations.
-        _foreign.Enqueue(new WorkItem(callback, state));
-        Interlocked.Increment(ref _foreignCount);
-        _doorbells[Id].Ring();
-    }
-
-    private void GrowRunQueue()
-    {
-        var bigger = new WorkItem[_runQueue.Length * 2];
-        for (int i = 0; i < _runCount; i++)
+        // From another thread (a thread-pool timer, an I/O completion, the host).
+        PostResult result = _foreign.TryEnqueue(in item);
+        if (result == PostResult.Queued)
         {
-            bigger[i] = _runQueue[(_runHead + i) & (_runQueue.Length - 1)];
+            _doorbells[Id].Ring();
         }
 
-        _runQueue = bigger;
-        _runHead = 0;
+        return result;
     }
+
+    private InvalidOperationException PostFailure(PostResult result) => result switch
+    {
+        PostResult.Closed => new InvalidOperationException($"Core {Id} has halted; work posted to it would never run."),
+        _ when IsCurrentThread => new InvalidOperationException($"Core {Id}'s run queue is full ({_runQueue.DomainLimit} items, RunQueueCapacity): its domains queued more work than the kernel allows."),
+        _ => new InvalidOperationException($"Core {Id} already holds {_options.MaxForeignWork} items posted from other threads (MaxForeignWork); try again once it has caught up."),
+    };
 
     // ---------------------------------------------------------------- domains
 
@@ -277,15 +403,13 @@ public sealed class CoreKernel
     internal Endpoint CreateEndpoint(string name)
     {
         CheckThread();
-        if (!_freeEndpoints.TryPop(out int index))
+        if (!_endpoints.TryAllocate(out uint id))
         {
             throw new InvalidOperationException($"Core {Id} has no free channel endpoint (MaxEndpointsPerCore = {_options.MaxEndpointsPerCore}).");
         }
 
-        ushort generation = ++_endpointGenerations[index];
-        uint id = ((uint)generation << 16) | (uint)index;
         var endpoint = new Endpoint(this, id, name, _options.ChannelWindow);
-        _endpoints[index] = endpoint;
+        _endpoints.Set(endpoint);
         return endpoint;
     }
 
@@ -297,41 +421,25 @@ public sealed class CoreKernel
             throw new InvalidOperationException("Boot endpoints are created before the core starts.");
         }
 
-        if ((uint)index >= (uint)_bootEndpoints || _endpoints[index] is not null)
+        if (!_endpoints.TryAllocateBoot(index, out uint id))
         {
-            throw new ArgumentOutOfRangeException(nameof(index), index, $"Boot endpoints are the unused indices below {_bootEndpoints}.");
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"Boot endpoints are the unused indices below {_endpoints.BootEndpoints}.");
         }
 
-        _bootCreated++;
-
-        ushort generation = ++_endpointGenerations[index];
-        var endpoint = new Endpoint(this, ((uint)generation << 16) | (uint)index, name, _options.ChannelWindow);
-        _endpoints[index] = endpoint;
+        var endpoint = new Endpoint(this, id, name, _options.ChannelWindow);
+        _endpoints.Set(endpoint);
         return endpoint;
     }
 
     internal void ReleaseEndpoint(Endpoint endpoint)
     {
-        int index = (int)(endpoint.Id & 0xFFFF);
-        if (ReferenceEquals(_endpoints[index], endpoint))
+        if (_endpoints.Release(endpoint))
         {
-            _endpoints[index] = null;
-            _freeEndpoints.Push(index);
             EndpointReleased?.Invoke(endpoint);
         }
     }
 
-    internal Endpoint? FindEndpoint(uint id)
-    {
-        int index = (int)(id & 0xFFFF);
-        if ((uint)index >= (uint)_endpoints.Length)
-        {
-            return null;
-        }
-
-        Endpoint? endpoint = _endpoints[index];
-        return endpoint is not null && endpoint.Id == id ? endpoint : null;
-    }
+    internal Endpoint? FindEndpoint(uint id) => _endpoints.Find(id);
 
     // ---------------------------------------------------------------- sending
 
@@ -343,7 +451,7 @@ public sealed class CoreKernel
     internal bool TrySend(int core, in Message message)
     {
         // Behind senders already waiting for this ring (FIFO), or first in line.
-        if ((core != Id && _stalledHead[core] is not null) || !TrySendFromStall(core, in message))
+        if (_stalled.HasWaiters(core) || !TrySendFromStall(core, in message))
         {
             Counters.StallsTo[core]++;
             return false;
@@ -356,13 +464,19 @@ public sealed class CoreKernel
     /// Sends ahead of stalled domain traffic: for the stalled-list flush (already first in line)
     /// and for kernel services, whose protocol messages (a revoke's MARK/COMMIT) must not wait
     /// behind a domain's bulk stream to the same core. Services run before the flush in each
-    /// loop iteration, so they get the first free slots.
+    /// loop iteration, so they get the first free slots. Same-core messages are queued and
+    /// dispatched by the receive step, never inside this call.
     /// </summary>
     internal bool TrySendFromStall(int core, in Message message)
     {
         if (core == Id)
         {
-            DeliverLocal(in message);
+            if (!_local.TryWrite(in message))
+            {
+                return false;
+            }
+
+            Counters.SentTo[core]++;
             return true;
         }
 
@@ -373,15 +487,66 @@ public sealed class CoreKernel
 
         Counters.SentTo[core]++;
         Touch(core);
+        // A parked receiver is rung now, not at the end of this iteration (a plain read; the
+        // fenced ring at the end of the iteration catches a receiver that parks meanwhile).
+        _doorbells[core].RingIfParked();
         return true;
     }
 
-    private void DeliverLocal(in Message message)
+    /// <summary>
+    /// Sends a batch addressed to endpoint <paramref name="remoteId"/> on <paramref name="core"/>:
+    /// as many as fit, with one check for ring space, behind nobody (false-free: returns the count,
+    /// 0 when senders to that core are already waiting).
+    /// </summary>
+    internal int TrySendBatch(int core, ReadOnlySpan<Message> messages, uint remoteId)
     {
-        Counters.SentTo[Id]++;
-        Counters.ReceivedFrom[Id]++;
-        Dispatch(in message);
+        if (_stalled.HasWaiters(core))
+        {
+            Counters.StallsTo[core]++;
+            return 0;
+        }
+
+        int n;
+        if (core == Id)
+        {
+            n = 0;
+            foreach (ref readonly Message message in messages)
+            {
+                Message m = message;
+                m.Endpoint = remoteId;
+                m.Flags &= ~(MessageFlags.Control | MessageFlags.HasTraceContext | MessageFlags.TraceSampled);
+                if (!_local.TryWrite(in m))
+                {
+                    break;
+                }
+
+                n++;
+            }
+        }
+        else
+        {
+            n = _outbound[core]!.TryWriteBatchAddressed(messages, remoteId);
+            if (n > 0)
+            {
+                Touch(core);
+                _doorbells[core].RingIfParked();
+            }
+        }
+
+        Counters.SentTo[core] += n;
+        if (n < messages.Length)
+        {
+            Counters.StallsTo[core]++;
+        }
+
+        return n;
     }
+
+    /// <summary>True when a send to <paramref name="core"/> would succeed now (nobody waiting ahead, and room).</summary>
+    internal bool CanSendNow(int core) => !_stalled.HasWaiters(core) && HasRoom(core);
+
+    /// <summary>True when the ring (or same-core queue) to <paramref name="core"/> has a free slot. Producer side.</summary>
+    internal bool HasRoom(int core) => core == Id ? !_local.IsFull : !_outbound[core]!.IsFullForProducer;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Touch(int core)
@@ -393,32 +558,11 @@ public sealed class CoreKernel
         }
     }
 
-    internal void EnqueueStalled(Endpoint endpoint)
-    {
-        if (endpoint.InStalledList)
-        {
-            return;
-        }
-
-        int core = endpoint.RemoteCore;
-        endpoint.InStalledList = true;
-        endpoint.NextStalled = null;
-        if (_stalledTail[core] is { } tail)
-        {
-            tail.NextStalled = endpoint;
-        }
-        else
-        {
-            _stalledHead[core] = endpoint;
-            _stalledCount++;
-        }
-
-        _stalledTail[core] = endpoint;
-    }
+    internal void EnqueueStalled(Endpoint endpoint) => _stalled.Enqueue(endpoint);
 
     private int FlushStalled()
     {
-        if (_stalledCount == 0)
+        if (_stalled.StalledCores == 0)
         {
             return 0;
         }
@@ -426,8 +570,7 @@ public sealed class CoreKernel
         int progress = 0;
         for (int core = 0; core < CoreCount; core++)
         {
-            Endpoint? endpoint = _stalledHead[core];
-            while (endpoint is not null)
+            while (_stalled.Head(core) is { } endpoint)
             {
                 if (!endpoint.FlushOwed(firstInLine: true))
                 {
@@ -435,17 +578,7 @@ public sealed class CoreKernel
                 }
 
                 progress++;
-                Endpoint? next = endpoint.NextStalled;
-                endpoint.NextStalled = null;
-                endpoint.InStalledList = false;
-                _stalledHead[core] = next;
-                if (next is null)
-                {
-                    _stalledTail[core] = null;
-                    _stalledCount--;
-                }
-
-                endpoint = next;
+                _stalled.PopHead(core);
             }
         }
 
@@ -456,7 +589,7 @@ public sealed class CoreKernel
 
     private int PollInbound()
     {
-        int total = 0;
+        int total = PollLocal();
         int batch = _options.ReceiveBatch;
         for (int core = 0; core < _inbound.Length; core++)
         {
@@ -484,13 +617,33 @@ public sealed class CoreKernel
             {
                 Counters.ReceivedFrom[core] += n;
                 ring.PublishConsumed();
-                // The sender may be parked waiting for space: check its doorbell at the end of the iteration.
-                Touch(core);
+                // The producer is rung only when it marked that it waits for room.
+                if (ring.TakeProducerStall())
+                {
+                    _doorbells[core].Ring();
+                }
+
                 total += n;
             }
         }
 
         return total;
+    }
+
+    private int PollLocal()
+    {
+        // Only what was queued before this step: a handler that answers on the same core is
+        // answered next iteration, so a same-core ping-pong cannot starve the other rings.
+        int n = Math.Min(_local.Count, _options.ReceiveBatch);
+        for (int i = 0; i < n; i++)
+        {
+            Message message = _local.Peek();
+            _local.Advance();
+            Dispatch(in message);
+        }
+
+        Counters.ReceivedFrom[Id] += n;
+        return n;
     }
 
     private void Dispatch(in Message message)
@@ -507,74 +660,11 @@ public sealed class CoreKernel
 
     // ---------------------------------------------------------------- timers
 
-    /// <summary>Completes after <paramref name="delay"/> of <see cref="Time"/>, on this core.</summary>
+    /// <summary>Completes after <paramref name="delay"/> of <see cref="Time"/>, on this core (a pooled timer-wheel entry). Core thread only.</summary>
     public ValueTask Delay(TimeSpan delay, CancellationToken cancellationToken = default)
     {
         CheckThread();
-        cancellationToken.ThrowIfCancellationRequested();
-        if (_timers.Count >= _options.MaxTimersPerCore)
-        {
-            throw new InvalidOperationException($"Core {Id} has {_timers.Count} pending timers (MaxTimersPerCore = {_options.MaxTimersPerCore}).");
-        }
-
-        var op = new CoreOperation<bool>(this);
-        op.Reset();
-        long due = _time.GetTimestamp() + (long)(Math.Max(0, delay.TotalSeconds) * _time.TimestampFrequency);
-        _timers.Enqueue(op, due);
-        if (cancellationToken.CanBeCanceled)
-        {
-            short version = op.Version;
-            cancellationToken.UnsafeRegister(static (s, ct) =>
-            {
-                var (kernel, operation, v) = ((CoreKernel, CoreOperation<bool>, short))s!;
-                kernel.Post(static x =>
-                {
-                    var (o, ver, token) = ((CoreOperation<bool>, short, CancellationToken))x!;
-                    if (o.IsPending && o.Version == ver)
-                    {
-                        o.SetException(new OperationCanceledException(token));
-                    }
-                }, (operation, v, ct));
-            }, (this, op, version));
-        }
-
-        return op.AsValueTaskNonGeneric();
-    }
-
-    private int FireTimers()
-    {
-        if (_timers.Count == 0)
-        {
-            return 0;
-        }
-
-        long now = _time.GetTimestamp();
-        int fired = 0;
-        while (_timers.TryPeek(out CoreOperation<bool>? op, out long due) && due <= now)
-        {
-            _timers.Dequeue();
-            if (op.IsPending)
-            {
-                op.SetResult(true);
-            }
-
-            fired++;
-        }
-
-        return fired;
-    }
-
-    private TimeSpan NextParkTimeout()
-    {
-        TimeSpan max = _options.MaxPark;
-        if (_timers.TryPeek(out _, out long due))
-        {
-            long now = _time.GetTimestamp();
-            TimeSpan untilDue = due <= now ? TimeSpan.Zero : TimeSpan.FromSeconds((due - now) / (double)_time.TimestampFrequency);
-            return untilDue < max ? untilDue : max;
-        }
-
-        return max;
+        return _timers.Delay(delay, cancellationToken);
     }
 
     // ---------------------------------------------------------------- the loop
@@ -588,8 +678,8 @@ public sealed class CoreKernel
         }
 
         System.Threading.SynchronizationContext.SetSynchronizationContext(SynchronizationContext);
-        Doorbell doorbell = _doorbells[Id];
         int idle = 0;
+        long idleStart = 0;
         long phaseStart = _time.GetTimestamp();
         bool busy = true;
         try
@@ -600,7 +690,7 @@ public sealed class CoreKernel
                 work += PollServices();
                 work += DrainForeign();
                 work += RunLocal();
-                work += FireTimers();
+                work += _timers.Fire();
                 work += FlushStalled();
                 RingTouchedDoorbells();
                 Counters.Iterations++;
@@ -627,12 +717,18 @@ public sealed class CoreKernel
                     busy = false;
                 }
 
-                if (_haltRequested && (_stalledCount == 0 || HaltGraceExpired()))
+                if (_haltRequested && (_stalled.StalledCores == 0 || HaltGraceExpired()))
                 {
                     break;
                 }
 
-                if (++idle < _options.SpinBudget)
+                if (idle++ == 0)
+                {
+                    idleStart = _time.GetTimestamp();
+                }
+
+                // Spin for a time budget (tens of µs), capped by an iteration budget, then park.
+                if (idle <= _options.SpinBudget && _time.GetTimestamp() - idleStart < _spinTicks)
                 {
                     if (_options.YieldWhenIdle)
                     {
@@ -647,11 +743,15 @@ public sealed class CoreKernel
                 }
 
                 idle = 0;
-                ParkUntilWork(doorbell);
+                ParkUntilWork();
             }
         }
         finally
         {
+            // Work posted before this point runs; later posts fail their callers.
+            _foreign.Close();
+            _foreign.DrainClosed(item => Invoke(in item));
+            RunLocal();
             long end = _time.GetTimestamp();
             if (busy)
             {
@@ -662,6 +762,7 @@ public sealed class CoreKernel
                 Counters.IdleTicks += end - phaseStart;
             }
 
+            ReleaseResources();
             _stopped.TrySetResult();
         }
     }
@@ -679,8 +780,9 @@ public sealed class CoreKernel
         return _time.GetElapsedTime(_haltGraceStart) > TimeSpan.FromSeconds(1);
     }
 
-    private void ParkUntilWork(Doorbell doorbell)
+    private void ParkUntilWork()
     {
+        Doorbell doorbell = _doorbells[Id];
         doorbell.PrepareToPark();
         // Re-check every source of work after announcing the park (the Dekker half on this side).
         if (HasWork())
@@ -690,12 +792,18 @@ public sealed class CoreKernel
         }
 
         Counters.Parks++;
-        doorbell.Park(_stalledCount > 0 ? TimeSpan.FromMilliseconds(1) : NextParkTimeout());
+        long timeout = _timers.NanosecondsUntilNext();
+        if (timeout < 0 || timeout > _maxParkNanoseconds)
+        {
+            timeout = _maxParkNanoseconds;
+        }
+
+        _waitSet.Wait(timeout);
     }
 
     private bool HasWork()
     {
-        if (_runCount > 0 || Volatile.Read(ref _foreignCount) > 0 || _haltRequested)
+        if (_runQueue.Count > 0 || _foreign.Count > 0 || _haltRequested || _local.Count > 0)
         {
             return true;
         }
@@ -716,18 +824,19 @@ public sealed class CoreKernel
             }
         }
 
-        if (_stalledCount > 0)
+        if (_stalled.StalledCores > 0)
         {
             for (int core = 0; core < CoreCount; core++)
             {
-                if (_stalledHead[core] is not null && !_outbound[core]!.IsFullForProducer)
+                // Mark the stall so the consumer rings us when it frees room; look once more.
+                if (_stalled.HasWaiters(core) && (core == Id || _outbound[core]!.MarkProducerStalled()))
                 {
                     return true;
                 }
             }
         }
 
-        return _timers.TryPeek(out _, out long due) && due <= _time.GetTimestamp();
+        return _timers.HasDue;
     }
 
     private int PollServices()
@@ -760,16 +869,12 @@ public sealed class CoreKernel
 
     private int DrainForeign()
     {
-        if (Volatile.Read(ref _foreignCount) == 0)
-        {
-            return 0;
-        }
-
+        // Bounded per iteration, so a flood from other threads cannot starve the rings.
         int n = 0;
-        while (_foreign.TryDequeue(out WorkItem item))
+        int limit = _options.ReceiveBatch * 4;
+        while (n < limit && _foreign.Count > 0 && _foreign.TryDequeue(out WorkItem item))
         {
-            Interlocked.Decrement(ref _foreignCount);
-            Invoke(item);
+            Invoke(in item);
             n++;
         }
 
@@ -780,14 +885,11 @@ public sealed class CoreKernel
     {
         // Run what is queued now; what those items queue runs on the next iteration, so inbound
         // rings are polled between rounds and a chatty domain cannot starve them.
-        int n = _runCount;
+        int n = _runQueue.Count;
         for (int i = 0; i < n; i++)
         {
-            WorkItem item = _runQueue[_runHead];
-            _runQueue[_runHead] = default;
-            _runHead = (_runHead + 1) & (_runQueue.Length - 1);
-            _runCount--;
-            Invoke(item);
+            WorkItem item = _runQueue.Dequeue();
+            Invoke(in item);
         }
 
         return n;
@@ -815,7 +917,7 @@ public sealed class CoreKernel
         }
     }
 
-    private void ReportUnhandled(Exception ex)
+    internal void ReportUnhandled(Exception ex)
     {
         if (UnhandledException is { } handler)
         {
@@ -833,6 +935,14 @@ public sealed class CoreKernel
         if (!IsCurrentThread && _thread is not null)
         {
             ThrowWrongThread();
+        }
+    }
+
+    private void CheckOwner(string rule)
+    {
+        if (!IsOwnerThread)
+        {
+            throw new InvalidOperationException($"Core {Id}: {rule}");
         }
     }
 

@@ -19,8 +19,20 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
     private Exception? _exception;
     private short _version;
     private bool _completed;
+    private bool _observed;
+    private CancellationTokenRegistration _registration;
+    private bool _registered;
 
     internal CoreOperation(CoreKernel kernel) => _kernel = kernel;
+
+    /// <summary>
+    /// Told when the awaiter has taken the result, so a pool may hand the operation out again.
+    /// Reusing an operation before then would cut off its awaiter (its token would be stale).
+    /// </summary>
+    internal ICoreOperationOwner? Owner { get; set; }
+
+    /// <summary>True once completed and its result not yet taken by the awaiter.</summary>
+    internal bool IsUnobserved => _completed && !_observed;
 
     /// <summary>Current version token.</summary>
     public short Version => _version;
@@ -34,6 +46,7 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
         Debug.Assert(!IsPending, "operation re-armed while pending");
         _version++;
         _completed = false;
+        _observed = false;
         _result = default;
         _exception = null;
         _continuation = null;
@@ -63,9 +76,24 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
         SignalCompletion();
     }
 
+    /// <summary>Ties a cancellation registration to this await: released when the operation completes.</summary>
+    internal void AttachRegistration(CancellationTokenRegistration registration)
+    {
+        _registration = registration;
+        _registered = true;
+    }
+
     private void SignalCompletion()
     {
         Debug.Assert(IsPending, "completed twice");
+        if (_registered)
+        {
+            // Waits for a callback running on another thread right now; it only posts.
+            _registered = false;
+            _registration.Dispose();
+            _registration = default;
+        }
+
         IsPending = false;
         _completed = true;
         if (_continuation is not null)
@@ -83,7 +111,7 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
         if (_executionContext is { } context)
         {
             _executionContext = null;
-            _kernel.Post(static s =>
+            _kernel.PostInternal(static s =>
             {
                 var (ctx, cont, st) = ((ExecutionContext, Action<object?>, object?))s!;
                 ExecutionContext.Run(ctx, static x => { var (c, v) = ((Action<object?>, object?))x!; c(v); }, (cont, st));
@@ -91,7 +119,7 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
             return;
         }
 
-        _kernel.Post(continuation, state);
+        _kernel.PostInternal(continuation, state);
     }
 
     /// <inheritdoc />
@@ -131,12 +159,18 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
             throw new InvalidOperationException("The operation has not completed; await it instead of reading its result.");
         }
 
-        if (_exception is not null)
+        T result = _result!;
+        Exception? exception = _exception;
+        _observed = true;
+        _result = default;
+        // The awaiter is done with this operation: its owner may reuse it from here on.
+        Owner?.OnConsumed(this);
+        if (exception is not null)
         {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(_exception);
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(exception);
         }
 
-        return _result!;
+        return result;
     }
 
     void IValueTaskSource.GetResult(short token) => GetResult(token);
@@ -149,3 +183,10 @@ public sealed class CoreOperation<T> : IValueTaskSource<T>, IValueTaskSource
         }
     }
 }
+
+/// <summary>Owns pooled <see cref="CoreOperation{T}"/>s: told when an awaiter has taken one's result.</summary>
+internal interface ICoreOperationOwner
+{
+    void OnConsumed(object operation);
+}
+

@@ -80,6 +80,7 @@ public sealed class Machine : IDisposable
             options.YieldWhenIdle = true;
         }
 
+        // Each kernel takes its own read-only snapshot: no options object is shared between cores.
         _kernels = new CoreKernel[cores];
         for (int i = 0; i < cores; i++)
         {
@@ -182,6 +183,11 @@ public sealed class Machine : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
+        }
+
+        foreach (CoreKernel kernel in _kernels)
+        {
+            kernel.ReleaseResources();
         }
 
         foreach (UrpcRing ring in _rings)

@@ -26,25 +26,37 @@ public sealed unsafe class UrpcRing : IDisposable
 {
     private const int CacheLine = 64;
 
-    [StructLayout(LayoutKind.Explicit, Size = CacheLine)]
+    // Index lines are padded to 128 bytes: with adjacent-line prefetch the CPU pulls cache lines
+    // in pairs, so two 64-byte lines written by different cores would still bounce together.
+    private const int IndexLine = 128;
+
+    [StructLayout(LayoutKind.Explicit, Size = IndexLine)]
     private struct ProducerLine
     {
         [FieldOffset(0)] public long Tail;
         [FieldOffset(8)] public long CachedHead;
     }
 
-    [StructLayout(LayoutKind.Explicit, Size = CacheLine)]
+    [StructLayout(LayoutKind.Explicit, Size = IndexLine)]
     private struct ConsumerLine
     {
         [FieldOffset(0)] public long Head;
         [FieldOffset(8)] public long LastPublished;
     }
 
-    [StructLayout(LayoutKind.Explicit, Size = CacheLine)]
+    [StructLayout(LayoutKind.Explicit, Size = IndexLine)]
     private struct SharedLine
     {
         // Written only by the consumer, read by the producer when the ring looks full.
         [FieldOffset(0)] public long PublishedHead;
+    }
+
+    [StructLayout(LayoutKind.Explicit, Size = IndexLine)]
+    private struct StallLine
+    {
+        // Set by the producer when it found the ring full and is waiting; cleared by the consumer
+        // that frees room and rings the producer. Untouched while nobody stalls.
+        [FieldOffset(0)] public int ProducerStalled;
     }
 
     [StructLayout(LayoutKind.Explicit, Size = CacheLine)]
@@ -58,6 +70,7 @@ public sealed unsafe class UrpcRing : IDisposable
     private readonly ProducerLine* _producer;
     private readonly ConsumerLine* _consumer;
     private readonly SharedLine* _shared;
+    private readonly StallLine* _stall;
     private readonly Slot* _slots;
     private readonly long _mask;
     private readonly long _publishBatch;
@@ -74,16 +87,20 @@ public sealed unsafe class UrpcRing : IDisposable
         Capacity = slots;
         _mask = slots - 1;
         _publishBatch = Math.Max(1, slots / 4);
-        nuint bytes = (nuint)((3 + slots) * CacheLine);
-        _block = (byte*)NativeMemory.AlignedAlloc(bytes, CacheLine);
+        nuint bytes = (nuint)((IndexLines * IndexLine) + (slots * CacheLine));
+        _block = (byte*)NativeMemory.AlignedAlloc(bytes, IndexLine);
         NativeMemory.Clear(_block, bytes);
         _producer = (ProducerLine*)_block;
-        _consumer = (ConsumerLine*)(_block + CacheLine);
-        _shared = (SharedLine*)(_block + (2 * CacheLine));
-        _slots = (Slot*)(_block + (3 * CacheLine));
+        _consumer = (ConsumerLine*)(_block + IndexLine);
+        _shared = (SharedLine*)(_block + (2 * IndexLine));
+        _stall = (StallLine*)(_block + (3 * IndexLine));
+        _slots = (Slot*)(_block + (IndexLines * IndexLine));
         GC.AddMemoryPressure((long)bytes);
         SizeInBytes = (long)bytes;
     }
+
+    /// <summary>The 128-byte index lines before the slots: producer, consumer, published head, stall flag.</summary>
+    public const int IndexLines = 4;
 
     /// <summary>Number of slots.</summary>
     public int Capacity { get; }
@@ -156,6 +173,36 @@ public sealed unsafe class UrpcRing : IDisposable
         {
             Slot* slot = _slots + ((tail + i) & _mask);
             slot->Body = messages[i];
+            Volatile.Write(ref slot->Sequence, tail + i + 1);
+        }
+
+        p->Tail = tail + n;
+        return n;
+    }
+
+    /// <summary>
+    /// As <see cref="TryWriteBatch"/>, addressing each message to <paramref name="endpoint"/> and
+    /// clearing its control and trace flags as it is copied into its slot (a channel's batch send).
+    /// </summary>
+    public int TryWriteBatchAddressed(ReadOnlySpan<Message> messages, uint endpoint)
+    {
+        const MessageFlags Cleared = MessageFlags.Control | MessageFlags.HasTraceContext | MessageFlags.TraceSampled;
+        ProducerLine* p = _producer;
+        long tail = p->Tail;
+        long free = Capacity - (tail - p->CachedHead);
+        if (free < messages.Length)
+        {
+            p->CachedHead = Volatile.Read(ref _shared->PublishedHead);
+            free = Capacity - (tail - p->CachedHead);
+        }
+
+        int n = (int)Math.Min(free, messages.Length);
+        for (int i = 0; i < n; i++)
+        {
+            Slot* slot = _slots + ((tail + i) & _mask);
+            slot->Body = messages[i];
+            slot->Body.Endpoint = endpoint;
+            slot->Body.Flags &= ~Cleared;
             Volatile.Write(ref slot->Sequence, tail + i + 1);
         }
 
@@ -258,6 +305,26 @@ public sealed unsafe class UrpcRing : IDisposable
             long head = Volatile.Read(ref _consumer->Head);
             return Volatile.Read(ref (_slots + (head & _mask))->Sequence) == head + 1;
         }
+    }
+
+    /// <summary>
+    /// Producer: record that a sender waits for room, then look again (the Dekker half on this
+    /// side: flag, full fence, re-read). True when there is room after all.
+    /// </summary>
+    public bool MarkProducerStalled()
+    {
+        Interlocked.Exchange(ref _stall->ProducerStalled, 1);
+        return !IsFullForProducer;
+    }
+
+    /// <summary>
+    /// Consumer, after publishing what it consumed: true (once) when the producer marked a stall,
+    /// so only then does the consumer ring the producer's doorbell.
+    /// </summary>
+    public bool TakeProducerStall()
+    {
+        Interlocked.MemoryBarrier(); // the published head is visible before the flag is read
+        return Volatile.Read(ref _stall->ProducerStalled) != 0 && Interlocked.Exchange(ref _stall->ProducerStalled, 0) != 0;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

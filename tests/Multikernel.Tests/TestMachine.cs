@@ -6,7 +6,8 @@ namespace Multikernel.Tests;
 /// <summary>Boots a real multikernel (pinned kernel threads, real rings and monitors) for a test.</summary>
 internal static class TestMachine
 {
-    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+    /// <summary>How long a test waits for anything: short, so a failure fails fast.</summary>
+    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(15);
 
     public static async Task<MultikernelRuntime> StartAsync(int cores, Action<MultikernelOptions>? configure = null, double messageTraceRatio = 1)
     {
@@ -15,7 +16,9 @@ internal static class TestMachine
             Cores = cores.ToString(CultureInfo.InvariantCulture),
             ShutdownTimeout = TimeSpan.FromSeconds(10),
             SpinBudget = 500,
-            MaxPark = TimeSpan.FromMilliseconds(20),
+            // Long: a parked core wakes only by its doorbell, a descriptor or a timer, so a lost
+            // wake-up shows as a timeout in whichever test hits it instead of hiding behind polling.
+            MaxPark = TimeSpan.FromSeconds(5),
         };
         configure?.Invoke(options);
         var runtime = new MultikernelRuntime(options, messageTraceRatio: messageTraceRatio);

@@ -15,6 +15,8 @@ internal static class BenchCommand
         command.Subcommands.Add(Shootdown());
         command.Subcommands.Add(Classify());
         command.Subcommands.Add(BenchScenarioCommands.Updates());
+        command.Subcommands.Add(Timers());
+        command.Subcommands.Add(Wakeup());
         return command;
     }
 
@@ -33,6 +35,60 @@ internal static class BenchCommand
             if (parse.GetValue(json) is { } path)
             {
                 ClassifyBench.WriteJson(results, path);
+                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Timers()
+    {
+        var json = new Option<string?>("--json") { Description = "Also write an array of {name, arms_per_s, resets_per_s, cancels_per_s, alloc_bytes_per_op}." };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds of 4096 arms, resets and cancels on the core.", DefaultValueFactory = _ => 200 };
+        var command = new Command("timers", "Timer arm/reset/cancel through ITimer.Change: a core's timer wheel vs TimeProvider.System, same run.") { json, rounds };
+        command.SetAction(parse =>
+        {
+            int n = parse.GetValue(rounds);
+            if (n is < 1 or > 100_000)
+            {
+                Console.Error.WriteLine("multikernel: --rounds must be between 1 and 100000.");
+                return CliHost.UsageError;
+            }
+
+            IReadOnlyList<TimerBenchResult> results = TimerBench.Run(n, m => Console.Error.WriteLine(m));
+            Console.WriteLine(TimerBench.Render(results));
+            if (parse.GetValue(json) is { } path)
+            {
+                TimerBench.WriteJson(results, path);
+                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Wakeup()
+    {
+        var json = new Option<string?>("--json") { Description = "Also write an array of {name, samples, p50_us, p99_us, mean_us}." };
+        var samples = new Option<int>("--samples") { Description = "Wake-ups per variant (1 ms apart).", DefaultValueFactory = _ => 500 };
+        var command = new Command("wakeup", "Wake-up latency of a parked core: the old semaphore park vs the epoll park woken by a doorbell and by a descriptor.") { json, samples };
+        command.SetAction(parse =>
+        {
+            int n = parse.GetValue(samples);
+            if (n is < 10 or > 100_000)
+            {
+                Console.Error.WriteLine("multikernel: --samples must be between 10 and 100000.");
+                return CliHost.UsageError;
+            }
+
+            IReadOnlyList<WakeupBenchResult> results = WakeupBench.Run(n, m => Console.Error.WriteLine(m));
+            Console.WriteLine(WakeupBench.Render(results));
+            if (parse.GetValue(json) is { } path)
+            {
+                WakeupBench.WriteJson(results, path);
                 Console.WriteLine($"wrote {Path.GetFullPath(path)}");
             }
 

@@ -35,14 +35,17 @@ public sealed class ParkingTests
             var sleeperCore = runtime.Machine.Kernels[1];
             await TestMachine.EventuallyAsync(() => sleeperCore.Counters.ParkCount > 0, "core 1 to park while idle");
             await Task.Delay(100);
-            long parks = sleeperCore.Counters.ParkCount;
             long received = sleeperCore.Counters.TotalReceived;
+            long rings = sleeperCore.DoorbellRings;
 
             request.SetResult();
+            var watch = System.Diagnostics.Stopwatch.StartNew();
             Assert.Equal(7, await answered.Task.WaitAsync(TimeSpan.FromSeconds(20)));
-            // It was asleep (no loop ran in between) and the message got through: the doorbell woke it.
+            // Well inside the 30 s MaxPark, and the sender had to ring: a ring is counted only
+            // when the receiver was parked, so this fails if the core was polling or never woke.
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"the answer took {watch.Elapsed}");
+            Assert.True(sleeperCore.DoorbellRings > rings, "no doorbell rang: the parked receiver was not woken by the sender");
             Assert.True(sleeperCore.Counters.TotalReceived > received);
-            Assert.True(sleeperCore.Counters.ParkCount >= parks);
         }
         finally
         {

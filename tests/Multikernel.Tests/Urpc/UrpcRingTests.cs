@@ -22,7 +22,7 @@ public sealed class UrpcRingTests
     {
         Assert.Equal(56, Unsafe.SizeOf<Message>());
         using var ring = new UrpcRing(16);
-        Assert.Equal((3 + 16) * 64, ring.SizeInBytes);
+        Assert.Equal((UrpcRing.IndexLines * 128) + (16 * 64), ring.SizeInBytes);
     }
 
     [Fact]
@@ -113,14 +113,15 @@ public sealed class UrpcRingTests
     {
         // Millions of messages between two threads; the consumer checks every sequence number,
         // so a lost, duplicated, reordered or torn message fails the test.
-        const long Count = 3_000_000;
-        using var ring = new UrpcRing(slots);
+        const long Count = 1_000_000;
+        var ring = new UrpcRing(slots);
         long fullHits = 0;
+        bool stop = false;
         var producer = new Thread(() =>
         {
             var batch = new Message[16];
             long i = 0;
-            while (i < Count)
+            while (i < Count && !Volatile.Read(ref stop))
             {
                 if (batched)
                 {
@@ -157,7 +158,7 @@ public sealed class UrpcRingTests
         var consumer = new Thread(() =>
         {
             var buffer = new Message[32];
-            while (received < Count && failure is null)
+            while (received < Count && failure is null && !Volatile.Read(ref stop))
             {
                 int n = batched ? ring.TryReadBatch(buffer) : (ring.TryRead(out buffer[0]) ? 1 : 0);
                 if (n == 0)
@@ -181,18 +182,33 @@ public sealed class UrpcRingTests
             }
         });
 
-        producer.Start();
-        consumer.Start();
-        Assert.True(producer.Join(TimeSpan.FromMinutes(2)), "producer did not finish");
-        Assert.True(consumer.Join(TimeSpan.FromMinutes(2)), "consumer did not finish");
-        Assert.Null(failure);
-        Assert.Equal(Count, received);
-        Assert.False(ring.TryRead(out _));
-        if (slots == 2)
+        try
         {
-            Assert.True(fullHits > 0, "a two-slot ring must have pushed back on the producer");
+            producer.Start();
+            consumer.Start();
+            Assert.True(producer.Join(TimeSpan.FromMinutes(2)), "producer did not finish");
+            Assert.True(consumer.Join(TimeSpan.FromMinutes(2)), "consumer did not finish");
+            Assert.Null(failure);
+            Assert.Equal(Count, received);
+            Assert.False(ring.TryRead(out _));
+            if (slots == 2)
+            {
+                Assert.True(fullHits > 0, "a two-slot ring must have pushed back on the producer");
+            }
+        }
+        finally
+        {
+            // Never free the ring under a running thread: stop both and join them first.
+            Volatile.Write(ref stop, true);
+            bool joined = (!producer.IsAlive || producer.Join(TimeSpan.FromSeconds(30))) & (!consumer.IsAlive || consumer.Join(TimeSpan.FromSeconds(30)));
+            if (joined)
+            {
+                ring.Dispose();
+            }
         }
     }
+
+
 
     [Fact]
     public void FullRing_ProducerStallsWithoutGrowingMemory_AndResumesWhenConsumerDrains()

@@ -1,0 +1,158 @@
+using Multikernel.CpuDriver.Kernel;
+
+namespace Multikernel.Tests.Kernel;
+
+public sealed class TimerWheelTests
+{
+    private sealed class Probe(List<(Probe, long)> log) : WheelTimer
+    {
+        public int Fired;
+
+        public long FiredAt;
+
+        public long Clock;
+
+        public TimerWheel? Wheel;
+
+        internal override void Expire()
+        {
+            Fired++;
+            // The wheel processes one tick at a time and has moved past it when timers fire.
+            FiredAt = Wheel is null ? Clock : Wheel.Now - 1;
+            log.Add((this, FiredAt));
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void RandomArmsResetsCancels_FireExactlyOnce_InTheirTick_NeverEarly(int seed)
+    {
+        var random = new Random(seed);
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(1001, 10_000); // ticks up to 1000 processed
+        var probes = new List<Probe>();
+        var expected = new Dictionary<Probe, long>();
+        long now = 1000;
+        for (int round = 0; round < 3000; round++)
+        {
+            int op = random.Next(10);
+            if (op < 5 || probes.Count == 0)
+            {
+                var p = new Probe(log) { Wheel = wheel };
+                probes.Add(p);
+                long delta = random.Next(4) switch { 0 => random.Next(64), 1 => random.Next(5000), 2 => random.Next(1 << 22), _ => (long)random.Next() << random.Next(12) };
+                wheel.Schedule(p, now + delta);
+                expected[p] = Math.Max(now + delta, now + 1); // a tick already processed fires at the next one
+            }
+            else if (op < 7)
+            {
+                Probe p = probes[random.Next(probes.Count)];
+                if (p.IsArmed)
+                {
+                    long delta = random.Next(1 << 20);
+                    wheel.Schedule(p, now + delta); // reset
+                    expected[p] = Math.Max(now + delta, now + 1);
+                }
+            }
+            else if (op < 8)
+            {
+                Probe p = probes[random.Next(probes.Count)];
+                if (wheel.Cancel(p))
+                {
+                    expected.Remove(p);
+                }
+            }
+            else
+            {
+                long step = random.Next(3) switch { 0 => random.Next(100), 1 => random.Next(100_000), _ => random.Next(1 << 26) };
+                long target = now + step;
+                foreach (Probe p in probes)
+                {
+                    p.Clock = target;
+                }
+
+                wheel.Advance(target);
+                foreach ((Probe p, long firedAt) in log)
+                {
+                    Assert.True(expected.TryGetValue(p, out long due), "a cancelled or fired timer fired");
+                    Assert.True(due <= target && due > now, $"due {due} fired in the advance ({now}, {target}]");
+                    Assert.Equal(due, firedAt);
+                    expected.Remove(p);
+                }
+
+                log.Clear();
+                now = target;
+                foreach ((Probe p, long due) in expected)
+                {
+                    Assert.True(due > now, $"a timer due at {due} had not fired by {now}");
+                }
+            }
+        }
+
+        Assert.Equal(expected.Count, wheel.Count);
+    }
+
+    [Fact]
+    public void SingleTickSteps_FireInTheExactTick_AcrossCascades()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 100);
+        long[] dues = [0, 1, 63, 64, 65, 4095, 4096, 4097, 262_143, 262_144, 300_001];
+        var probes = dues.Select(d => { var p = new Probe(log); wheel.Schedule(p, d); return p; }).ToArray();
+        for (long t = 0; t <= 300_001; t++)
+        {
+            if (wheel.NextEventTick() > t)
+            {
+                continue; // what the core does: sleep until the next event
+            }
+
+            foreach (Probe p in probes)
+            {
+                p.Clock = t;
+            }
+
+            wheel.Advance(t);
+        }
+
+        Assert.Equal(dues, probes.Select(p => p.FiredAt));
+        Assert.All(probes, p => Assert.Equal(1, p.Fired));
+    }
+
+    [Fact]
+    public void BeyondTheWheelsSpan_StillFiresOnTime()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(5, 10);
+        var p = new Probe(log) { Clock = 0 };
+        long due = (1L << 42) + 12345; // past 64^7 us
+        wheel.Schedule(p, due);
+        long t = 5;
+        int guard = 0;
+        while (p.Fired == 0 && guard++ < 1000)
+        {
+            t = wheel.NextEventTick();
+            p.Clock = t;
+            wheel.Advance(t);
+        }
+
+        Assert.Equal(due, p.FiredAt);
+    }
+
+    [Fact]
+    public void Capacity_IsEnforced_AndCancelFreesRoom()
+    {
+        var wheel = new TimerWheel(0, 2);
+        var log = new List<(Probe, long)>();
+        var a = new Probe(log);
+        var b = new Probe(log);
+        wheel.Schedule(a, 10);
+        wheel.Schedule(b, 10);
+        wheel.Schedule(a, 20); // a reset is not a new timer
+        Assert.Throws<InvalidOperationException>(() => wheel.Schedule(new Probe(log), 5));
+        Assert.True(wheel.Cancel(b));
+        wheel.Schedule(new Probe(log), 5);
+        Assert.Equal(2, wheel.Count);
+    }
+}
