@@ -100,6 +100,12 @@ internal sealed class AsyncSlot<T> : IValueTaskSource<T>, IValueTaskSource
 
     public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
+    /// <summary>
+    /// Always schedules on the awaiter's context, even under <c>ConfigureAwait(false)</c> (which
+    /// System.IO.Pipelines uses): a continuation that hopped to the thread pool would call back
+    /// into the single-threaded stack from another thread. The awaiter runs on the stack's
+    /// thread, so its context is the stack's core.
+    /// </summary>
     public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _core.OnCompleted(continuation, state, token, flags);
+        _core.OnCompleted(continuation, state, token, flags | ValueTaskSourceOnCompletedFlags.UseSchedulingContext);
 }

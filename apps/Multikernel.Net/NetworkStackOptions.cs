@@ -142,6 +142,12 @@ public sealed class NetworkStackOptions
             throw new ArgumentException($"PrefixLength must be 1..31 (was {PrefixLength}).", nameof(PrefixLength));
         }
 
+        uint hostMask = uint.MaxValue >> PrefixLength;
+        if ((Address.Value & hostMask) == 0 || (Address.Value & hostMask) == hostMask)
+        {
+            throw new ArgumentException($"Address {Address} is the network or broadcast address of its /{PrefixLength} subnet.", nameof(Address));
+        }
+
         if (!Gateway.IsAny && !Gateway.SameSubnet(Address, PrefixLength))
         {
             throw new ArgumentException($"Gateway {Gateway} is not on the subnet {Address}/{PrefixLength}.", nameof(Gateway));
