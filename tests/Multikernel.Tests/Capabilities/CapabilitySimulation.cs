@@ -8,6 +8,10 @@ namespace Multikernel.Tests.Capabilities;
 /// Deterministic simulation of N cores running the real capability protocol: one bounded FIFO
 /// queue per ordered pair of cores (like the URPC rings), messages delivered one at a time from a
 /// randomly chosen (seeded) queue. Single-threaded, so any failure replays from its seed.
+/// The scheduler is adversarial on demand: any link can be held back (<see cref="Hold"/>) so the
+/// messages behind it wait while every other link runs, which is how an ordering the protocol
+/// does not enforce (FIFO holds per link only) is found. A held link is released when nothing
+/// else can move, so starvation delays without deadlocking the simulation.
 /// </summary>
 internal sealed class CapabilitySimulation : IDisposable
 {
@@ -23,6 +27,7 @@ internal sealed class CapabilitySimulation : IDisposable
     private readonly Transport[] _transports;
     private readonly int _linkCapacity;
     private readonly int[] _order;
+    private readonly bool[] _held;
 
     public CapabilitySimulation(int cores, int seed, int framesPerCore = 96, int appRamFrames = 24, int linkCapacity = 8, CapabilityOptions? options = null)
     {
@@ -36,6 +41,7 @@ internal sealed class CapabilitySimulation : IDisposable
         _links = new Queue<Message>[cores * cores];
         _transports = new Transport[cores];
         _order = new int[cores];
+        _held = new bool[cores * cores];
         for (int i = 0; i < _links.Length; i++)
         {
             _links[i] = new Queue<Message>();
@@ -87,6 +93,21 @@ internal sealed class CapabilitySimulation : IDisposable
     /// <summary>Cores whose inbound rings are drained ten times less often than the others.</summary>
     public ulong SlowCores { get; set; }
 
+    /// <summary>How often the scheduler had to release held links because nothing else could move.</summary>
+    public long ForcedReleases { get; private set; }
+
+    /// <summary>Holds back the link <paramref name="from"/> -> <paramref name="to"/>: its messages wait until <see cref="Release"/> (or until nothing else can move).</summary>
+    public void Hold(int from, int to) => _held[(from * CoreCount) + to] = true;
+
+    /// <summary>Lets a held link deliver again.</summary>
+    public void Release(int from, int to) => _held[(from * CoreCount) + to] = false;
+
+    /// <summary>Releases every held link.</summary>
+    public void ReleaseAll() => Array.Clear(_held);
+
+    /// <summary>Messages waiting on the link <paramref name="from"/> -> <paramref name="to"/>.</summary>
+    public int Queued(int from, int to) => _links[(from * CoreCount) + to].Count;
+
     private int Weight(int link) => (SlowCores & (1UL << (link % CoreCount))) != 0 ? 1 : 10;
 
     public void Dispose() => Memory.Dispose();
@@ -112,9 +133,24 @@ internal sealed class CapabilitySimulation : IDisposable
         // Weighted choice among non-empty links; a slow receiver is chosen a tenth as often
         // (fault injection: a core that is busy elsewhere and drains its rings late).
         int total = 0;
+        bool anyHeld = false;
         for (int i = 0; i < _links.Length; i++)
         {
+            if (_links[i].Count != 0 && _held[i])
+            {
+                anyHeld = true;
+                continue;
+            }
+
             total += _links[i].Count == 0 ? 0 : Weight(i);
+        }
+
+        if (total == 0 && anyHeld && !QuietWhileHeld)
+        {
+            // Starvation is a delay, not a deadlock: when only held links have messages, let them go.
+            ReleaseAll();
+            ForcedReleases++;
+            return true;
         }
 
         if (total == 0)
@@ -125,7 +161,7 @@ internal sealed class CapabilitySimulation : IDisposable
         int pick = Random.Next(total);
         for (int i = 0; i < _links.Length; i++)
         {
-            if (_links[i].Count == 0)
+            if (_links[i].Count == 0 || _held[i])
             {
                 continue;
             }
@@ -184,6 +220,13 @@ internal sealed class CapabilitySimulation : IDisposable
         }
     }
 
+    /// <summary>
+    /// When true, <see cref="Step"/> reports "nothing left" instead of releasing held links, so a
+    /// test can run everything except the held links to completion (<see cref="RunUntilQuiet"/>
+    /// then returns with the held messages still queued).
+    /// </summary>
+    public bool QuietWhileHeld { get; set; }
+
     public void RunUntilQuiet(int maxSteps = 500_000)
     {
         for (int i = 0; i < maxSteps; i++)
@@ -191,7 +234,13 @@ internal sealed class CapabilitySimulation : IDisposable
             if (!Step())
             {
                 FlushAll();
-                if (Cores.All(c => c.OutboxCount == 0) && _links.All(q => q.Count == 0))
+                bool unheldEmpty = true;
+                for (int l = 0; l < _links.Length; l++)
+                {
+                    unheldEmpty &= _links[l].Count == 0 || (QuietWhileHeld && _held[l]);
+                }
+
+                if (Cores.All(c => c.OutboxCount == 0) && unheldEmpty)
                 {
                     return;
                 }
