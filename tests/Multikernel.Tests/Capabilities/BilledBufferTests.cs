@@ -10,7 +10,7 @@ namespace Multikernel.Tests.Capabilities;
 /// </summary>
 public sealed class BilledBufferTests
 {
-    private static int Drive(CapabilitySimulation sim, ValueTask<int> task)
+    private static int Drive(CapabilitySimulation sim, CapabilitySimulation.PendingTransfer task)
     {
         while (!task.IsCompleted && sim.Step())
         {
@@ -44,7 +44,7 @@ public sealed class BilledBufferTests
                     int buffer = producer.Retype(0, CapabilityType.Frame);
                     producer.GetFrame(buffer).Span[0] = (byte)sent;
                     // The consumer never reads: the buffers pile up in its CSpace, billed to the producer.
-                    Drive(sim, producer.TransferAsync(buffer, 1, consumer.Id, TransferMode.Move));
+                    Drive(sim, sim.Send(producer, buffer, 1, consumer.Id, TransferMode.Move));
                     sent++;
                 }
                 catch (OutOfRamException e)
@@ -141,6 +141,7 @@ public sealed class BilledBufferTests
         {
             int buffer = netd.Retype(1, CapabilityType.Frame);
             netd.GetFrame(buffer).Span[0] = 1;
+            app.PostFrame(posted);
             netd.SwapFrames(buffer, app, posted);
             _ = app.GetFrame(posted).ReadOnlySpan[0];
             int copy = app.Copy(posted, CapabilityRights.Read);
@@ -174,12 +175,13 @@ public sealed class BilledBufferTests
         void Round()
         {
             int buffer = producer.Retype(0, CapabilityType.Frame);
-            ValueTask<int> move = producer.TransferAsync(buffer, 1, consumer.Id, TransferMode.Move);
+            ValueTask move = producer.TransferAsync(buffer, 1, (uint)consumer.Id, TransferMode.Move);
             while (!move.IsCompleted && sim.Step())
             {
             }
 
-            int received = CapabilitySimulation.Result(move);
+            CapabilitySimulation.Result(move);
+            int received = consumer.TakeGrant((uint)consumer.Id);
             consumer.Delete(received);
             while (sim.Step())
             {

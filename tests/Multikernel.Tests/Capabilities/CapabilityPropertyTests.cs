@@ -136,7 +136,7 @@ public sealed class CapabilityPropertyTests
     private sealed class Workload(CapabilitySimulation sim, Stats stats)
     {
         private readonly List<(ValueTask Task, List<(int Core, int Index, uint Generation)> MustDie, (int Core, CSpace Cs, int Slot, int Index, uint Gen) Keep, List<(FrameHandle Handle, int Core, int Index, uint Gen)> Handles)> _revokes = [];
-        private readonly List<ValueTask<int>> _transfers = [];
+        private readonly List<CapabilitySimulation.PendingTransfer> _transfers = [];
 
         public int Pending => _revokes.Count + _transfers.Count;
 
@@ -182,7 +182,7 @@ public sealed class CapabilityPropertyTests
                         rights = info.Rights;
                     }
 
-                    _transfers.Add(cs.TransferAsync(slot, toCore, toDomain, mode, rights));
+                    _transfers.Add(sim.Send(cs, slot, toCore, toDomain, mode, rights));
                 }
                 else if (kind < 60)
                 {
@@ -227,7 +227,13 @@ public sealed class CapabilityPropertyTests
                     var frames = Enumerable.Range(0, other.SlotCount).Where(s => !other.IsEmpty(s) && other.Inspect(s).Type == CapabilityType.Frame).ToList();
                     if (info.Type == CapabilityType.Frame && frames.Count > 0)
                     {
-                        cs.SwapFrames(slot, other, frames[r.Next(frames.Count)]);
+                        int theirs = frames[r.Next(frames.Count)];
+                        if (r.Next(4) != 0)
+                        {
+                            other.PostFrame(theirs);
+                        }
+
+                        cs.SwapFrames(slot, other, theirs);
                     }
                 }
             }
@@ -274,7 +280,8 @@ public sealed class CapabilityPropertyTests
                 {
                     try
                     {
-                        CapabilitySimulation.Result(_transfers[i]);
+                        CapabilitySimulation.Result(_transfers[i].Task);
+                        _ = _transfers[i].Receiver?.TakeGrant(_transfers[i].Channel); // may have been revoked before it was taken
                         stats.Transfers++;
                     }
                     catch (CapabilityException)

@@ -61,6 +61,9 @@ internal sealed class CapabilitySimulation : IDisposable
                 MulticastFanout = 2,
             });
             Cores[c] = core;
+            // In the simulation a domain's channel id is its domain id: a transfer to
+            // (core, channel d) reaches domain d there, resolved by the receiving core.
+            core.ChannelOwner = channel => core.FindDomain((int)channel);
             Domains[c] = new CSpace[DomainsPerCore];
             CSpace monitor = core.CreateDomain("monitor");
             Domains[c][0] = monitor;
@@ -117,6 +120,41 @@ internal sealed class CapabilitySimulation : IDisposable
     {
         Assert.True(task.IsCompleted, "operation still pending");
         return task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>Passes the capability to domain <paramref name="toDomain"/> of core <paramref name="toCore"/> (over the channel the simulation gives every domain).</summary>
+    public PendingTransfer Send(CSpace from, int slot, int toCore, int toDomain, TransferMode mode, CapabilityRights rights = CapabilityRights.All)
+    {
+        ValueTask task = from.TransferAsync(slot, toCore, (uint)toDomain, mode, rights);
+        CSpace? receiver = (uint)toCore < (uint)CoreCount ? Cores[toCore].FindDomain(toDomain) : null;
+        return new PendingTransfer(task, receiver, (uint)toDomain);
+    }
+
+    /// <summary>The receiver's slot of a completed transfer, taken from the receiver's own grant queue (throws the transfer's error, if any).</summary>
+    public static int Result(PendingTransfer transfer)
+    {
+        Result(transfer.Task);
+        Assert.NotNull(transfer.Receiver);
+        int slot = transfer.Receiver.TakeGrant(transfer.Channel);
+        Assert.True(slot >= 0, "the transfer completed but the receiver's kernel queued no grant");
+        return slot;
+    }
+
+    /// <summary>Takes every grant waiting in every domain (a workload that does not care where they landed).</summary>
+    public void TakeAllGrants()
+    {
+        foreach (CSpace[] core in Domains)
+        {
+            foreach (CSpace cs in core)
+            {
+                if (!cs.IsDestroyed)
+                {
+                    while (cs.TakeGrant((uint)cs.Id) >= 0)
+                    {
+                    }
+                }
+            }
+        }
     }
 
     /// <summary>Throws the error of a completed operation, if any.</summary>
@@ -345,6 +383,12 @@ internal sealed class CapabilitySimulation : IDisposable
         }
 
         return result;
+    }
+
+    /// <summary>A transfer in flight: its completion, and where the receiver will find the grant.</summary>
+    public sealed record PendingTransfer(ValueTask Task, CSpace? Receiver, uint Channel)
+    {
+        public bool IsCompleted => Task.IsCompleted;
     }
 
     private sealed class Transport(CapabilitySimulation sim, int from) : ICapabilityTransport

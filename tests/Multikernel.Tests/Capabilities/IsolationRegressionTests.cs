@@ -35,8 +35,8 @@ public sealed class IsolationRegressionTests
         CSpace owner = sim.Domains[0][1];
         CSpace participant = sim.Domains[2][1];
         int frame = owner.Retype(0, CapabilityType.Frame);
-        int copy = CapabilitySimulation.Result(Run(sim, owner.TransferAsync(frame, 2, participant.Id, TransferMode.Copy)));
-        int relayCopy = CapabilitySimulation.Result(Run(sim, owner.TransferAsync(frame, 1, sim.Domains[1][1].Id, TransferMode.Copy)));
+        int copy = CapabilitySimulation.Result(Run(sim, sim.Send(owner, frame, 2, participant.Id, TransferMode.Copy)));
+        int relayCopy = CapabilitySimulation.Result(Run(sim, sim.Send(owner, frame, 1, sim.Domains[1][1].Id, TransferMode.Copy)));
 
         sim.Hold(2, 0);
         sim.QuietWhileHeld = true;
@@ -59,7 +59,7 @@ public sealed class IsolationRegressionTests
         sim.CheckInvariants();
     }
 
-    private static ValueTask<T> Run<T>(CapabilitySimulation sim, ValueTask<T> task)
+    private static CapabilitySimulation.PendingTransfer Run(CapabilitySimulation sim, CapabilitySimulation.PendingTransfer task)
     {
         sim.RunUntilQuiet();
         return task;
