@@ -97,6 +97,7 @@ public sealed partial class CoreCapabilities
         source.References--;
         target.References++;
         rec.Domain = target.Id;
+        rec.DomainGeneration = target.Generation;
         rec.Slot = targetSlot;
         rec.Posted = false;
         target.Slots[targetSlot] = r + 1;
@@ -156,6 +157,8 @@ public sealed partial class CoreCapabilities
         a.Slots[slotA] = rb + 1;
         b.Slots[slotB] = ra + 1;
         (x.Domain, x.Slot, y.Domain, y.Slot) = (b.Id, slotB, a.Id, slotA);
+        (x.DomainGeneration, y.DomainGeneration) = (b.Generation, a.Generation);
+
         x.Posted = false;
         y.Posted = false;
         _refGenerations[ra]++;

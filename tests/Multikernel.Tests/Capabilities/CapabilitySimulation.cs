@@ -29,8 +29,12 @@ internal sealed class CapabilitySimulation : IDisposable
     private readonly int[] _order;
     private readonly bool[] _held;
 
-    public CapabilitySimulation(int cores, int seed, int framesPerCore = 96, int appRamFrames = 24, int linkCapacity = 8, CapabilityOptions? options = null)
+    /// <summary>Slot of core 0's Nic capability in its monitor's CSpace (when the options reserve a device region).</summary>
+    public const int NicSlot = 2;
+
+    public CapabilitySimulation(int cores, int seed, int framesPerCore = 96, int appRamFrames = 24, int linkCapacity = 8, CapabilityOptions? options = null, int deviceFrames = 0)
     {
+        AppRamFrames = appRamFrames;
         CoreCount = cores;
         Random = new Random(seed);
         _linkCapacity = linkCapacity;
@@ -59,6 +63,7 @@ internal sealed class CapabilitySimulation : IDisposable
                 MaxOperations = 16,
                 OutboxCapacity = 256,
                 MulticastFanout = 2,
+                DeviceFrames = deviceFrames,
             });
             Cores[c] = core;
             // In the simulation a domain's channel id is its domain id: a transfer to
@@ -68,8 +73,13 @@ internal sealed class CapabilitySimulation : IDisposable
             CSpace monitor = core.CreateDomain("monitor");
             Domains[c][0] = monitor;
             Assert.Equal(KernelSlot, core.CreateKernelCapability(monitor));
-            int root = core.CreateRoot(monitor, KernelSlot, monitor, CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
+            int root = core.CreateRoot(monitor, KernelSlot, monitor, CapabilityType.Ram, core.RamShare.BaseFrame, core.RamShare.FrameCount);
             Assert.Equal(RootRamSlot, root);
+            if (core.DeviceRegion.FrameCount > 0)
+            {
+                Assert.Equal(NicSlot, core.CreateRoot(monitor, KernelSlot, monitor, CapabilityType.Nic));
+            }
+
             for (int d = 1; d < DomainsPerCore; d++)
             {
                 CSpace app = core.CreateDomain($"app{c}.{d}");
@@ -80,6 +90,30 @@ internal sealed class CapabilitySimulation : IDisposable
     }
 
     public int CoreCount { get; }
+
+    /// <summary>RAM each application domain gets from its monitor.</summary>
+    public int AppRamFrames { get; }
+
+    /// <summary>
+    /// Destroys application domain <paramref name="d"/> of <paramref name="core"/> (everything it
+    /// held goes) and starts a new one in its place with fresh RAM: the domain id is reused.
+    /// </summary>
+    public void RestartDomain(int core, int d)
+    {
+        CSpace old = Domains[core][d];
+        Cores[core].DestroyDomain(old);
+        CSpace app = Cores[core].CreateDomain($"{old.Name}'");
+        Domains[core][d] = app;
+        CSpace monitor = Domains[core][0];
+        try
+        {
+            monitor.MoveTo(monitor.Retype(RootRamSlot, CapabilityType.Ram, AppRamFrames), app);
+        }
+        catch (CapabilityException)
+        {
+            // The monitor's RAM is in use elsewhere: the new domain starts without any.
+        }
+    }
 
     public Random Random { get; }
 
@@ -92,6 +126,17 @@ internal sealed class CapabilitySimulation : IDisposable
     public long Delivered { get; private set; }
 
     public long Refused { get; private set; }
+
+    /// <summary>Holds back one random link (an adversarial schedule: its messages wait while everything else runs).</summary>
+    public void StarveRandomLink()
+    {
+        int from = Random.Next(CoreCount);
+        int to = Random.Next(CoreCount);
+        if (from != to)
+        {
+            Hold(from, to);
+        }
+    }
 
     /// <summary>Cores whose inbound rings are drained ten times less often than the others.</summary>
     public ulong SlowCores { get; set; }
@@ -329,6 +374,19 @@ internal sealed class CapabilitySimulation : IDisposable
             ulong held = holders.GetValueOrDefault((owner, index));
             Assert.True((held & ~o.Mask) == 0, $"object {owner}/{index}: cores {held:X} hold copies but the mask is {o.Mask:X}");
             var children = objects.Where(kv => kv.Key.Owner == owner && kv.Value.Parent == index).Select(kv => kv.Value).OrderBy(v => v.BaseFrame).ToList();
+            if (o.Type is not (CapabilityType.Ram or CapabilityType.Nic))
+            {
+                // Only minted sub-copies (aliases of the same frames) derive from a non-container.
+                Assert.All(children, ch => Assert.True(ch.Alias, $"object {owner}/{index} ({o.Type}) has a non-alias child"));
+                Assert.Equal(0, o.UsedFrames);
+                if (!o.Alias)
+                {
+                    leaves.Add((o.BaseFrame, o.FrameCount));
+                }
+
+                continue;
+            }
+
             Assert.Equal(children.Sum(ch => ch.FrameCount), o.UsedFrames);
             int cursor = o.BaseFrame;
             foreach (ObjectView ch in children)
@@ -338,11 +396,6 @@ internal sealed class CapabilitySimulation : IDisposable
             }
 
             Assert.True(cursor <= o.BaseFrame + o.FrameCount, $"children of {owner}/{index} exceed it");
-            if (o.Type != CapabilityType.Ram)
-            {
-                Assert.Empty(children);
-                leaves.Add((o.BaseFrame, o.FrameCount));
-            }
         }
 
         leaves.Sort();
