@@ -1,4 +1,3 @@
-using Multikernel.CpuDriver.Capabilities;
 using Multikernel.CpuDriver.Channels;
 using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Urpc;
@@ -10,11 +9,8 @@ namespace Multikernel.Monitor;
 /// <see cref="System.Threading.Channels.ChannelReader{T}"/>/<see cref="System.Threading.Channels.ChannelWriter{T}"/>
 /// adapters, and capabilities passed to the domain at the other end.
 /// </summary>
-public sealed class DomainChannel
+public sealed partial class DomainChannel
 {
-    /// <summary>Message type of "a capability was installed in your CSpace at slot Word0".</summary>
-    public const ushort CapabilityGrantMessage = 0x7F00;
-
     private readonly Domain _domain;
 
     internal DomainChannel(Endpoint endpoint, string service, Domain domain, int remoteDomain)
@@ -42,37 +38,6 @@ public sealed class DomainChannel
 
     /// <summary>A typed writer over the channel.</summary>
     public UrpcChannelWriter<T> Writer<T>(ushort messageType = 1) where T : unmanaged => new(Endpoint, messageType);
-
-    /// <summary>
-    /// Passes the capability in <paramref name="slot"/> of this domain's CSpace to the domain at
-    /// the other end, as a copy (rights diminished to <paramref name="rights"/>) or a move. The
-    /// monitors' capability protocol installs it there and records it in the derivation tree;
-    /// then a grant message on this channel tells the receiver its slot. Only a slot number in
-    /// the receiver's own CSpace crosses the channel: nothing forgeable.
-    /// </summary>
-    public async Task SendCapabilityAsync(int slot, TransferMode mode = TransferMode.Copy, CapabilityRights rights = CapabilityRights.All)
-    {
-        CSpace space = _domain.Capabilities ?? throw new InvalidOperationException($"{_domain} has no capability space.");
-        if (RemoteDomain < 0)
-        {
-            throw new InvalidOperationException($"The other end of {Service} has no capability space to receive into.");
-        }
-
-        int installed = await space.TransferAsync(slot, RemoteCore, RemoteDomain, mode, rights);
-        await Endpoint.WriteAsync(Message.Create(CapabilityGrantMessage, (ulong)installed));
-    }
-
-    /// <summary>Waits for a capability from the other end and returns its slot in this domain's CSpace.</summary>
-    public async Task<int> ReceiveCapabilityAsync()
-    {
-        Message m = await Endpoint.ReadAsync();
-        if (m.Type != CapabilityGrantMessage)
-        {
-            throw new InvalidDataException($"Expected a capability grant on {Service}, got message type 0x{m.Type:x4}.");
-        }
-
-        return (int)m.Word0;
-    }
 
     /// <inheritdoc />
     public override string ToString() => $"{Service}: {Endpoint}";

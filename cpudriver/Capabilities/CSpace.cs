@@ -16,16 +16,95 @@ public sealed class CSpace
     // (amortised O(1) for the usual take-lowest-free pattern instead of a scan per retype).
     private int _freeHint;
 
-    internal CSpace(CoreCapabilities core, int id, string name, int slots)
+    // Grants received and not yet taken: (channel, slot, reference generation), a bounded FIFO
+    // ring. The receiving kernel queues them; the domain takes them by channel.
+    private readonly uint[] _grantChannels;
+    private readonly int[] _grantSlots;
+    private readonly uint[] _grantGenerations;
+    private int _grantHead;
+
+    internal CSpace(CoreCapabilities core, int id, uint generation, string name, int slots, int grants)
     {
         _core = core;
         Id = id;
+        Generation = generation;
         Name = name;
         Slots = new int[slots];
+        _grantChannels = new uint[grants];
+        _grantSlots = new int[grants];
+        _grantGenerations = new uint[grants];
     }
 
-    /// <summary>Domain id on its core (what a transfer names as destination).</summary>
+    /// <summary>Domain id on its core (an index into the core's domain table; reused after the domain is destroyed).</summary>
     public int Id { get; }
+
+    /// <summary>How many domains have had this id before (so a reused id is told apart from its predecessor).</summary>
+    public uint Generation { get; }
+
+    /// <summary>References this domain holds in the core's table (its share is bounded).</summary>
+    internal int References { get; set; }
+
+    /// <summary>Protocol messages this domain's operations have in the core's outbox (its share is bounded).</summary>
+    internal int OutboxUsed { get; set; }
+
+    /// <summary>Frames this domain has pinned.</summary>
+    internal int Pins { get; set; }
+
+    /// <summary>Grants received and not taken yet.</summary>
+    internal int GrantsQueued { get; private set; }
+
+    /// <summary>Called (on the core's thread, inside the protocol) when a grant was queued: a channel's reader wakes up.</summary>
+    internal Action<uint>? GrantQueued { get; set; }
+
+    internal bool TryQueueGrant(uint channel, int slot, uint generation)
+    {
+        if (GrantsQueued == _grantSlots.Length)
+        {
+            return false;
+        }
+
+        int i = (_grantHead + GrantsQueued) % _grantSlots.Length;
+        _grantChannels[i] = channel;
+        _grantSlots[i] = slot;
+        _grantGenerations[i] = generation;
+        GrantsQueued++;
+        GrantQueued?.Invoke(channel);
+        return true;
+    }
+
+    /// <summary>Removes the oldest grant queued for <paramref name="channel"/>, keeping the order of the others.</summary>
+    internal bool TryDequeueGrant(uint channel, out int slot, out uint generation)
+    {
+        int n = _grantSlots.Length;
+        for (int k = 0; k < GrantsQueued; k++)
+        {
+            int i = (_grantHead + k) % n;
+            if (_grantChannels[i] != channel)
+            {
+                continue;
+            }
+
+            slot = _grantSlots[i];
+            generation = _grantGenerations[i];
+            // Close the gap: shift the older entries one place towards the tail.
+            for (int j = k; j > 0; j--)
+            {
+                int to = (_grantHead + j) % n;
+                int from = (_grantHead + j - 1) % n;
+                _grantChannels[to] = _grantChannels[from];
+                _grantSlots[to] = _grantSlots[from];
+                _grantGenerations[to] = _grantGenerations[from];
+            }
+
+            _grantHead = (_grantHead + 1) % n;
+            GrantsQueued--;
+            return true;
+        }
+
+        slot = -1;
+        generation = 0;
+        return false;
+    }
 
     /// <summary>Domain name (diagnostics and error messages).</summary>
     public string Name { get; }
@@ -91,14 +170,23 @@ public sealed class CSpace
     /// <summary>What the slot holds.</summary>
     public CapabilityInfo Inspect(int slot) => _core.Inspect(this, slot);
 
-    /// <summary>Copies (mints) a capability into a free slot of this CSpace with the same or fewer rights.</summary>
-    public int Copy(int slot, CapabilityRights rights = CapabilityRights.All) => _core.Copy(this, slot, this, rights, requireGrant: false);
+    /// <summary>Copies a capability into a free slot of this CSpace with the same or fewer rights (a copy never carries Revoke unless asked for and held).</summary>
+    public int Copy(int slot, CapabilityRights rights = CapabilityRights.Read | CapabilityRights.Write | CapabilityRights.Grant) => _core.Copy(this, slot, this, rights, requireGrant: false);
 
-    /// <summary>Copies a capability into another domain's CSpace on the same core (needs Grant).</summary>
-    public int CopyTo(int slot, CSpace target, CapabilityRights rights = CapabilityRights.All) => _core.Copy(this, slot, target, rights, requireGrant: true);
+    /// <summary>
+    /// Mints a revocable sub-copy: a new object derived from the capability in <paramref name="slot"/>
+    /// (same memory or kernel object, rights diminished to <paramref name="rights"/>), placed in a free
+    /// slot of this CSpace with the Revoke right. Copies of it can be passed on; revoking it removes
+    /// them all and leaves the original and its other sub-copies alone (netd: one per application).
+    /// Runs on the object's owner core.
+    /// </summary>
+    public int Mint(int slot, CapabilityRights rights = CapabilityRights.All) => _core.Mint(this, slot, rights);
 
-    /// <summary>Moves a capability to another domain's CSpace on the same core (needs Grant). The slot is empty afterwards.</summary>
-    public int MoveTo(int slot, CSpace target) => _core.Move(this, slot, target);
+    /// <summary>Copies a capability into another domain's CSpace on the same core (needs Grant). Kernel and monitor only.</summary>
+    internal int CopyTo(int slot, CSpace target, CapabilityRights rights = CapabilityRights.Read | CapabilityRights.Write | CapabilityRights.Grant) => _core.Copy(this, slot, target, rights, requireGrant: true);
+
+    /// <summary>Moves a capability to another domain's CSpace on the same core (needs Grant). The slot is empty afterwards. Kernel and monitor only.</summary>
+    internal int MoveTo(int slot, CSpace target) => _core.Move(this, slot, target);
 
     /// <summary>Retypes part of a RAM capability into a new object of <paramref name="frames"/> frames; returns its slot.</summary>
     public int Retype(int ramSlot, CapabilityType type, int frames = 1) => _core.Retype(this, ramSlot, type, frames);
@@ -106,12 +194,23 @@ public sealed class CSpace
     /// <summary>Deletes the capability in the slot. Deleting the last copy of an object deletes the object and everything derived from it.</summary>
     public void Delete(int slot) => _core.Delete(this, slot);
 
-    /// <summary>Revokes: deletes every other copy of the capability and every object derived from it, on every core. The slot keeps the capability.</summary>
+    /// <summary>Revokes (needs the Revoke right): deletes every other copy of the capability and every object derived from it, on every core. The slot keeps the capability.</summary>
     public ValueTask RevokeAsync(int slot, RevokeMode mode = RevokeMode.Unicast) => _core.Revoke(this, slot, mode);
 
-    /// <summary>Passes the capability to domain <paramref name="toDomain"/> on core <paramref name="toCore"/> (needs Grant); completes with the receiver's slot.</summary>
-    public ValueTask<int> TransferAsync(int slot, int toCore, int toDomain, TransferMode mode, CapabilityRights rights = CapabilityRights.All) =>
-        _core.Transfer(this, slot, toCore, toDomain, mode, rights);
+    /// <summary>
+    /// Passes the capability to the domain behind <paramref name="channel"/> (the receiving core's end
+    /// of a channel, resolved there) on core <paramref name="toCore"/> (needs Grant). Kernel and
+    /// monitor only: a domain passes capabilities through its <c>DomainChannel</c>, so it can reach
+    /// only domains it is bound to. The receiver takes it with <see cref="TakeGrant"/>.
+    /// </summary>
+    internal ValueTask TransferAsync(int slot, int toCore, uint channel, TransferMode mode, CapabilityRights rights = CapabilityRights.All) =>
+        _core.Transfer(this, slot, toCore, channel, mode, rights);
+
+    /// <summary>The slot of the oldest capability received on <paramref name="channel"/> that is still there, or -1. Learned from this core's kernel, never from a peer.</summary>
+    internal int TakeGrant(uint channel) => _core.TakeGrant(this, channel);
+
+    /// <summary>Offers the frame in <paramref name="slot"/> for one page swap: until then no swap can take it.</summary>
+    public void PostFrame(int slot) => _core.PostFrame(this, slot);
 
     /// <summary>A generation-checked view of a Frame or DevFrame capability.</summary>
     public FrameHandle GetFrame(int slot) => _core.GetFrame(this, slot);
@@ -119,6 +218,7 @@ public sealed class CSpace
     /// <summary>
     /// Page swap ("become"): this domain's frame in <paramref name="slot"/> and <paramref name="other"/>'s frame in
     /// <paramref name="otherSlot"/> change holders; no byte is copied. Handles taken before from either slot fail afterwards.
+    /// The other side must have offered its frame with <see cref="PostFrame"/> (the offer is used up).
     /// </summary>
     public void SwapFrames(int slot, CSpace other, int otherSlot) => _core.SwapFrames(this, slot, other, otherSlot);
 

@@ -41,3 +41,12 @@ public sealed class CapabilityLimitException(string message) : CapabilityExcepti
 
 /// <summary>Another revoke or delete covering this capability is in progress; retry after it completes.</summary>
 public sealed class CapabilityBusyException(string message) : CapabilityException(message);
+
+/// <summary>
+/// A protocol invariant does not hold: a kernel bug (or a core built with different options), never
+/// something a domain's input can cause. Checked in every build, including Release.
+/// </summary>
+public sealed class CapabilityInvariantException(string message) : InvalidOperationException(message);
+
+/// <summary>A capability operation or frame access ran on a thread other than its core's kernel thread.</summary>
+public sealed class WrongCoreThreadException(string message) : InvalidOperationException(message);

@@ -12,7 +12,7 @@ public enum CapabilityType : byte
     /// <summary>Page frames a domain may read/write through a <see cref="Memory.FrameHandle"/>.</summary>
     Frame = 2,
 
-    /// <summary>Device buffer pages (pinned by a device); created by the kernel for a driver.</summary>
+    /// <summary>Device buffer pages: retyped from the Nic capability (its device region, reserved from the arena at boot), so only the Nic holder obtains them.</summary>
     DevFrame = 3,
 
     /// <summary>Capability storage (one 4 KiB frame holds 256 slots), retyped from RAM.</summary>
@@ -24,10 +24,10 @@ public enum CapabilityType : byte
     /// <summary>A dispatcher (domain on a core), retyped from RAM (one frame).</summary>
     Dispatcher = 6,
 
-    /// <summary>The network interface: one holder.</summary>
+    /// <summary>The network interface: one root per machine, created at boot on <see cref="CapabilityOptions.NicCore"/>; moved, never copied. It covers the device region, retyped into DevFrames.</summary>
     Nic = 7,
 
-    /// <summary>The right to receive packets matching one installed filter.</summary>
+    /// <summary>The right to receive packets matching one installed filter: retyped from the installer's RAM (one frame, billed to it).</summary>
     PacketFilter = 8,
 
     /// <summary>Kernel authority (held by the monitor).</summary>
@@ -50,8 +50,15 @@ public enum CapabilityRights : byte
     /// <summary>Pass the capability on to another domain (copy or move over a channel).</summary>
     Grant = 4,
 
-    /// <summary>Read, write and grant.</summary>
-    All = Read | Write | Grant,
+    /// <summary>
+    /// Revoke the capability: delete every other copy and everything derived from it. Retype and
+    /// CreateRoot give it to the original; a copy carries it only when minted with it, so a
+    /// diminished copy cannot revoke the original it came from.
+    /// </summary>
+    Revoke = 8,
+
+    /// <summary>Read, write, grant and revoke.</summary>
+    All = Read | Write | Grant | Revoke,
 }
 
 /// <summary>How a capability is passed to another domain.</summary>
@@ -81,6 +88,13 @@ public enum RevokeMode
 /// <param name="OwnerCore">Core that owns the object and sequences operations on it.</param>
 /// <param name="ObjectId">Kernel object id for non-memory types (filter id, endpoint id), else 0.</param>
 public readonly record struct CapabilityInfo(CapabilityType Type, CapabilityRights Rights, int FrameCount, int OwnerCore, ulong ObjectId);
+
+/// <summary>A copy a revoke removed from a domain's CSpace (not one its holder deleted), reported on the holder's core.</summary>
+/// <param name="Domain">The holding domain's id on this core.</param>
+/// <param name="Slot">The slot it was in (empty now).</param>
+/// <param name="Type">Its type.</param>
+/// <param name="ObjectId">Kernel object id (a PacketFilter's filter id, ...), else 0.</param>
+public readonly record struct CapabilityRevocation(int Domain, int Slot, CapabilityType Type, ulong ObjectId);
 
 /// <summary>A kernel object, as reported when it is deleted.</summary>
 /// <param name="Type">Its type.</param>

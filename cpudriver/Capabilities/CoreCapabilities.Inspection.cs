@@ -1,7 +1,7 @@
 namespace Multikernel.CpuDriver.Capabilities;
 
 /// <summary>A kernel object as the owner core sees it (tests and diagnostics).</summary>
-internal readonly record struct ObjectView(int Index, uint Generation, CapabilityType Type, int BaseFrame, int FrameCount, int Parent, int Total, ulong Mask, int UsedFrames, bool Live);
+internal readonly record struct ObjectView(int Index, uint Generation, CapabilityType Type, int BaseFrame, int FrameCount, int Parent, int Total, ulong Mask, int UsedFrames, bool Live, bool Alias = false, int Pins = 0);
 
 /// <summary>A capability reference held on a core (tests and diagnostics).</summary>
 internal readonly record struct ReferenceView(int Index, uint Generation, int Owner, int Object, uint ObjectGeneration, CapabilityType Type, CapabilityRights Rights, int Domain, int Slot, bool Marked, bool InTransit, bool Detached);
@@ -17,7 +17,7 @@ public sealed partial class CoreCapabilities
             ref ObjectRecord o = ref _objects[i];
             if (o.State != ObjectState.Free)
             {
-                list.Add(new ObjectView(i, o.Generation, o.Type, o.BaseFrame, o.FrameCount, o.Parent, o.Total, o.Mask, o.UsedFrames, o.State == ObjectState.Live));
+                list.Add(new ObjectView(i, o.Generation, o.Type, o.BaseFrame, o.FrameCount, o.Parent, o.Total, o.Mask, o.UsedFrames, o.State == ObjectState.Live, o.Alias, o.Pins));
             }
         }
 

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Memory;
 
 namespace Multikernel.CpuDriver.Capabilities;
@@ -35,6 +35,11 @@ public sealed partial class CoreCapabilities
         Live = 1,
         Marked = 2,
         Revoking = 3,
+
+        // Freed as a capability (no copies, frames' generations bumped) but still pinned: its
+        // frames stay out of the parent RAM until the last pin goes, so a raw pointer never
+        // reaches memory someone else was given.
+        Zombie = 4,
     }
 
     private struct ObjectRecord
@@ -43,6 +48,7 @@ public sealed partial class CoreCapabilities
         public CapabilityType Type;
         public CapabilityRights Rights;
         public bool Deferred;
+        public bool Alias;
         public uint Generation;
         public int BaseFrame;
         public int FrameCount;
@@ -57,6 +63,7 @@ public sealed partial class CoreCapabilities
         public int OpNext;
         public int OpPrev;
         public ulong OpMask;
+        public int Pins;
     }
 
     private struct RefRecord
@@ -65,6 +72,7 @@ public sealed partial class CoreCapabilities
         public bool Marked;
         public bool InTransit;
         public bool Detached;
+        public bool Posted;
         public CapabilityType Type;
         public CapabilityRights Rights;
         public int Owner;
@@ -74,6 +82,7 @@ public sealed partial class CoreCapabilities
         public int FrameCount;
         public ulong ObjectId;
         public int Domain;
+        public uint DomainGeneration;
         public int Slot;
         public int NextSame;
         public int PrevSame;
@@ -95,6 +104,18 @@ public sealed partial class CoreCapabilities
     private readonly ObjectRefMap _refMap;
 
     private readonly CSpace?[] _domains;
+    private readonly uint[] _domainGenerations;
+    private readonly int _referenceShare;
+    private readonly FrameRange _ramShare;
+    private readonly FrameRange _deviceRange;
+    private bool _nicCreated;
+    private int _zombies;
+    private readonly List<(int Domain, uint DomainGeneration, int Object, uint ObjectGeneration, int Ref, uint RefGeneration)> _pinRecords;
+
+    // Who may call: the kernel's thread once a kernel is attached (and has started), else the
+    // thread that constructed this object (pure unit tests and the simulation).
+    private CoreKernel? _kernel;
+    private int _ownerThread = Environment.CurrentManagedThreadId;
 
     /// <summary>Creates the capability system of core <paramref name="core"/> of <paramref name="coreCount"/>, owning <paramref name="share"/> of <paramref name="memory"/>.</summary>
     public CoreCapabilities(int core, int coreCount, PhysicalMemory memory, FrameRange share, CapabilityOptions options)
@@ -144,6 +165,20 @@ public sealed partial class CoreCapabilities
         _freeRefCount = _freeRefs.Length;
         _refMap = new ObjectRefMap(options.MaxReferencesPerCore);
         _domains = new CSpace?[options.MaxDomainsPerCore];
+        _domainGenerations = new uint[options.MaxDomainsPerCore];
+        _referenceShare = options.EffectiveReferencesPerDomain;
+        _pinRecords = new(Math.Min(1 << 16, options.MaxDomainsPerCore * options.PinsPerDomain));
+
+        // The device region: the last DeviceFrames frames of the Nic core's share, reserved at
+        // boot (the Nic root covers them); the rest of the share is RAM.
+        int device = core == options.NicCore ? options.DeviceFrames : 0;
+        if (device >= share.FrameCount && device > 0)
+        {
+            throw new ArgumentException($"DeviceFrames ({device}) must leave RAM in core {core}'s share of {share.FrameCount} frames.", nameof(options));
+        }
+
+        _ramShare = new FrameRange(share.BaseFrame, share.FrameCount - device);
+        _deviceRange = new FrameRange(share.EndFrame - device, device);
 
         InitializeProtocol();
     }
@@ -167,6 +202,81 @@ public sealed partial class CoreCapabilities
 
     /// <summary>The frames this core's boot RAM was carved from.</summary>
     public FrameRange Share => _share;
+
+    /// <summary>The part of <see cref="Share"/> that is RAM (the share less the device region): what the monitor's RAM root covers.</summary>
+    public FrameRange RamShare => _ramShare;
+
+    /// <summary>The device region reserved at boot (empty unless this is <see cref="CapabilityOptions.NicCore"/> with DeviceFrames): what the Nic root covers.</summary>
+    public FrameRange DeviceRegion => _deviceRange;
+
+    /// <summary>
+    /// Called on this core when a revoke removed a copy from one of its domains' CSpaces (the
+    /// holder did not delete it): how netd learns that a PacketFilter it holds was revoked, or a
+    /// region it was given is gone. Runs inside the protocol: it must not call back into this
+    /// <see cref="CoreCapabilities"/>; queue the work instead.
+    /// </summary>
+    public Action<CapabilityRevocation>? CopyRevoked { get; set; }
+
+    /// <summary>
+    /// Resolves the receiving end of a channel (an endpoint id on this core) to the domain that
+    /// receives capabilities on it; set by the monitor at boot. Without it no transfer can arrive.
+    /// </summary>
+    public Func<uint, CSpace?>? ChannelOwner { get; set; }
+
+    /// <summary>
+    /// Boot: binds these tables to <paramref name="kernel"/>, so every capability operation and
+    /// frame access checks that it runs on that core's kernel thread (once the kernel has started).
+    /// </summary>
+    public void AttachKernel(CoreKernel kernel)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        if (kernel.Id != Core)
+        {
+            throw new ArgumentException($"Core {Core}'s capabilities cannot belong to core {kernel.Id}'s kernel.", nameof(kernel));
+        }
+
+        if (_kernel is not null && !ReferenceEquals(_kernel, kernel))
+        {
+            throw new InvalidOperationException($"Core {Core}'s capabilities already belong to a kernel.");
+        }
+
+        _kernel = kernel;
+    }
+
+    /// <summary>Throws (an <see cref="InvalidOperationException"/>) unless the caller runs on this core's kernel thread, or, without a kernel, on the constructing thread (<see cref="WrongCoreThreadException"/>).</summary>
+    internal void CheckThread()
+    {
+        CoreKernel? kernel = _kernel;
+        if (kernel is not null)
+        {
+            // The kernel's own check: its thread once started, any thread during boot.
+            kernel.CheckThread();
+        }
+        else if (Environment.CurrentManagedThreadId != _ownerThread)
+        {
+            ThrowWrongThread();
+        }
+    }
+
+    /// <summary>
+    /// Test harnesses without a kernel: the calling thread becomes the owner (a harness that
+    /// builds the tables on one thread and runs each core on its own). Refused once a kernel is attached.
+    /// </summary>
+    internal void BindToCurrentThread()
+    {
+        if (_kernel is not null)
+        {
+            throw new InvalidOperationException($"Core {Core}'s capabilities belong to its kernel's thread.");
+        }
+
+        Volatile.Write(ref _ownerThread, Environment.CurrentManagedThreadId);
+    }
+
+    private void ThrowWrongThread() =>
+        throw new WrongCoreThreadException($"Core {Core}'s capabilities are used only from that core's kernel thread (a domain must not leave its core with ConfigureAwait(false), Task.Run or another thread).");
+
+    /// <summary>The generation of reference <paramref name="index"/> (frame handles check it on every access).</summary>
+    internal uint RefGeneration(int index) => _refGenerations[index];
 
     /// <summary>Kernel objects this core owns.</summary>
     public int ObjectCount => _objects.Length - _freeObjectCount;
@@ -194,12 +304,13 @@ public sealed partial class CoreCapabilities
     /// <summary>Creates a domain's CSpace (bounded slots). Throws <see cref="CapabilityLimitException"/> when the core has no free domain.</summary>
     public CSpace CreateDomain(string name)
     {
+        CheckThread();
         ArgumentException.ThrowIfNullOrEmpty(name);
         for (int i = 0; i < _domains.Length; i++)
         {
             if (_domains[i] is null)
             {
-                var cs = new CSpace(this, i, name, _options.SlotsPerDomain);
+                var cs = new CSpace(this, i, ++_domainGenerations[i], name, _options.SlotsPerDomain, _options.GrantsPerDomain);
                 _domains[i] = cs;
                 return cs;
             }
@@ -214,6 +325,7 @@ public sealed partial class CoreCapabilities
     /// </summary>
     public void DestroyDomain(CSpace domain)
     {
+        CheckThread();
         CheckDomain(domain);
         int remote = 0;
         foreach (int s in domain.Slots)
@@ -226,6 +338,8 @@ public sealed partial class CoreCapabilities
             throw new CapabilityBusyException($"Destroying {domain} releases {remote} remote capabilities but core {Core}'s protocol outbox has room for {OutboxFree - _reserve}; retry after the kernel loop has flushed it.");
         }
 
+        // Its pins go with it (its code no longer runs), so pinned frames can be reused.
+        ReleasePins(domain);
         for (int slot = 0; slot < domain.Slots.Length; slot++)
         {
             if (domain.Slots[slot] != 0)
@@ -234,6 +348,19 @@ public sealed partial class CoreCapabilities
             }
         }
 
+        // Its operations in flight finish without it; its queued messages stop being billed to
+        // its id, which the next domain may reuse.
+        OrphanPending(domain);
+        for (int i = 0; i < _outCount; i++)
+        {
+            int at = (_outHead + i) % _outDomain.Length;
+            if (_outDomain[at] == domain.Id)
+            {
+                _outDomain[at] = -1;
+            }
+        }
+
+        domain.OutboxUsed = 0;
         domain.IsDestroyed = true;
         _domains[domain.Id] = null;
     }
@@ -247,6 +374,7 @@ public sealed partial class CoreCapabilities
     /// </summary>
     public int CreateKernelCapability(CSpace monitor)
     {
+        CheckThread();
         CheckDomain(monitor);
         for (int r = _firstRoot; r != -1; r = _objects[r].NextSibling)
         {
@@ -268,6 +396,7 @@ public sealed partial class CoreCapabilities
     /// </summary>
     public int CreateRoot(CSpace monitor, int kernelSlot, CSpace target, CapabilityType type, int baseFrame = 0, int frameCount = 0, ulong objectId = 0, CapabilityRights rights = CapabilityRights.All)
     {
+        CheckThread();
         int k = LookUpUsable(monitor, kernelSlot, "create root capabilities");
         if (_refs[k].Type != CapabilityType.Kernel)
         {
@@ -285,10 +414,43 @@ public sealed partial class CoreCapabilities
         }
 
         CheckDomain(target);
+        if (type == CapabilityType.Nic)
+        {
+            // One Nic per machine, made once at boot on the Nic core; it covers the device region.
+            if (Core != _options.NicCore)
+            {
+                throw new CapabilityTypeException($"The Nic root lives on core {_options.NicCore} (CapabilityOptions.NicCore), not core {Core}.");
+            }
+
+            if (_nicCreated)
+            {
+                throw new CapabilityException($"Core {Core} already created the machine's one Nic root; a second is refused. Move the existing one.");
+            }
+
+            int slot = AddRoot(target, type, _deviceRange.BaseFrame, _deviceRange.FrameCount, objectId, rights, allowEmpty: true);
+            _nicCreated = true;
+            return slot;
+        }
+
+        if (type == CapabilityType.PacketFilter)
+        {
+            throw new CapabilityTypeException("PacketFilters are retyped from the installer's RAM (Retype(ramSlot, CapabilityType.PacketFilter)), so each filter is billed to its installer.");
+        }
+
+        if (type == CapabilityType.DevFrame)
+        {
+            throw new CapabilityTypeException("DevFrames are retyped from the Nic capability (its device region), so only the Nic holder obtains them.");
+        }
+
+        if (type == CapabilityType.Ram && baseFrame < _ramShare.EndFrame && baseFrame + frameCount > _ramShare.EndFrame)
+        {
+            throw new ArgumentOutOfRangeException(nameof(frameCount), $"A RAM root must not cover core {Core}'s device region {_deviceRange.BaseFrame}..{_deviceRange.EndFrame - 1}.");
+        }
+
         return AddRoot(target, type, baseFrame, frameCount, objectId, rights);
     }
 
-    private int AddRoot(CSpace domain, CapabilityType type, int baseFrame, int frameCount, ulong objectId, CapabilityRights rights)
+    private int AddRoot(CSpace domain, CapabilityType type, int baseFrame, int frameCount, ulong objectId, CapabilityRights rights, bool allowEmpty = false)
     {
         bool memoryType = IsMemoryType(type);
         if (type == CapabilityType.None)
@@ -298,7 +460,7 @@ public sealed partial class CoreCapabilities
 
         if (memoryType)
         {
-            if (frameCount <= 0 || baseFrame < _share.BaseFrame || (long)baseFrame + frameCount > _share.EndFrame)
+            if ((frameCount <= 0 && !(allowEmpty && frameCount == 0)) || baseFrame < _share.BaseFrame || (long)baseFrame + frameCount > _share.EndFrame)
             {
                 throw new ArgumentOutOfRangeException(nameof(baseFrame), $"A {type} root must cover frames inside core {Core}'s share {_share.BaseFrame}..{_share.EndFrame - 1} (asked {baseFrame}..{(long)baseFrame + frameCount - 1}).");
             }
@@ -319,7 +481,7 @@ public sealed partial class CoreCapabilities
         }
 
         int slot = FindFreeSlot(domain);
-        EnsureTables(1, 1);
+        EnsureTables(domain, 1, 1);
         int obj = AllocateObject(type, rights, memoryType ? baseFrame : 0, memoryType ? frameCount : 0, objectId, parent: -1);
         _objects[obj].NextSibling = _firstRoot;
         _objects[obj].PrevSibling = -1;
@@ -335,219 +497,6 @@ public sealed partial class CoreCapabilities
         return slot;
     }
 
-    // ---------------------------------------------------------------- domain operations
-
-    internal bool IsEmpty(CSpace cs, int slot)
-    {
-        CheckDomain(cs);
-        CheckSlotNumber(cs, slot);
-        int r = cs.Slots[slot] - 1;
-        return r < 0 || _refs[r].InTransit;
-    }
-
-    internal CapabilityInfo Inspect(CSpace cs, int slot)
-    {
-        int r = LookUp(cs, slot);
-        ref RefRecord rec = ref _refs[r];
-        return new CapabilityInfo(rec.Type, rec.Rights, rec.FrameCount, rec.Owner, rec.ObjectId);
-    }
-
-    internal int Copy(CSpace source, int slot, CSpace target, CapabilityRights rights, bool requireGrant)
-    {
-        int r = LookUpUsable(source, slot, "copy");
-        CheckDomain(target);
-        ref RefRecord rec = ref _refs[r];
-        CheckCopyable(source, slot, in rec, rights, requireGrant);
-        int targetSlot = FindFreeSlot(target);
-        EnsureTables(0, 1);
-        if (rec.Owner != Core)
-        {
-            EnsureOutbox("copy");
-        }
-
-        int copy = CreateRef(target, targetSlot, rec.Owner, rec.Object, rec.ObjectGeneration, rec.Type, rights, rec.BaseFrame, rec.FrameCount, rec.ObjectId);
-        AddReference(_refs[copy].Owner, _refs[copy].Object, _refs[copy].ObjectGeneration);
-        return targetSlot;
-    }
-
-    internal int Move(CSpace source, int slot, CSpace target)
-    {
-        int r = LookUpUsable(source, slot, "move");
-        CheckDomain(target);
-        ref RefRecord rec = ref _refs[r];
-        if ((rec.Rights & CapabilityRights.Grant) == 0)
-        {
-            throw new InsufficientRightsException($"Slot {slot} of {source} holds a {rec.Type} capability without the Grant right; it cannot be passed to another domain.");
-        }
-
-        if (ReferenceEquals(source, target))
-        {
-            return slot;
-        }
-
-        int targetSlot = FindFreeSlot(target);
-        source.Vacate(slot);
-        rec.Domain = target.Id;
-        rec.Slot = targetSlot;
-        target.Slots[targetSlot] = r + 1;
-        // The sender's handles die with the move; the reference record itself is reused.
-        _refGenerations[r]++;
-        return targetSlot;
-    }
-
-    internal void SwapFrames(CSpace a, int slotA, CSpace b, int slotB)
-    {
-        int ra = LookUpUsable(a, slotA, "swap");
-        int rb = LookUpUsable(b, slotB, "swap");
-        ref RefRecord x = ref _refs[ra];
-        ref RefRecord y = ref _refs[rb];
-        if (!IsFrameType(x.Type) || !IsFrameType(y.Type))
-        {
-            throw new CapabilityTypeException($"Page swap exchanges two frames: slot {slotA} of {a} holds {x.Type}, slot {slotB} of {b} holds {y.Type}.");
-        }
-
-        if (x.FrameCount != y.FrameCount)
-        {
-            throw new CapabilityException($"Page swap needs frames of the same size: slot {slotA} of {a} has {x.FrameCount} frame(s), slot {slotB} of {b} has {y.FrameCount}.");
-        }
-
-        if ((x.Rights & CapabilityRights.Grant) == 0 || (y.Rights & CapabilityRights.Grant) == 0)
-        {
-            throw new InsufficientRightsException($"Page swap passes both frames on, so both need the Grant right (slot {slotA} of {a}: {x.Rights}; slot {slotB} of {b}: {y.Rights}).");
-        }
-
-        if (ra == rb)
-        {
-            return;
-        }
-
-        // Exchange the holders: no byte moves. Both copies' generations are bumped so neither
-        // side keeps a handle into the frame it gave away.
-        a.Slots[slotA] = rb + 1;
-        b.Slots[slotB] = ra + 1;
-        (x.Domain, x.Slot, y.Domain, y.Slot) = (b.Id, slotB, a.Id, slotA);
-        _refGenerations[ra]++;
-        _refGenerations[rb]++;
-    }
-
-    internal FrameHandle GetFrame(CSpace cs, int slot)
-    {
-        int r = LookUpUsable(cs, slot, "access");
-        ref RefRecord rec = ref _refs[r];
-        if (!IsFrameType(rec.Type))
-        {
-            throw new CapabilityTypeException($"Slot {slot} of {cs} holds a {rec.Type} capability; only Frame and DevFrame capabilities give access to memory.");
-        }
-
-        return new FrameHandle(_memory, rec.BaseFrame, rec.FrameCount, _memory.Generation(rec.BaseFrame), rec.Rights, rec.Type, rec.Owner, rec.Object, _refGenerations, r, _refGenerations[r]);
-    }
-
-    internal int Retype(CSpace cs, int ramSlot, CapabilityType type, int frames)
-    {
-        int r = LookUpUsable(cs, ramSlot, "retype");
-        ref RefRecord rec = ref _refs[r];
-        if (rec.Type != CapabilityType.Ram)
-        {
-            throw new CapabilityTypeException($"Retype needs a RAM capability; slot {ramSlot} of {cs} holds {rec.Type}.");
-        }
-
-        if ((rec.Rights & CapabilityRights.Write) == 0)
-        {
-            throw new InsufficientRightsException($"Retype needs the Write right on the RAM capability in slot {ramSlot} of {cs} (it has {rec.Rights}).");
-        }
-
-        switch (type)
-        {
-            case CapabilityType.Ram:
-            case CapabilityType.Frame:
-            case CapabilityType.CNode:
-                if (frames < 1 || (type == CapabilityType.Frame && frames > PhysicalMemory.MaxFramesPerHandle))
-                {
-                    throw new ArgumentOutOfRangeException(nameof(frames), frames, $"A {type} needs between 1 and {(type == CapabilityType.Frame ? PhysicalMemory.MaxFramesPerHandle : int.MaxValue)} frames.");
-                }
-
-                break;
-            case CapabilityType.Endpoint:
-            case CapabilityType.Dispatcher:
-                if (frames != 1)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(frames), frames, $"A {type} object occupies exactly one frame.");
-                }
-
-                break;
-            default:
-                throw new CapabilityTypeException($"{type} capabilities are not retyped from RAM; the kernel creates them (CreateRoot).");
-        }
-
-        if (rec.Owner != Core)
-        {
-            throw new CapabilityException($"The RAM capability in slot {ramSlot} of {cs} is owned by core {rec.Owner}; retype runs on the owner core.");
-        }
-
-        ref ObjectRecord ram = ref _objects[rec.Object];
-        Debug.Assert(ram.Generation == rec.ObjectGeneration && ram.State != ObjectState.Free);
-        if (ram.State != ObjectState.Live)
-        {
-            throw new CapabilityBusyException($"The RAM capability in slot {ramSlot} of {cs} is being revoked; retype after the revoke completes.");
-        }
-
-        int targetSlot = FindFreeSlot(cs);
-        EnsureTables(1, 1);
-        int baseFrame = FindGap(rec.Object, frames);
-        if (baseFrame < 0)
-        {
-            throw new OutOfRamException($"{cs} has used up the RAM capability in slot {ramSlot}: retype of a {frames}-frame {type} needs {frames} contiguous free frame(s), but only {ram.FrameCount - ram.UsedFrames} of {ram.FrameCount} frames are free. Delete capabilities derived from it, or get more RAM.");
-        }
-
-        int obj = AllocateObject(type, rec.Rights, baseFrame, frames, 0, rec.Object);
-        InsertChild(rec.Object, obj);
-        _objects[obj].Total = 1;
-        _objects[obj].Mask = Bit(Core);
-        if (type != CapabilityType.Ram)
-        {
-            // Fresh objects never show a previous holder's bytes.
-            _memory.Clear(baseFrame, frames);
-        }
-
-        CreateRef(cs, targetSlot, Core, obj, in _objects[obj], rec.Rights);
-        return targetSlot;
-    }
-
-    internal void Delete(CSpace cs, int slot)
-    {
-        CheckDomain(cs);
-        CheckSlotNumber(cs, slot);
-        int r = cs.Slots[slot] - 1;
-        if (r < 0)
-        {
-            throw new EmptySlotException($"Slot {slot} of {cs} is empty; nothing to delete.");
-        }
-
-        if (_refs[r].Owner != Core && !_refs[r].Marked && !_refs[r].InTransit)
-        {
-            EnsureOutbox("delete");
-        }
-
-        DeleteRef(r);
-    }
-
-    internal long FreeRamFrames(CSpace cs)
-    {
-        CheckDomain(cs);
-        long free = 0;
-        foreach (int s in cs.Slots)
-        {
-            int r = s - 1;
-            if (r >= 0 && _refs[r].Type == CapabilityType.Ram && _refs[r].Owner == Core && !_refs[r].InTransit && !_refs[r].Marked)
-            {
-                ref ObjectRecord o = ref _objects[_refs[r].Object];
-                free += o.FrameCount - o.UsedFrames;
-            }
-        }
-
-        return free;
-    }
-
     // ---------------------------------------------------------------- references
 
     private int CreateRef(CSpace cs, int slot, int owner, int obj, in ObjectRecord o, CapabilityRights rights) =>
@@ -555,7 +504,7 @@ public sealed partial class CoreCapabilities
 
     private int CreateRef(CSpace cs, int slot, int owner, int obj, uint objGeneration, CapabilityType type, CapabilityRights rights, int baseFrame, int frameCount, ulong objectId)
     {
-        Debug.Assert(_freeRefCount > 0 && cs.Slots[slot] == 0);
+        Invariant(_freeRefCount > 0 && cs.Slots[slot] == 0 && cs.References < _referenceShare, "a reference created without room for it");
         int r = _freeRefs[--_freeRefCount];
         ref RefRecord rec = ref _refs[r];
         rec = default;
@@ -567,8 +516,9 @@ public sealed partial class CoreCapabilities
         rec.ObjectGeneration = objGeneration;
         rec.BaseFrame = baseFrame;
         rec.FrameCount = frameCount;
-        rec.ObjectId = objectId;
+        rec.ObjectId = type == CapabilityType.PacketFilter ? FilterId(owner, obj, objGeneration) : objectId;
         rec.Domain = cs.Id;
+        rec.DomainGeneration = cs.Generation;
         rec.Slot = slot;
         rec.NextMarked = -1;
         rec.PrevSame = -1;
@@ -581,6 +531,7 @@ public sealed partial class CoreCapabilities
 
         _refMap.Set(owner, obj, r);
         cs.Slots[slot] = r + 1;
+        cs.References++;
         return r;
     }
 
@@ -588,13 +539,15 @@ public sealed partial class CoreCapabilities
     private void FreeRef(int r)
     {
         ref RefRecord rec = ref _refs[r];
-        Debug.Assert(rec.Live);
-        if (!rec.Detached && rec.Slot >= 0)
+        Invariant(rec.Live, "a free reference freed again");
+        CSpace? holder = HolderOf(in rec);
+        if (holder is not null)
         {
-            CSpace? cs = _domains[rec.Domain];
-            if (cs is not null && cs.Slots[rec.Slot] == r + 1)
+            // The domain's share pays until the record is gone (detached copies included).
+            holder.References--;
+            if (!rec.Detached && holder.Slots[rec.Slot] == r + 1)
             {
-                cs.Vacate(rec.Slot);
+                holder.Vacate(rec.Slot);
             }
         }
 
@@ -621,8 +574,12 @@ public sealed partial class CoreCapabilities
         _freeRefs[_freeRefCount++] = r;
     }
 
+    /// <summary>The live domain holding the reference (null when it was destroyed: its id may name a successor).</summary>
+    private CSpace? HolderOf(in RefRecord rec) =>
+        _domains[rec.Domain] is { } cs && cs.Generation == rec.DomainGeneration ? cs : null;
+
     /// <summary>A domain (or domain destruction, or a completed move) deletes a reference.</summary>
-    private void DeleteRef(int r)
+    private void DeleteRef(int r, CSpace? billed = null)
     {
         ref RefRecord rec = ref _refs[r];
         if (rec.Marked || rec.InTransit)
@@ -638,7 +595,7 @@ public sealed partial class CoreCapabilities
         int obj = rec.Object;
         uint gen = rec.ObjectGeneration;
         FreeRef(r);
-        ReleaseReference(owner, obj, gen);
+        ReleaseReference(owner, obj, gen, billed);
     }
 
     private void DetachRef(int r)
@@ -646,7 +603,7 @@ public sealed partial class CoreCapabilities
         ref RefRecord rec = ref _refs[r];
         if (!rec.Detached)
         {
-            CSpace? cs = _domains[rec.Domain];
+            CSpace? cs = HolderOf(in rec);
             if (cs is not null && cs.Slots[rec.Slot] == r + 1)
             {
                 cs.Vacate(rec.Slot);
@@ -666,7 +623,7 @@ public sealed partial class CoreCapabilities
 
     private int AllocateObject(CapabilityType type, CapabilityRights rights, int baseFrame, int frameCount, ulong objectId, int parent)
     {
-        Debug.Assert(_freeObjectCount > 0);
+        Invariant(_freeObjectCount > 0, "an object allocated without room for it");
         int i = _freeObjects[--_freeObjectCount];
         ref ObjectRecord o = ref _objects[i];
         uint generation = o.Generation + 1;
@@ -687,23 +644,54 @@ public sealed partial class CoreCapabilities
         return i;
     }
 
-    /// <summary>Frees an object with no children and no references: its frames go back to the parent RAM.</summary>
+    /// <summary>
+    /// Frees an object with no live children and no references: its frames' generations are
+    /// bumped (every handle dies) and its frames go back to the parent. An object still pinned,
+    /// or with pinned (zombie) descendants, becomes a zombie instead: dead as a capability, its
+    /// frames kept out of circulation until the last pin goes (then this runs again for it).
+    /// </summary>
     private void FreeObject(int i)
     {
         ref ObjectRecord o = ref _objects[i];
-        Debug.Assert(o.State != ObjectState.Free && o.FirstChild == -1);
-        ObjectDeleted?.Invoke(new CapabilityObject(o.Type, o.ObjectId, o.BaseFrame, o.FrameCount));
-        if (IsMemoryType(o.Type) && o.FrameCount > 0)
+        Invariant(o.State != ObjectState.Free, "an object freed twice");
+        bool wasZombie = o.State == ObjectState.Zombie;
+        if (!wasZombie)
         {
-            // Every handle to these frames dies before the frames can be retyped again.
-            _memory.Invalidate(o.BaseFrame, o.FrameCount);
+            ObjectDeleted?.Invoke(new CapabilityObject(o.Type, o.ObjectId, o.BaseFrame, o.FrameCount));
+            if (IsMemoryType(o.Type) && o.FrameCount > 0 && !o.Alias)
+            {
+                // Every handle to these frames dies before the frames can be retyped again.
+                _memory.Invalidate(o.BaseFrame, o.FrameCount);
+            }
         }
 
-        if (o.Parent >= 0)
+        if (o.Pins > 0 || o.FirstChild != -1)
         {
-            ref ObjectRecord p = ref _objects[o.Parent];
-            p.UsedFrames -= o.FrameCount;
-            Debug.Assert(p.UsedFrames >= 0);
+            for (int c = o.FirstChild; c != -1; c = _objects[c].NextSibling)
+            {
+                Invariant(_objects[c].State == ObjectState.Zombie, "an object freed with live children");
+            }
+
+            if (!wasZombie)
+            {
+                o.State = ObjectState.Zombie;
+                _zombies++;
+            }
+
+            return;
+        }
+
+        if (wasZombie)
+        {
+            _zombies--;
+        }
+
+        int parent = o.Parent;
+        if (parent >= 0)
+        {
+            ref ObjectRecord p = ref _objects[parent];
+            p.UsedFrames -= o.Alias ? 0 : o.FrameCount;
+            Invariant(p.UsedFrames >= 0, "a parent's used frames went negative");
             if (o.PrevSibling >= 0)
             {
                 _objects[o.PrevSibling].NextSibling = o.NextSibling;
@@ -731,6 +719,11 @@ public sealed partial class CoreCapabilities
         o = default;
         o.Generation = generation + 1;
         _freeObjects[_freeObjectCount++] = i;
+        if (parent >= 0 && _objects[parent].State == ObjectState.Zombie && _objects[parent].FirstChild == -1 && _objects[parent].Pins == 0)
+        {
+            // The last pinned descendant of a zombie went: the zombie can go now too.
+            FreeObject(parent);
+        }
     }
 
     /// <summary>First-fit search of a RAM object's children (kept sorted by base frame) for a gap of <paramref name="frames"/>.</summary>
@@ -784,17 +777,22 @@ public sealed partial class CoreCapabilities
             _objects[next].PrevSibling = child;
         }
 
-        p.UsedFrames += c.FrameCount;
+        p.UsedFrames += c.Alias ? 0 : c.FrameCount;
     }
 
     // ---------------------------------------------------------------- checks
 
+    // Types backed by frames of the arena (PacketFilters and Endpoints occupy one frame of
+    // their installer's RAM; the Nic covers the device region).
     private static bool IsMemoryType(CapabilityType type) => type is CapabilityType.Ram or CapabilityType.Frame or CapabilityType.DevFrame
-        or CapabilityType.CNode or CapabilityType.Endpoint or CapabilityType.Dispatcher;
+        or CapabilityType.CNode or CapabilityType.Endpoint or CapabilityType.Dispatcher or CapabilityType.PacketFilter or CapabilityType.Nic;
 
     private static bool IsFrameType(CapabilityType type) => type is CapabilityType.Frame or CapabilityType.DevFrame;
 
     private static ulong Bit(int core) => 1UL << core;
+
+    /// <summary>A PacketFilter's id: its object's identity (owner core, index, generation), unique machine-wide and the same on every core holding a copy.</summary>
+    private static ulong FilterId(int owner, int obj, uint generation) => ((ulong)(byte)owner << 56) | ((ulong)(generation & 0xFFFFFFFF) << 24) | (uint)(obj & 0xFFFFFF);
 
     private void CheckDomain(CSpace cs)
     {
@@ -847,11 +845,40 @@ public sealed partial class CoreCapabilities
         return r;
     }
 
-    private static void CheckCopyable(CSpace cs, int slot, in RefRecord rec, CapabilityRights rights, bool requireGrant)
+    private static void CheckRight(CSpace cs, int slot, in RefRecord rec, CapabilityRights needed, string what)
+    {
+        if ((rec.Rights & needed) != needed)
+        {
+            throw new InsufficientRightsException($"The {rec.Type} capability in slot {slot} of {cs} has {rec.Rights}; it needs {needed} to {what}.");
+        }
+    }
+
+    /// <summary>
+    /// The one grant/rights check of every way a capability is copied or passed on (copy, mint,
+    /// move, transfer): rights only diminish, passing to another domain needs Grant, RAM and the
+    /// Nic have one holder. Returns the rights the new copy gets.
+    /// </summary>
+    private static CapabilityRights CheckPassable(CSpace cs, int slot, in RefRecord rec, CapabilityRights rights, TransferMode mode, bool requireGrant = true)
     {
         if ((rights & ~CapabilityRights.All) != 0)
         {
             throw new ArgumentOutOfRangeException(nameof(rights), rights, "Unknown capability rights.");
+        }
+
+        if (requireGrant)
+        {
+            CheckRight(cs, slot, in rec, CapabilityRights.Grant, "be passed to another domain");
+        }
+
+        if (mode == TransferMode.Move)
+        {
+            // A move hands over the capability itself: All means "as it is"; anything else may only diminish.
+            if (rights != CapabilityRights.All && (rights & ~rec.Rights) != 0)
+            {
+                throw new InsufficientRightsException($"Rights can only be diminished: the {rec.Type} capability in slot {slot} of {cs} has {rec.Rights}, the move asked for {rights}.");
+            }
+
+            return rec.Rights & rights;
         }
 
         if ((rights & ~rec.Rights) != 0)
@@ -859,20 +886,17 @@ public sealed partial class CoreCapabilities
             throw new InsufficientRightsException($"Rights can only be diminished: the {rec.Type} capability in slot {slot} of {cs} has {rec.Rights}, the copy asked for {rights}.");
         }
 
-        if (requireGrant && (rec.Rights & CapabilityRights.Grant) == 0)
-        {
-            throw new InsufficientRightsException($"Slot {slot} of {cs} holds a {rec.Type} capability without the Grant right; it cannot be passed to another domain.");
-        }
-
         if (rec.Type == CapabilityType.Ram)
         {
-            throw new CapabilityTypeException($"RAM capabilities are not copied (each frame of RAM is billed to exactly one holder); split it with Retype(.., CapabilityType.Ram, n) and move the part.");
+            throw new CapabilityTypeException("RAM capabilities are not copied (each frame of RAM is billed to exactly one holder); split it with Retype(.., CapabilityType.Ram, n) and move the part.");
         }
 
         if (rec.Type == CapabilityType.Nic)
         {
             throw new CapabilityTypeException("The Nic capability has one holder; it can be moved but not copied.");
         }
+
+        return rights;
     }
 
     private int FindFreeSlot(CSpace cs)
@@ -887,11 +911,25 @@ public sealed partial class CoreCapabilities
         return slot;
     }
 
-    private void EnsureTables(int objects, int refs)
+    /// <summary>Throws unless <paramref name="cs"/> may hold one more reference (its share of the core's table).</summary>
+    private void EnsureShare(CSpace cs)
+    {
+        if (cs.References >= _referenceShare)
+        {
+            throw new CapabilityLimitException($"{cs} holds {cs.References} capability references, its share of core {Core}'s table (ReferencesPerDomain = {_referenceShare}); delete some first.");
+        }
+    }
+
+    private void EnsureTables(CSpace cs, int objects, int refs)
     {
         if (_freeObjectCount < objects)
         {
             throw new CapabilityLimitException($"Core {Core}'s object table is full (MaxObjectsPerCore = {_options.MaxObjectsPerCore}).");
+        }
+
+        if (refs > 0)
+        {
+            EnsureShare(cs);
         }
 
         if (_freeRefCount < refs)

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Numerics;
 
 namespace Multikernel.CpuDriver.Capabilities;
@@ -68,7 +67,11 @@ internal sealed class ObjectRefMap
             if (k == 0)
             {
                 // Capacity is twice the number of references a core can hold, so this never fills.
-                Debug.Assert(_count < _keys.Length - 1);
+                if (_count >= _keys.Length - 1)
+                {
+                    throw new CapabilityInvariantException("The object-to-reference map overflowed (its capacity is twice the reference table).");
+                }
+
                 _keys[i] = key;
                 _values[i] = value;
                 _count++;

@@ -4,8 +4,10 @@ namespace Multikernel.CpuDriver.Capabilities;
 
 /// <summary>
 /// A preallocated, reusable awaitable for one distributed capability operation that a domain of
-/// this core started (transfer or revoke). Completed by the protocol when the reply arrives;
-/// returned to the core's free list when the awaiter reads the result.
+/// this core started (transfer or revoke). Each domain has its own few of them (its share,
+/// <see cref="CapabilityOptions.OperationsPerDomain"/>), so a domain that never awaits its
+/// operations blocks only itself; when the domain is destroyed they go back to the pool.
+/// Completed by the protocol when the reply arrives; returned when the awaiter reads the result.
 /// </summary>
 internal sealed class PendingOperation : IValueTaskSource<int>, IValueTaskSource
 {
@@ -25,6 +27,9 @@ internal sealed class PendingOperation : IValueTaskSource<int>, IValueTaskSource
 
     public bool InUse { get; set; }
 
+    /// <summary>The domain that started it was destroyed: recycle on completion instead of completing.</summary>
+    public bool Orphaned { get; set; }
+
     public bool IsMove { get; set; }
 
     public int RefIndex { get; set; }
@@ -33,11 +38,22 @@ internal sealed class PendingOperation : IValueTaskSource<int>, IValueTaskSource
 
     public short Version => _core.Version;
 
+    public bool IsCompleted => _core.GetStatus(_core.Version) != ValueTaskSourceStatus.Pending;
+
+    /// <summary>Request ids name the pool index (16 bits) and the version (16 bits), so a late reply to a recycled operation is ignored.</summary>
     public uint RequestId => (uint)Index | ((uint)(ushort)_core.Version << 16);
 
     public void Complete(int result) => _core.SetResult(result);
 
     public void Fail(Exception error) => _core.SetException(error);
+
+    /// <summary>Back to the pool without an awaiter (the version moves on, so a stale awaiter gets an error, never another operation's result).</summary>
+    public void Recycle()
+    {
+        _core.Reset();
+        Orphaned = false;
+        InUse = false;
+    }
 
     public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 

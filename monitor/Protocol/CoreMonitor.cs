@@ -46,10 +46,15 @@ internal sealed class CoreMonitor
         // The monitor holds this core's Kernel capability and all of its RAM; domains get RAM
         // retyped from it at spawn and give it back when they end (billed buffers, seed 002).
         _capabilities = capabilities;
+        _kernel = runtime.Machine.Kernels[core];
+        // Capability operations run on this core's kernel thread only; transfers reach the
+        // domain that owns the receiving end of a channel.
+        capabilities.AttachKernel(_kernel);
+        capabilities.ChannelOwner = FindChannelOwner;
         _space = capabilities.CreateDomain("monitor");
         int kernelSlot = capabilities.CreateKernelCapability(_space);
-        _ramSlot = share.FrameCount > 0 ? capabilities.CreateRoot(_space, kernelSlot, _space, CapabilityType.Ram, share.BaseFrame, share.FrameCount) : -1;
-        _kernel = runtime.Machine.Kernels[core];
+        FrameRange ram = capabilities.RamShare;
+        _ramSlot = ram.FrameCount > 0 ? capabilities.CreateRoot(_space, kernelSlot, _space, CapabilityType.Ram, ram.BaseFrame, ram.FrameCount) : -1;
         Core = core;
         _links = new MonitorLink?[runtime.Machine.Cores];
         for (int peer = 0; peer < _links.Length; peer++)
@@ -64,6 +69,23 @@ internal sealed class CoreMonitor
     public int Core { get; }
 
     public CoreKernel Kernel => _kernel;
+
+    // The domain holding this core's end of a channel (endpoint id, generation included) receives what is sent on it.
+    private CSpace? FindChannelOwner(uint endpoint)
+    {
+        foreach (Domain domain in _kernel.Domains)
+        {
+            foreach (Endpoint e in domain.Endpoints)
+            {
+                if (e.Id == endpoint)
+                {
+                    return domain.Capabilities;
+                }
+            }
+        }
+
+        return null;
+    }
 
     public bool IsShuttingDown => _shuttingDown;
 

@@ -161,7 +161,7 @@ public sealed class CSpaceTests : IDisposable
         CSpace other = _core.CreateDomain("other");
         Assert.Throws<InsufficientRightsException>(() => app.CopyTo(readOnly, other, CapabilityRights.Read));
         Assert.Throws<InsufficientRightsException>(() => app.MoveTo(readOnly, other));
-        Assert.Throws<InsufficientRightsException>(() => app.TransferAsync(readOnly, 0, other.Id, TransferMode.Copy, CapabilityRights.Read));
+        Assert.Throws<InsufficientRightsException>(() => app.TransferAsync(readOnly, 0, (uint)other.Id, TransferMode.Copy, CapabilityRights.Read));
         Assert.True(other.IsEmpty(0));
     }
 
@@ -330,11 +330,12 @@ public sealed class CSpaceTests : IDisposable
     [Fact]
     public void CreateRoot_RejectsMemoryOutsideTheShareOrOverlapping()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.DevFrame, 60, 8));
-        var error = Assert.Throws<CapabilityException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.DevFrame, 10, 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.Frame, 60, 8));
+        var error = Assert.Throws<CapabilityException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.Frame, 10, 2));
         Assert.Contains("overlap", error.Message, StringComparison.Ordinal);
-        int filter = _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.PacketFilter, objectId: 77);
-        Assert.Equal(77UL, _monitor.Inspect(filter).ObjectId);
+        // DevFrames come only from the Nic, PacketFilters only from RAM.
+        Assert.Throws<CapabilityTypeException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.DevFrame, 60, 2));
+        Assert.Throws<CapabilityTypeException>(() => _core.CreateRoot(_monitor, _kernel, _monitor, CapabilityType.PacketFilter, objectId: 77));
     }
 
     [Fact]
@@ -365,7 +366,13 @@ public sealed class CSpaceTests : IDisposable
         int emptyBase = appHandle.BaseFrame;
         netdHandle.Span[..5].Fill(7);
 
+        // Without the other side's consent (its posted frame) a swap takes nothing.
+        Assert.Throws<InsufficientRightsException>(() => netd.SwapFrames(full, app, empty));
+        Assert.Equal(emptyBase, app.GetFrame(empty).BaseFrame);
+        app.PostFrame(empty);
         netd.SwapFrames(full, app, empty);
+        // The offer was used up.
+        Assert.Throws<InsufficientRightsException>(() => netd.SwapFrames(full, app, empty));
 
         FrameHandle received = app.GetFrame(empty);
         FrameHandle returned = netd.GetFrame(full);
@@ -386,6 +393,7 @@ public sealed class CSpaceTests : IDisposable
         CSpace b = DomainWithRam("b", 8);
         int one = a.Retype(0, CapabilityType.Frame);
         int two = b.Retype(0, CapabilityType.Frame, 2);
+        b.PostFrame(two);
         Assert.Throws<CapabilityException>(() => a.SwapFrames(one, b, two));
         Assert.Throws<CapabilityTypeException>(() => a.SwapFrames(one, b, 0));
         int readOnly = b.Copy(b.Retype(0, CapabilityType.Frame), CapabilityRights.Read);

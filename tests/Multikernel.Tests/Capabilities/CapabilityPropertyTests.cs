@@ -50,6 +50,10 @@ public sealed class CapabilityPropertyTests
         public int RevokesWithRemoteVictims;
         public int Transfers;
         public int Deletes;
+        public int Restarts;
+        public int DevFrames;
+        public int Filters;
+        public int Mints;
     }
 
     private void AssertExercised()
@@ -57,6 +61,10 @@ public sealed class CapabilityPropertyTests
         Assert.True(_stats.RevokesWithRemoteVictims > 10, $"only {_stats.RevokesWithRemoteVictims} (transfers {_stats.Transfers}, deletes {_stats.Deletes}) successful revokes removed copies on other cores");
         Assert.True(_stats.Transfers > 50, $"only {_stats.Transfers} transfers completed");
         Assert.True(_stats.Deletes > 50, $"only {_stats.Deletes} deletes");
+        Assert.True(_stats.Restarts > 5, $"only {_stats.Restarts} domain restarts");
+        Assert.True(_stats.DevFrames > 5, $"only {_stats.DevFrames} DevFrames retyped");
+        Assert.True(_stats.Filters > 5, $"only {_stats.Filters} PacketFilters retyped");
+        Assert.True(_stats.Mints > 5, $"only {_stats.Mints} sub-copies minted");
     }
 
     [Fact]
@@ -68,11 +76,17 @@ public sealed class CapabilityPropertyTests
 
     internal static void RunSequential(Scenario scenario, Stats stats)
     {
-        using var sim = new CapabilitySimulation(scenario.Cores, scenario.Seed);
+        using var sim = new CapabilitySimulation(scenario.Cores, scenario.Seed, deviceFrames: 16);
         var workload = new Workload(sim, stats);
         foreach (int op in scenario.Operations)
         {
             workload.Apply(op, sequential: true);
+            if (sim.Random.Next(3) == 0)
+            {
+                // Starve a link until nothing else can move (then the scheduler lets it go).
+                sim.StarveRandomLink();
+            }
+
             sim.RunUntilQuiet();
             workload.CompleteSequential();
             sim.CheckInvariants();
@@ -92,9 +106,10 @@ public sealed class CapabilityPropertyTests
             // A third of the runs use tight limits: one-slot rings, a small outbox and few
             // operation slots, so back-pressure, refusals and deferred deletes are exercised.
             using var sim = scenario.Seed % 3 != 0
-                ? new CapabilitySimulation(scenario.Cores, scenario.Seed)
+                ? new CapabilitySimulation(scenario.Cores, scenario.Seed, deviceFrames: 16)
                 : new CapabilitySimulation(scenario.Cores, scenario.Seed, linkCapacity: 1, options: new CapabilityOptions
                 {
+                    DeviceFrames = 8,
                     MaxObjectsPerCore = 512,
                     MaxReferencesPerCore = 1024,
                     MaxDomainsPerCore = 8,
@@ -112,6 +127,18 @@ public sealed class CapabilityPropertyTests
             foreach (int op in scenario.Operations)
             {
                 workload.Apply(op, sequential: false);
+                // Adversarial schedules: hold links back (an AddRef, an INSTALL, an ack behind
+                // them) while the rest of the machine runs, and release them later.
+                int schedule = sim.Random.Next(8);
+                if (schedule == 0)
+                {
+                    sim.StarveRandomLink();
+                }
+                else if (schedule == 1)
+                {
+                    sim.ReleaseAll();
+                }
+
                 int steps = sim.Random.Next(4);
                 for (int i = 0; i < steps; i++)
                 {
@@ -125,6 +152,7 @@ public sealed class CapabilityPropertyTests
                 workload.Poll();
             }
 
+            sim.ReleaseAll();
             sim.RunUntilQuiet();
             workload.Poll();
             Assert.Equal(0, workload.Pending);
@@ -136,7 +164,7 @@ public sealed class CapabilityPropertyTests
     private sealed class Workload(CapabilitySimulation sim, Stats stats)
     {
         private readonly List<(ValueTask Task, List<(int Core, int Index, uint Generation)> MustDie, (int Core, CSpace Cs, int Slot, int Index, uint Gen) Keep, List<(FrameHandle Handle, int Core, int Index, uint Gen)> Handles)> _revokes = [];
-        private readonly List<ValueTask<int>> _transfers = [];
+        private readonly List<CapabilitySimulation.PendingTransfer> _transfers = [];
 
         public int Pending => _revokes.Count + _transfers.Count;
 
@@ -147,15 +175,44 @@ public sealed class CapabilityPropertyTests
             CSpace cs = sim.Domains[core][r.Next(CapabilitySimulation.DomainsPerCore)];
             var occupied = Enumerable.Range(0, cs.SlotCount).Where(s => !cs.IsEmpty(s)).ToList();
             int kind = r.Next(100);
+            int extra = r.Next(100);
             try
             {
+                if (extra < 3 && cs.Id != 0)
+                {
+                    // Domain destruction mid-flight: everything it held goes, its id is reused.
+                    sim.RestartDomain(core, cs.Id);
+                    stats.Restarts++;
+                    return;
+                }
+
                 if (kind < 20)
                 {
-                    var rams = occupied.Where(s => cs.Inspect(s).Type == CapabilityType.Ram && !(cs.Id == 0 && s == CapabilitySimulation.RootRamSlot && r.Next(2) == 0)).ToList();
+                    var rams = occupied.Where(s => cs.Inspect(s).Type is CapabilityType.Ram or CapabilityType.Nic && !(cs.Id == 0 && s == CapabilitySimulation.RootRamSlot && r.Next(2) == 0)).ToList();
                     if (rams.Count > 0)
                     {
-                        bool split = r.Next(10) == 0;
-                        cs.Retype(rams[r.Next(rams.Count)], split ? CapabilityType.Ram : CapabilityType.Frame, split ? 2 + r.Next(3) : 1 + r.Next(2));
+                        int from = rams[r.Next(rams.Count)];
+                        if (cs.Inspect(from).Type == CapabilityType.Nic)
+                        {
+                            cs.Retype(from, CapabilityType.DevFrame, 1 + r.Next(2));
+                            stats.DevFrames++;
+                            return;
+                        }
+
+                        int what = r.Next(10);
+                        if (what == 0)
+                        {
+                            cs.Retype(from, CapabilityType.Ram, 2 + r.Next(3));
+                        }
+                        else if (what == 1)
+                        {
+                            cs.Retype(from, CapabilityType.PacketFilter);
+                            stats.Filters++;
+                        }
+                        else
+                        {
+                            cs.Retype(from, CapabilityType.Frame, 1 + r.Next(2));
+                        }
                     }
 
                     return;
@@ -171,6 +228,14 @@ public sealed class CapabilityPropertyTests
                 List<int> pool = objects.Count > 0 && r.Next(4) != 0 ? objects : occupied;
                 int slot = pool[r.Next(pool.Count)];
                 CapabilityInfo info = cs.Inspect(slot);
+                if (extra < 8 && info.Type is CapabilityType.Frame or CapabilityType.DevFrame or CapabilityType.PacketFilter && info.OwnerCore == core)
+                {
+                    // A revocable sub-copy (netd's per-application copies).
+                    cs.Mint(slot, info.Rights & ~CapabilityRights.Revoke);
+                    stats.Mints++;
+                    return;
+                }
+
                 if (kind < 50)
                 {
                     int toCore = r.Next(sim.CoreCount);
@@ -182,7 +247,7 @@ public sealed class CapabilityPropertyTests
                         rights = info.Rights;
                     }
 
-                    _transfers.Add(cs.TransferAsync(slot, toCore, toDomain, mode, rights));
+                    _transfers.Add(sim.Send(cs, slot, toCore, toDomain, mode, rights));
                 }
                 else if (kind < 60)
                 {
@@ -227,7 +292,13 @@ public sealed class CapabilityPropertyTests
                     var frames = Enumerable.Range(0, other.SlotCount).Where(s => !other.IsEmpty(s) && other.Inspect(s).Type == CapabilityType.Frame).ToList();
                     if (info.Type == CapabilityType.Frame && frames.Count > 0)
                     {
-                        cs.SwapFrames(slot, other, frames[r.Next(frames.Count)]);
+                        int theirs = frames[r.Next(frames.Count)];
+                        if (r.Next(4) != 0)
+                        {
+                            other.PostFrame(theirs);
+                        }
+
+                        cs.SwapFrames(slot, other, theirs);
                     }
                 }
             }
@@ -274,7 +345,8 @@ public sealed class CapabilityPropertyTests
                 {
                     try
                     {
-                        CapabilitySimulation.Result(_transfers[i]);
+                        CapabilitySimulation.Result(_transfers[i].Task);
+                        _ = _transfers[i].Receiver?.TakeGrant(_transfers[i].Channel); // may have been revoked before it was taken
                         stats.Transfers++;
                     }
                     catch (CapabilityException)

@@ -6,7 +6,7 @@ namespace Multikernel.Tests.Capabilities;
 /// <summary>The cross-core protocol driven by the deterministic simulation.</summary>
 public sealed class DistributedCapabilityTests
 {
-    private static T Complete<T>(CapabilitySimulation sim, ValueTask<T> task)
+    private static int Complete(CapabilitySimulation sim, CapabilitySimulation.PendingTransfer task)
     {
         sim.RunUntilQuiet();
         Assert.True(task.IsCompleted, "operation did not complete after the simulation quiesced");
@@ -14,11 +14,13 @@ public sealed class DistributedCapabilityTests
     }
 
     /// <summary>Consumes a completed transfer whichever way it ended (delivered then revoked, or refused).</summary>
-    private static void Outcome(ValueTask<int> task)
+    private static void Outcome(CapabilitySimulation.PendingTransfer task)
     {
         try
         {
-            CapabilitySimulation.Result(task);
+            // Delivered (the grant may have been revoked before it was taken) or refused.
+            CapabilitySimulation.Result(task.Task);
+            _ = task.Receiver?.TakeGrant(task.Channel);
         }
         catch (CapabilityException)
         {
@@ -41,7 +43,7 @@ public sealed class DistributedCapabilityTests
         int frame = a.Retype(0, CapabilityType.Frame);
         a.GetFrame(frame).Span[10] = 42;
 
-        int received = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
+        int received = Complete(sim, sim.Send(a, frame, 1, b.Id, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
 
         FrameHandle remote = b.GetFrame(received);
         Assert.Equal(42, remote.ReadOnlySpan[10]);
@@ -61,7 +63,7 @@ public sealed class DistributedCapabilityTests
         FrameHandle senderHandle = a.GetFrame(frame);
         senderHandle.Span[0] = 9;
 
-        ValueTask<int> move = a.TransferAsync(frame, 2, b.Id, TransferMode.Move);
+        CapabilitySimulation.PendingTransfer move = sim.Send(a, frame, 2, b.Id, TransferMode.Move);
         // From the moment the move starts the sender can no longer use it.
         Assert.Throws<EmptySlotException>(() => a.GetFrame(frame));
         Assert.Throws<CapabilityRevokedException>(() => senderHandle.Span[0] = 1);
@@ -85,7 +87,7 @@ public sealed class DistributedCapabilityTests
         }
 
         int frame = a.Retype(0, CapabilityType.Frame);
-        ValueTask<int> move = a.TransferAsync(frame, 1, b.Id, TransferMode.Move);
+        CapabilitySimulation.PendingTransfer move = sim.Send(a, frame, 1, b.Id, TransferMode.Move);
         sim.RunUntilQuiet();
         var error = Assert.Throws<CapabilityLimitException>(() => CapabilitySimulation.Result(move));
         Assert.Contains("full", error.Message, StringComparison.Ordinal);
@@ -99,7 +101,7 @@ public sealed class DistributedCapabilityTests
         using var sim = new CapabilitySimulation(2, seed: 4);
         CSpace a = sim.Domains[0][1];
         int frame = a.Retype(0, CapabilityType.Frame);
-        ValueTask<int> copy = a.TransferAsync(frame, 1, 7, TransferMode.Copy);
+        CapabilitySimulation.PendingTransfer copy = sim.Send(a, frame, 1, 7, TransferMode.Copy);
         sim.RunUntilQuiet();
         Assert.Throws<CapabilityException>(() => CapabilitySimulation.Result(copy));
         sim.CheckInvariants();
@@ -121,7 +123,7 @@ public sealed class DistributedCapabilityTests
         {
             for (int d = 1; d < CapabilitySimulation.DomainsPerCore; d++)
             {
-                int s = Complete(sim, owner.TransferAsync(frame, c, sim.Domains[c][d].Id, TransferMode.Copy));
+                int s = Complete(sim, sim.Send(owner, frame, c, sim.Domains[c][d].Id, TransferMode.Copy));
                 slots.Add((sim.Domains[c][d], s));
                 handles.Add(sim.Domains[c][d].GetFrame(s));
                 // A second-generation copy made on the remote core itself.
@@ -149,8 +151,8 @@ public sealed class DistributedCapabilityTests
         using var sim = new CapabilitySimulation(4, seed: 5);
         CSpace owner = sim.Domains[0][1];
         int frame = owner.Retype(0, CapabilityType.Frame);
-        int onOne = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
-        int onTwo = Complete(sim, owner.TransferAsync(frame, 2, 1, TransferMode.Copy));
+        int onOne = Complete(sim, sim.Send(owner, frame, 1, 1, TransferMode.Copy));
+        int onTwo = Complete(sim, sim.Send(owner, frame, 2, 1, TransferMode.Copy));
 
         Complete(sim, sim.Domains[1][1].RevokeAsync(onOne, RevokeMode.Multicast));
 
@@ -173,7 +175,7 @@ public sealed class DistributedCapabilityTests
         {
             int f = owner.Retype(part, CapabilityType.Frame);
             int c = 1 + (i % 3);
-            int s = Complete(sim, owner.TransferAsync(f, c, 2, TransferMode.Move));
+            int s = Complete(sim, sim.Send(owner, f, c, 2, TransferMode.Move));
             handles.Add(sim.Domains[c][2].GetFrame(s));
         }
 
@@ -192,7 +194,7 @@ public sealed class DistributedCapabilityTests
         CSpace a = sim.Domains[0][1];
         long free = a.FreeRamFrames;
         int frame = a.Retype(0, CapabilityType.Frame);
-        int remote = Complete(sim, a.TransferAsync(frame, 1, 1, TransferMode.Move));
+        int remote = Complete(sim, sim.Send(a, frame, 1, 1, TransferMode.Move));
         Assert.Equal(free - 1, a.FreeRamFrames);
         FrameHandle handle = sim.Domains[1][1].GetFrame(remote);
 
@@ -210,10 +212,10 @@ public sealed class DistributedCapabilityTests
         using var sim = new CapabilitySimulation(3, seed: 8);
         CSpace owner = sim.Domains[0][1];
         int frame = owner.Retype(0, CapabilityType.Frame);
-        int onOne = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
+        int onOne = Complete(sim, sim.Send(owner, frame, 1, 1, TransferMode.Copy));
 
         ValueTask revoke = owner.RevokeAsync(frame);
-        ValueTask<int> copy = sim.Domains[1][1].TransferAsync(onOne, 2, 1, TransferMode.Copy);
+        CapabilitySimulation.PendingTransfer copy = sim.Send(sim.Domains[1][1], onOne, 2, 1, TransferMode.Copy);
         sim.RunUntilQuiet();
 
         CapabilitySimulation.Result(revoke);
@@ -231,8 +233,8 @@ public sealed class DistributedCapabilityTests
             CSpace owner = sim.Domains[0][1];
             int part = owner.Retype(0, CapabilityType.Ram, 4);
             int frame = owner.Retype(part, CapabilityType.Frame);
-            int remote = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
-            Complete(sim, owner.TransferAsync(frame, 2, 1, TransferMode.Copy));
+            int remote = Complete(sim, sim.Send(owner, frame, 1, 1, TransferMode.Copy));
+            Complete(sim, sim.Send(owner, frame, 2, 1, TransferMode.Copy));
 
             var tasks = new List<ValueTask>
             {
@@ -280,7 +282,7 @@ public sealed class DistributedCapabilityTests
             int f = owner.Retype(0, CapabilityType.Frame);
             for (int c = 1; c < 8; c += 1 + (i % 3))
             {
-                Complete(sim, owner.TransferAsync(f, c, 1 + (i % 2), TransferMode.Copy));
+                Complete(sim, sim.Send(owner, f, c, 1 + (i % 2), TransferMode.Copy));
             }
         }
 
@@ -300,16 +302,21 @@ public sealed class DistributedCapabilityTests
     [Fact]
     public void TooManyOperations_IsAClearError()
     {
-        using var sim = new CapabilitySimulation(2, seed: 10, options: new CapabilityOptions { MaxOperations = 2, MaxDomainsPerCore = 4, SlotsPerDomain = 32 });
+        // Each domain has its own share of operations: exhausting it fails only that domain.
+        using var sim = new CapabilitySimulation(2, seed: 10, options: new CapabilityOptions { MaxOperations = 8, OperationsPerDomain = 2, MaxDomainsPerCore = 4, SlotsPerDomain = 32 });
         CSpace a = sim.Domains[0][1];
+        CSpace b = sim.Domains[0][2];
         int f = a.Retype(0, CapabilityType.Frame);
-        ValueTask<int> one = a.TransferAsync(f, 1, 1, TransferMode.Copy);
-        ValueTask<int> two = a.TransferAsync(f, 1, 1, TransferMode.Copy);
-        var error = Assert.Throws<CapabilityLimitException>(() => a.TransferAsync(f, 1, 1, TransferMode.Copy));
-        Assert.Contains("MaxOperations", error.Message, StringComparison.Ordinal);
+        int g = b.Retype(0, CapabilityType.Frame);
+        CapabilitySimulation.PendingTransfer one = sim.Send(a, f, 1, 1, TransferMode.Copy);
+        CapabilitySimulation.PendingTransfer two = sim.Send(a, f, 1, 1, TransferMode.Copy);
+        var error = Assert.Throws<CapabilityLimitException>(() => sim.Send(a, f, 1, 1, TransferMode.Copy));
+        Assert.Contains("OperationsPerDomain", error.Message, StringComparison.Ordinal);
+        CapabilitySimulation.PendingTransfer other = sim.Send(b, g, 1, 2, TransferMode.Copy);
         sim.RunUntilQuiet();
         CapabilitySimulation.Result(one);
         CapabilitySimulation.Result(two);
+        CapabilitySimulation.Result(other);
         sim.CheckInvariants();
     }
 
@@ -320,12 +327,12 @@ public sealed class DistributedCapabilityTests
         CSpace a = sim.Domains[0][1];
         CSpace b = sim.Domains[1][1];
         int frame = a.Retype(0, CapabilityType.Frame);
-        int readGrant = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
+        int readGrant = Complete(sim, sim.Send(a, frame, 1, b.Id, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
 
-        Assert.Throws<InsufficientRightsException>(() => b.TransferAsync(readGrant, 2, 1, TransferMode.Copy, CapabilityRights.All));
-        Assert.Throws<InsufficientRightsException>(() => b.TransferAsync(readGrant, 2, 1, TransferMode.Move, CapabilityRights.Read | CapabilityRights.Write));
+        Assert.Throws<InsufficientRightsException>(() => sim.Send(b, readGrant, 2, 1, TransferMode.Copy, CapabilityRights.All));
+        Assert.Throws<InsufficientRightsException>(() => sim.Send(b, readGrant, 2, 1, TransferMode.Move, CapabilityRights.Read | CapabilityRights.Write));
         Assert.Throws<InsufficientRightsException>(() => b.Copy(readGrant, CapabilityRights.Write));
-        int moved = Complete(sim, b.TransferAsync(readGrant, 2, 1, TransferMode.Move));
+        int moved = Complete(sim, sim.Send(b, readGrant, 2, 1, TransferMode.Move));
         Assert.Equal(CapabilityRights.Read | CapabilityRights.Grant, sim.Domains[2][1].Inspect(moved).Rights);
         Assert.Throws<InsufficientRightsException>(() => sim.Domains[2][1].GetFrame(moved).Span[0] = 1);
         sim.CheckInvariants();
@@ -338,7 +345,7 @@ public sealed class DistributedCapabilityTests
         CSpace a = sim.Domains[0][1];
         CSpace b = sim.Domains[1][1];
         int frame = a.Retype(0, CapabilityType.Frame);
-        int remote = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Copy));
+        int remote = Complete(sim, sim.Send(a, frame, 1, b.Id, TransferMode.Copy));
         Memory<byte> view = b.GetFrame(remote).Memory;
         view.Span[0] = 1;
 
@@ -357,7 +364,7 @@ public sealed class DistributedCapabilityTests
         CSpace b = sim.Domains[1][1];
         int part = a.Retype(0, CapabilityType.Ram, 1);
         int frame = a.Retype(part, CapabilityType.Frame);
-        int remote = Complete(sim, a.TransferAsync(frame, 1, b.Id, TransferMode.Move));
+        int remote = Complete(sim, sim.Send(a, frame, 1, b.Id, TransferMode.Move));
         FrameHandle stale = b.GetFrame(remote);
         Complete(sim, a.RevokeAsync(part));
         int reused = a.Retype(part, CapabilityType.Frame);
@@ -392,7 +399,7 @@ public sealed class DistributedCapabilityTests
         int usedBefore = b.UsedSlots;
         // The frame is billed to the monitor's RAM, so it outlives the sender.
         int frame = monitor.MoveTo(monitor.Retype(CapabilitySimulation.RootRamSlot, CapabilityType.Frame), sender);
-        ValueTask<int> move = sender.TransferAsync(frame, 1, b.Id, TransferMode.Move);
+        CapabilitySimulation.PendingTransfer move = sim.Send(sender, frame, 1, b.Id, TransferMode.Move);
         sim.Cores[0].DestroyDomain(sender);
         sim.RunUntilQuiet();
 
@@ -422,7 +429,7 @@ public sealed class DistributedCapabilityTests
         long monitorFree = monitor.FreeRamFrames;
         monitor.MoveTo(monitor.Retype(CapabilitySimulation.RootRamSlot, CapabilityType.Ram, 4), sender);
         int frame = sender.Retype(0, CapabilityType.Frame);
-        ValueTask<int> move = sender.TransferAsync(frame, 1, 1, TransferMode.Move);
+        CapabilitySimulation.PendingTransfer move = sim.Send(sender, frame, 1, 1, TransferMode.Move);
         sim.Cores[0].DestroyDomain(sender);
         sim.RunUntilQuiet();
         Assert.Throws<CapabilityRevokedException>(() => CapabilitySimulation.Result(move));
@@ -439,10 +446,10 @@ public sealed class DistributedCapabilityTests
         CSpace owner = sim.Domains[0][1];
         CSpace third = sim.Domains[0][2];
         int frame = owner.Retype(0, CapabilityType.Frame);
-        int remote = Complete(sim, owner.TransferAsync(frame, 1, 1, TransferMode.Copy));
+        int remote = Complete(sim, sim.Send(owner, frame, 1, 1, TransferMode.Copy));
         int thirdSlots = third.UsedSlots;
 
-        ValueTask<int> back = sim.Domains[1][1].TransferAsync(remote, 0, third.Id, TransferMode.Copy);
+        CapabilitySimulation.PendingTransfer back = sim.Send(sim.Domains[1][1], remote, 0, third.Id, TransferMode.Copy);
         Assert.True(sim.Deliver(1, 0)); // the copy request reaches the owner
         ValueTask revoke = owner.RevokeAsync(frame);
         sim.RunUntilQuiet();
@@ -465,10 +472,10 @@ public sealed class DistributedCapabilityTests
         int onThree = 0;
         for (int c = 1; c < 4; c++)
         {
-            onThree = Complete(sim, owner.TransferAsync(frame, c, 1, TransferMode.Copy));
+            onThree = Complete(sim, sim.Send(owner, frame, c, 1, TransferMode.Copy));
         }
 
-        ValueTask<int> toTwo = sim.Domains[3][1].TransferAsync(onThree, 2, 2, TransferMode.Copy);
+        CapabilitySimulation.PendingTransfer toTwo = sim.Send(sim.Domains[3][1], onThree, 2, 2, TransferMode.Copy);
         Assert.True(sim.Deliver(3, 0)); // request reaches the owner, which sends INSTALL to core 2
         ValueTask revoke = owner.RevokeAsync(frame, RevokeMode.Multicast);
         // Let the relay path run first: owner -> core 1 -> core 2, before the owner's INSTALL to core 2.
@@ -489,17 +496,24 @@ public sealed class DistributedCapabilityTests
         using var sim = new CapabilitySimulation(2, seed: 21);
         var deleted = new List<CapabilityObject>();
         sim.Cores[0].ObjectDeleted = deleted.Add;
-        CSpace netd = sim.Domains[0][1];
-        int filter = sim.Cores[0].CreateRoot(sim.Domains[0][0], CapabilitySimulation.KernelSlot, netd, CapabilityType.PacketFilter, objectId: 77);
-        int app = Complete(sim, netd.TransferAsync(filter, 1, 1, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
-        Assert.Equal(77UL, sim.Domains[1][1].Inspect(app).ObjectId);
+        CSpace installer = sim.Domains[0][1];
+        long ram = installer.FreeRamFrames;
+        int filter = installer.Retype(0, CapabilityType.PacketFilter);
+        Assert.Equal(ram - 1, installer.FreeRamFrames); // billed to the installer
+        ulong id = installer.Inspect(filter).ObjectId;
+        int app = Complete(sim, sim.Send(installer, filter, 1, 1, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Grant));
+        Assert.Equal(id, sim.Domains[1][1].Inspect(app).ObjectId);
 
-        Complete(sim, netd.RevokeAsync(filter));
+        Complete(sim, installer.RevokeAsync(filter));
         Assert.Empty(deleted);
-        netd.Delete(filter);
+        CapabilityInfo info = installer.Inspect(filter);
+        installer.Delete(filter);
         sim.RunUntilQuiet();
 
-        Assert.Equal([new CapabilityObject(CapabilityType.PacketFilter, 77, 0, 0)], deleted);
+        Assert.Single(deleted);
+        Assert.Equal(CapabilityType.PacketFilter, deleted[0].Type);
+        Assert.Equal(ram, installer.FreeRamFrames);
+        Assert.Equal(CapabilityType.PacketFilter, info.Type);
         sim.CheckInvariants();
     }
 
@@ -509,7 +523,7 @@ public sealed class DistributedCapabilityTests
         using var sim = new CapabilitySimulation(2, seed: 22);
         CSpace monitor0 = sim.Domains[0][0];
         CSpace app1 = sim.Domains[1][1];
-        int foreignKernel = Complete(sim, monitor0.TransferAsync(CapabilitySimulation.KernelSlot, 1, app1.Id, TransferMode.Copy));
+        int foreignKernel = Complete(sim, sim.Send(monitor0, CapabilitySimulation.KernelSlot, 1, app1.Id, TransferMode.Copy));
         var error = Assert.Throws<InsufficientRightsException>(() => sim.Cores[1].CreateRoot(app1, foreignKernel, app1, CapabilityType.Nic));
         Assert.Contains("core 0's Kernel capability", error.Message, StringComparison.Ordinal);
         sim.CheckInvariants();

@@ -43,6 +43,8 @@ internal sealed class ShootdownHarness : IDisposable
         for (int c = 0; c < cores; c++)
         {
             _caps[c] = new CoreCapabilities(c, cores, _memory, shares[c], new CapabilityOptions { MaxObjectsPerCore = 64, MaxReferencesPerCore = 256, MaxDomainsPerCore = 2, SlotsPerDomain = 64, MaxOperations = 8, OutboxCapacity = 256 });
+            CoreCapabilities core = _caps[c];
+            core.ChannelOwner = channel => core.FindDomain((int)channel);
             _domains[c] = _caps[c].CreateDomain($"d{c}");
             int kernel = _caps[c].CreateKernelCapability(_domains[c]);
             _caps[c].CreateRoot(_domains[c], kernel, _domains[c], CapabilityType.Ram, shares[c].BaseFrame, shares[c].FrameCount);
@@ -75,7 +77,7 @@ internal sealed class ShootdownHarness : IDisposable
         {
             for (int c = 1; c < _cores; c++)
             {
-                ValueTask<int> copy = owner.TransferAsync(frame, c, 0, TransferMode.Copy);
+                ValueTask copy = owner.TransferAsync(frame, c, 0, TransferMode.Copy);
                 while (!copy.IsCompleted)
                 {
                     Wait(0);
@@ -136,6 +138,8 @@ internal sealed class ShootdownHarness : IDisposable
 
     private void Loop(int core)
     {
+        // This thread is the core's kernel thread from now on.
+        _caps[core].BindToCurrentThread();
         var spin = default(SpinWait);
         while (!_stop)
         {

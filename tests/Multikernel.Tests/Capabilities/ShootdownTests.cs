@@ -44,15 +44,10 @@ public sealed class ShootdownTests(ITestOutputHelper output)
         Assert.False(baseline.IsCached(2, 1));
     }
 
-    /// <summary>Opt-in figures: MULTIKERNEL_SHOOTDOWN_BENCH=1 dotnet test --filter ShootdownFigures.</summary>
-    [Fact]
+    /// <summary>Figures, not a test (speed is never asserted): remove the Skip locally to print them.</summary>
+    [Fact(Skip = "Prints shootdown latency figures; it measures and asserts nothing. The shootdown benchmark (multikernel bench) is where these numbers come from.")]
     public void ShootdownFigures()
     {
-        if (Environment.GetEnvironmentVariable("MULTIKERNEL_SHOOTDOWN_BENCH") != "1")
-        {
-            return;
-        }
-
         output.WriteLine($"cpus={Environment.ProcessorCount}; median microseconds per revoke of a frame with a copy on every core");
         output.WriteLine("cores,unicast,multicast,shared-memory");
         for (int cores = 2; cores <= 8; cores *= 2)
