@@ -116,7 +116,10 @@ public sealed class NetdClient : IAsyncDisposable
             client.Mtu = (int)hello.Word1;
             client._pump = client.PumpAsync();
 
-            Message reply = await client.RequestAsync(() => channel.SendCapabilityAsync(slot, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Write));
+            // netd gets a copy it can read and write but neither pass on nor revoke; this domain keeps
+            // the original, so revoking it (or ending) takes the region from netd at once.
+            await channel.SendCapabilityAsync(slot, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Write);
+            Message reply = await client.RequestAsync(Message.Create(NetdMessages.AddRegion, 1));
             Check(reply, (NetdStatus)reply.Word2, "register its region");
             client._regionId = (ushort)reply.Word1;
 
@@ -267,13 +270,7 @@ public sealed class NetdClient : IAsyncDisposable
 
     // ------------------------------------------------------------------ the channel
 
-    private async Task<Message> RequestAsync(Message request) => await RequestAsync(() =>
-    {
-        Send(request);
-        return Task.CompletedTask;
-    });
-
-    private async Task<Message> RequestAsync(Func<Task> send)
+    private async Task<Message> RequestAsync(Message request)
     {
         if (_control is not null)
         {
@@ -284,7 +281,7 @@ public sealed class NetdClient : IAsyncDisposable
         _control = reply;
         try
         {
-            await send();
+            Send(request);
             return await reply.Task.WaitAsync(_options.BindTimeout);
         }
         finally

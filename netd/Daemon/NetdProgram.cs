@@ -113,9 +113,11 @@ public sealed class NetdProgram
                 }
 
                 Message m = await channel.Endpoint.ReadAsync();
-                if (m.Type == DomainChannel.CapabilityGrantMessage)
+                if (m.Type == NetdMessages.AddRegion)
                 {
-                    OnGrant(caps, engine, consumer, (int)m.Word0);
+                    // The consumer sent the region's capability first and waited until this core's
+                    // kernel installed it; the slot comes from that kernel, never from the message.
+                    OnGrant(caps, engine, consumer, channel.TryReceiveCapability(out int granted) ? granted : -1, m.Word0);
                     continue;
                 }
 
@@ -147,7 +149,7 @@ public sealed class NetdProgram
         }
     }
 
-    private static void OnGrant(CSpace caps, NetdEngine engine, Consumer consumer, int slot)
+    private static void OnGrant(CSpace caps, NetdEngine engine, Consumer consumer, int slot, ulong cookie)
     {
         CapabilityInfo info;
         try
@@ -156,18 +158,18 @@ public sealed class NetdProgram
         }
         catch (CapabilityException)
         {
-            engine.OnRegionGranted(consumer, -1, default, cookie: 0);
+            engine.OnRegionGranted(consumer, -1, default, cookie);
             return;
         }
 
         if (info.Type != CapabilityType.Frame)
         {
             caps.Delete(slot);
-            engine.OnRegionGranted(consumer, -1, default, cookie: 0);
+            engine.OnRegionGranted(consumer, -1, default, cookie);
             return;
         }
 
-        engine.OnRegionGranted(consumer, slot, caps.GetFrame(slot), cookie: 0);
+        engine.OnRegionGranted(consumer, slot, caps.GetFrame(slot), cookie);
     }
 }
 

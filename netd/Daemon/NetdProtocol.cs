@@ -15,7 +15,7 @@ public static class NetdMessages
 
     // consumer -> netd
 
-    /// <summary>Register the region whose capability was just granted on this channel (Word0: the consumer's cookie).</summary>
+    /// <summary>Register the region whose capability the consumer just sent on this channel (Word0: the consumer's cookie).</summary>
     public const ushort AddRegion = 0x4E01;
 
     /// <summary>Withdraw a region (descriptor's region; netd drops every buffer of it it holds).</summary>
