@@ -151,6 +151,10 @@ public sealed class MultikernelOptions
         PinThreads = PinThreads,
     };
 
+    // What the process may use (the machine's memory, or a container's limit): an arena larger
+    // than this cannot be allocated, so it is refused up front instead of failing at boot.
+    private static long MachineMemoryBytes() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
     /// <summary>Every problem with these options, each one clear line naming the option.</summary>
     public IEnumerable<string> Validate()
     {
@@ -184,6 +188,10 @@ public sealed class MultikernelOptions
         else if (memory > (1L << 40))
         {
             yield return $"--memory {Memory} is more than 1 TiB.";
+        }
+        else if (ByteSize.TryParse(Memory, out long arena) && arena > MachineMemoryBytes())
+        {
+            yield return $"--memory {Memory} is more than this machine has ({MachineMemoryBytes() / (double)(1L << 30):0.#} GiB available to the process).";
         }
 
         if (!ByteSize.TryParse(DomainMemory, out long domainMemory) || domainMemory < 0)
