@@ -100,6 +100,25 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Demo_WithACappedTraceFile_WarnsAndSaysHowManySpansWereDropped()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"capped-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = await RunAsync($"demo --cores 2 --seconds 1 --trace-file {path}", new Dictionary<string, string> { ["MULTIKERNEL__Telemetry__TraceFileMaxEvents"] = "16" });
+            string all = output + err;
+            Assert.True(code == 0, all);
+            System.Text.RegularExpressions.Match warning = System.Text.RegularExpressions.Regex.Match(all, @"warn: .*reached its cap of 16 events: (\d+) spans were dropped");
+            Assert.True(warning.Success, all);
+            Assert.True(long.Parse(warning.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public async Task MalformedAppSettings_IsOneLineNamingTheFile_ExitCode2()
     {
         // A copy of the command with its own broken appsettings.json beside the binary.
