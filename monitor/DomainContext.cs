@@ -1,9 +1,16 @@
+using Multikernel.CpuDriver.Capabilities;
 using Multikernel.CpuDriver.Domains;
 using Multikernel.Monitor.Protocol;
 
 namespace Multikernel.Monitor;
 
-/// <summary>What a domain's code sees: its core, its stop signal, and the monitor's services.</summary>
+/// <summary>
+/// What a domain's code sees: its core, its stop signal, its own capability space, its own
+/// channels and the monitor's services (export, bind, spawn). Nothing reachable from here leads
+/// to the kernel, the machine or another domain: the dispatcher behind the context is internal,
+/// and <c>Architecture/DomainSurfaceTests</c> walks every public member reachable from this type
+/// to keep it so.
+/// </summary>
 public sealed class DomainContext
 {
     private readonly CoreMonitor _monitor;
@@ -15,14 +22,17 @@ public sealed class DomainContext
         Argument = argument;
     }
 
-    /// <summary>The kernel-side dispatcher of this domain.</summary>
-    public Domain Domain { get; }
+    /// <summary>The kernel-side dispatcher of this domain (kernel side only).</summary>
+    internal Domain Domain { get; }
 
     /// <summary>The core this domain runs on.</summary>
     public int Core => Domain.Core;
 
     /// <summary>Number of cores in the machine.</summary>
     public int CoreCount => Domain.Kernel.CoreCount;
+
+    /// <summary>The domain's name (its program's name).</summary>
+    public string Name => Domain.Name;
 
     /// <summary>The argument given at spawn.</summary>
     public ulong Argument { get; }
@@ -31,44 +41,56 @@ public sealed class DomainContext
     public CancellationToken Stopping => Domain.Stopping;
 
     /// <summary>The domain's capability space: it names capabilities only by slot.</summary>
-    public CpuDriver.Capabilities.CSpace Capabilities => Domain.Capabilities ?? throw new InvalidOperationException($"{Domain} has no capability space.");
+    public CSpace Capabilities => Domain.Capabilities ?? throw new InvalidOperationException($"{Domain} has no capability space.");
 
     /// <summary>The slot of the RAM the domain was given at spawn (its budget for buffers; -1 with DomainMemory 0).</summary>
     public int RamSlot => Domain.RamSlot;
 
     /// <summary>The time source of this core.</summary>
+    // TODO(kernel merge): the kernel branch gives each CoreKernel a timer-wheel TimeProvider whose
+    // timers fire on the core; once merged, Kernel.Time is that provider and this line stays.
     public TimeProvider Time => Domain.Kernel.Time;
 
     /// <summary>Exports a service name; other domains bind to it.</summary>
-    public Task<ServiceListener> ExportAsync(string name, int backlog = 16) => _monitor.ExportAsync(Domain, name, backlog);
+    public Task<ServiceListener> ExportAsync(string name, int backlog = 16, CancellationToken cancellationToken = default) =>
+        _monitor.ExportAsync(Domain, name, backlog, cancellationToken);
 
     /// <summary>Binds to a service and returns this end of a fresh channel.</summary>
-    public Task<DomainChannel> BindAsync(string name) => _monitor.BindAsync(Domain, name);
+    public Task<DomainChannel> BindAsync(string name, CancellationToken cancellationToken = default) => _monitor.BindAsync(Domain, name, cancellationToken);
 
     /// <summary>
     /// Binds to a service that may not be exported yet (services start concurrently): retries
     /// every millisecond until it appears, <paramref name="waitForExport"/> passes (then throws
-    /// the NotFound <see cref="MonitorException"/>), or the domain is stopped.
+    /// the NotFound <see cref="MonitorException"/>), the domain is stopped or
+    /// <paramref name="cancellationToken"/> is cancelled.
     /// </summary>
-    public async Task<DomainChannel> BindAsync(string name, TimeSpan waitForExport)
+    public async Task<DomainChannel> BindAsync(string name, TimeSpan waitForExport, CancellationToken cancellationToken = default)
     {
         long deadline = Time.GetTimestamp() + (long)(waitForExport.TotalSeconds * Time.TimestampFrequency);
         while (true)
         {
             try
             {
-                return await _monitor.BindAsync(Domain, name);
+                return await _monitor.BindAsync(Domain, name, cancellationToken);
             }
             catch (MonitorException ex) when (ex.Status == MonitorStatus.NotFound && Time.GetTimestamp() < deadline && !Stopping.IsCancellationRequested)
             {
-                await Delay(TimeSpan.FromMilliseconds(1), Stopping);
+                await Delay(TimeSpan.FromMilliseconds(1), cancellationToken.CanBeCanceled ? cancellationToken : Stopping);
             }
         }
     }
 
+    /// <summary>Binds to a service (waiting up to <paramref name="waitForExport"/> for its export) and returns a typed channel of <typeparamref name="T"/>.</summary>
+    public async Task<DomainChannel<T>> BindAsync<T>(string name, TimeSpan waitForExport, CancellationToken cancellationToken = default) where T : unmanaged =>
+        (await BindAsync(name, waitForExport, cancellationToken)).As<T>();
+
     /// <summary>Starts program <paramref name="program"/> as a new domain on core <paramref name="core"/>.</summary>
-    public Task<ulong> SpawnAsync(int core, string program, ulong argument = 0) => _monitor.SpawnAsync(core, program, argument);
+    public Task<ulong> SpawnAsync(int core, string program, ulong argument = 0, CancellationToken cancellationToken = default) =>
+        _monitor.SpawnAsync(core, program, argument, cancellationToken);
 
     /// <summary>Waits on this core's timer queue.</summary>
     public ValueTask Delay(TimeSpan delay, CancellationToken cancellationToken = default) => Domain.Kernel.Delay(delay, cancellationToken);
+
+    /// <inheritdoc />
+    public override string ToString() => Domain.ToString();
 }

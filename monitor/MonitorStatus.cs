@@ -19,4 +19,8 @@ public enum MonitorStatus : ulong
     ShuttingDown = 6,
     /// <summary>The core has too little free RAM for the domain's budget.</summary>
     OutOfMemory = 7,
+    /// <summary>No reply came within <c>MonitorRequestTimeout</c> (the peer core is stuck or gone).</summary>
+    TimedOut = 8,
+    /// <summary>The monitor link to the peer core could not take the request (its outbox is full: the peer is not draining).</summary>
+    Overloaded = 9,
 }

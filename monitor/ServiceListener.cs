@@ -5,7 +5,12 @@ using Multikernel.Monitor.Protocol;
 namespace Multikernel.Monitor;
 
 /// <summary>An exported service name: binds from other domains arrive here as channels.</summary>
-public sealed class ServiceListener : IDisposable
+/// <remarks>
+/// At most <see cref="Backlog"/> bound channels wait to be accepted; a bind past it is refused
+/// (<see cref="MonitorStatus.Refused"/>). Disposing withdraws the name and closes every channel
+/// still waiting, so their clients see the channel end instead of writing into a void.
+/// </remarks>
+public sealed class ServiceListener : IDisposable, IAsyncDisposable
 {
     private readonly Channel<DomainChannel> _accepted;
     private readonly CoreMonitor _monitor;
@@ -37,6 +42,10 @@ public sealed class ServiceListener : IDisposable
     public ValueTask<DomainChannel> AcceptAsync(CancellationToken cancellationToken = default) =>
         _accepted.Reader.ReadAsync(cancellationToken);
 
+    /// <summary>Waits for the next client and returns its channel typed as <typeparamref name="T"/>.</summary>
+    public async ValueTask<DomainChannel<T>> AcceptAsync<T>(CancellationToken cancellationToken = default) where T : unmanaged =>
+        (await _accepted.Reader.ReadAsync(cancellationToken)).As<T>();
+
     /// <summary>Accepted channels as an async stream.</summary>
     public IAsyncEnumerable<DomainChannel> AcceptAllAsync(CancellationToken cancellationToken = default) =>
         _accepted.Reader.ReadAllAsync(cancellationToken);
@@ -54,5 +63,16 @@ public sealed class ServiceListener : IDisposable
         _disposed = true;
         _accepted.Writer.TryComplete();
         _monitor.Unexport(this);
+        while (_accepted.Reader.TryRead(out DomainChannel? queued))
+        {
+            _ = queued.DisposeAsync(); // completes synchronously: closes the endpoint on this core
+        }
+    }
+
+    /// <summary>As <see cref="Dispose"/>.</summary>
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return default;
     }
 }

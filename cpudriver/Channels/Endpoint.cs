@@ -80,8 +80,8 @@ public sealed class Endpoint : ICoreOperationOwner
     /// <summary>The endpoint id of the other end.</summary>
     public uint RemoteId { get; private set; }
 
-    /// <summary>The kernel that owns this endpoint.</summary>
-    public CoreKernel Kernel => _kernel;
+    /// <summary>The kernel that owns this endpoint (kernel side only: a domain holding its endpoint must not reach the kernel through it).</summary>
+    internal CoreKernel Kernel => _kernel;
 
     /// <summary>Messages waiting to be read.</summary>
     public int QueuedCount => _queueCount;

@@ -8,6 +8,14 @@ namespace Multikernel.CpuDriver.Domains;
 /// core's own scheduler and never blocks the kernel thread. The kernel keeps a bounded table
 /// of them; the monitor creates and stops them.
 /// </summary>
+/// <remarks>
+/// Domain code never holds this object: it sees its <c>DomainContext</c>. Everything here that
+/// leads to the kernel, to other domains or to the domain's own lifecycle (<see cref="Kernel"/>,
+/// <see cref="Endpoints"/>, <see cref="CreateEndpoint"/>, <see cref="RequestStop"/>,
+/// <see cref="AttachCapabilities"/>) is internal to the kernel side (cpudriver, the monitor and the
+/// assemblies named in its InternalsVisibleTo list), so a hostile domain cannot walk from its
+/// context to another domain's capability space (issue 7, item 2).
+/// </remarks>
 public sealed class Domain
 {
     private readonly CancellationTokenSource _stopping = new();
@@ -27,14 +35,14 @@ public sealed class Domain
     /// <summary>Program or service name.</summary>
     public string Name { get; }
 
-    /// <summary>The kernel this dispatcher runs on.</summary>
-    public CoreKernel Kernel { get; }
+    /// <summary>The kernel this dispatcher runs on (kernel side only: it reaches every domain of the core).</summary>
+    internal CoreKernel Kernel { get; }
 
     /// <summary>The core this dispatcher runs on.</summary>
     public int Core => Kernel.Id;
 
     /// <summary>The domain's capability space (null until the monitor gives it one).</summary>
-    public Capabilities.CSpace? Capabilities { get; internal set; }
+    internal Capabilities.CSpace? Capabilities { get; set; }
 
     /// <summary>The slot of the RAM capability the domain was given at spawn (-1 when none).</summary>
     public int RamSlot { get; internal set; } = -1;
@@ -46,10 +54,10 @@ public sealed class Domain
     public Task Completion => _completion;
 
     /// <summary>Endpoints this domain owns (closed when it ends).</summary>
-    public IReadOnlyList<Endpoint> Endpoints => _endpoints;
+    internal IReadOnlyList<Endpoint> Endpoints => _endpoints;
 
     /// <summary>Creates an unconnected endpoint owned by this domain. Core thread only.</summary>
-    public Endpoint CreateEndpoint(string name)
+    internal Endpoint CreateEndpoint(string name)
     {
         Endpoint endpoint = Kernel.CreateEndpoint(name);
         endpoint.OwningDomain = this;
@@ -61,7 +69,7 @@ public sealed class Domain
     internal void ForgetEndpoint(Endpoint endpoint) => _endpoints.Remove(endpoint);
 
     /// <summary>Gives the domain its capability space; the monitor does this before the domain runs.</summary>
-    public void AttachCapabilities(Capabilities.CSpace space, int ramSlot)
+    internal void AttachCapabilities(Capabilities.CSpace space, int ramSlot)
     {
         ArgumentNullException.ThrowIfNull(space);
         if (Capabilities is not null)
@@ -116,7 +124,7 @@ public sealed class Domain
     }
 
     /// <summary>Asks the domain to stop. Any thread.</summary>
-    public void RequestStop() => _stopping.Cancel();
+    internal void RequestStop() => _stopping.Cancel();
 
     /// <inheritdoc />
     public override string ToString() => $"{Name} (domain {Id >> 32}.{Id & 0xFFFFFFFF} on core {Core})";

@@ -95,7 +95,7 @@ public sealed class Machine : IDisposable
             {
                 if (j != k)
                 {
-                    _monitorLinks[k][j] = _kernels[k].CreateBootEndpoint(j, $"monitor {k}->{j}");
+                    _monitorLinks[k][j] = _kernels[k].CreateBootEndpoint(j, $"monitor {Math.Min(k, j)}-{Math.Max(k, j)}"); // both ends one name: messaging.destination.name
                 }
             }
         }
@@ -110,7 +110,7 @@ public sealed class Machine : IDisposable
             {
                 if (j != k)
                 {
-                    _capabilityLinks[k][j] = _kernels[k].CreateBootEndpoint(cores + j, $"capabilities {k}->{j}");
+                    _capabilityLinks[k][j] = _kernels[k].CreateBootEndpoint(cores + j, $"capabilities {Math.Min(k, j)}-{Math.Max(k, j)}");
                 }
             }
         }

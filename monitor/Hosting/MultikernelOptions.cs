@@ -63,6 +63,28 @@ public sealed class MultikernelOptions
     /// <summary>Monitor requests (bind, spawn, export) in flight per core. Default 1024.</summary>
     public int MaxPendingRequests { get; set; } = 1024;
 
+    /// <summary>
+    /// How long a monitor request (export, bind, spawn) waits for its reply before it fails with
+    /// <see cref="MonitorStatus.TimedOut"/>. Default 30 s.
+    /// </summary>
+    public TimeSpan MonitorRequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Cross-core requests a sharded service lets one core have in flight to one other core, per
+    /// nesting level (<see cref="Sharded{TService}"/>); a caller past it waits for a reply. Default 32.
+    /// </summary>
+    public int ShardedRequestsInFlight { get; set; } = 32;
+
+    /// <summary>
+    /// How deep sharded calls may nest (a handler that calls another core, whose handler calls
+    /// again...); each level has its own budget so nested calls cannot deadlock, and a call past
+    /// the deepest level fails with a clear error. Default 4.
+    /// </summary>
+    public int ShardedMaxNesting { get; set; } = 4;
+
+    /// <summary>Callers of a sharded service that may wait for a budget slot per core and destination before further calls fail. Default 4096.</summary>
+    public int ShardedMaxWaiting { get; set; } = 4096;
+
     /// <summary>How long to wait for all cores to boot. Default 30 s.</summary>
     public TimeSpan BootTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -129,6 +151,10 @@ public sealed class MultikernelOptions
         PinThreads = PinThreads,
     };
 
+    // What the process may use (the machine's memory, or a container's limit): an arena larger
+    // than this cannot be allocated, so it is refused up front instead of failing at boot.
+    private static long MachineMemoryBytes() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
     /// <summary>Every problem with these options, each one clear line naming the option.</summary>
     public IEnumerable<string> Validate()
     {
@@ -162,6 +188,10 @@ public sealed class MultikernelOptions
         else if (memory > (1L << 40))
         {
             yield return $"--memory {Memory} is more than 1 TiB.";
+        }
+        else if (ByteSize.TryParse(Memory, out long arena) && arena > MachineMemoryBytes())
+        {
+            yield return $"--memory {Memory} is more than this machine has ({MachineMemoryBytes() / (double)(1L << 30):0.#} GiB available to the process).";
         }
 
         if (!ByteSize.TryParse(DomainMemory, out long domainMemory) || domainMemory < 0)
@@ -202,6 +232,26 @@ public sealed class MultikernelOptions
         if (MaxPendingRequests < 1)
         {
             yield return $"MaxPendingRequests must be at least 1 (got {MaxPendingRequests}).";
+        }
+
+        if (MonitorRequestTimeout <= TimeSpan.Zero)
+        {
+            yield return $"MonitorRequestTimeout must be positive (got {MonitorRequestTimeout}).";
+        }
+
+        if (ShardedRequestsInFlight < 1 || ShardedRequestsInFlight > 1024)
+        {
+            yield return $"ShardedRequestsInFlight must be between 1 and 1024 (got {ShardedRequestsInFlight}).";
+        }
+
+        if (ShardedMaxNesting < 1 || ShardedMaxNesting > 16)
+        {
+            yield return $"ShardedMaxNesting must be between 1 and 16 (got {ShardedMaxNesting}).";
+        }
+
+        if (ShardedMaxWaiting < 0)
+        {
+            yield return $"ShardedMaxWaiting must be at least 0 (got {ShardedMaxWaiting}).";
         }
 
         if (BootTimeout <= TimeSpan.Zero)

@@ -171,20 +171,163 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     /// <summary>Spawns a registered program as a domain on <paramref name="core"/> (asked of that core's monitor).</summary>
     public Task<ulong> SpawnAsync(int core, string program, ulong argument = 0)
     {
+        return SpawnAsync(core, program, argument, CancellationToken.None);
+    }
+
+    /// <summary>Spawns a registered program as a domain on <paramref name="core"/>; <paramref name="cancellationToken"/> stops waiting for the monitor's answer.</summary>
+    public Task<ulong> SpawnAsync(int core, string program, ulong argument, CancellationToken cancellationToken)
+    {
         if ((uint)core >= (uint)Machine.Cores)
         {
             throw new ArgumentOutOfRangeException(nameof(core), core, $"There are {Machine.Cores} cores (0..{Machine.Cores - 1}).");
         }
 
-        return RunOnCoreAsync(core, monitor => monitor.SpawnAsync(core, program, argument));
+        return RunOnCoreAsync(core, monitor => monitor.SpawnAsync(core, program, argument, cancellationToken));
     }
 
     /// <summary>Runs <paramref name="work"/> on <paramref name="core"/>'s thread and returns its result here.</summary>
     internal Task<T> RunOnCoreAsync<T>(int core, Func<CoreMonitor, Task<T>> work)
     {
+        CheckRunning(core);
         CoreMonitor monitor = _monitors[core];
         return monitor.Kernel.RunAsync(() => work(monitor));
     }
+
+    /// <summary>Runs <paramref name="work"/> on <paramref name="core"/>'s kernel (its awaits come back there) and returns its result here.</summary>
+    internal Task<T> RunOnKernelAsync<T>(int core, Func<Task<T>> work)
+    {
+        CheckRunning(core);
+        return Machine.Kernels[core].RunAsync(work);
+    }
+
+    private void CheckRunning(int core)
+    {
+        if ((uint)core >= (uint)Machine.Cores)
+        {
+            throw new ArgumentOutOfRangeException(nameof(core), core, $"There are {Machine.Cores} cores (0..{Machine.Cores - 1}).");
+        }
+
+        int state = Volatile.Read(ref _state);
+        if (state != 1 && !(state == 2 && !Machine.Kernels[core].Stopped.IsCompleted))
+        {
+            throw new InvalidOperationException(state == 0
+                ? "The machine is not started: call StartAsync (or start the host) first."
+                : "The machine has stopped; no core runs work any more.");
+        }
+    }
+
+    // ------------------------------------------------------------------ host-facing calls
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on core <paramref name="core"/> from any thread and returns its
+    /// result. The work runs as the core's host domain (a domain the runtime starts on first use,
+    /// with its own CSpace and RAM budget), so it can export, bind, spawn and use capabilities like
+    /// any domain; its awaits come back to that core.
+    /// </summary>
+    public Task<T> InvokeAsync<T>(int core, Func<DomainContext, Task<T>> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return RunOnCoreAsync(core, async monitor => await work(await monitor.HostContextAsync()));
+    }
+
+    /// <summary>Runs synchronous <paramref name="work"/> on core <paramref name="core"/> (see <see cref="InvokeAsync{T}(int, Func{DomainContext, Task{T}})"/>).</summary>
+    public Task<T> InvokeAsync<T>(int core, Func<DomainContext, T> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return RunOnCoreAsync(core, async monitor => work(await monitor.HostContextAsync()));
+    }
+
+    /// <summary>Runs <paramref name="work"/> on core <paramref name="core"/> and completes when it has (see <see cref="InvokeAsync{T}(int, Func{DomainContext, Task{T}})"/>).</summary>
+    public Task InvokeAsync(int core, Func<DomainContext, Task> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return RunOnCoreAsync(core, async monitor =>
+        {
+            await work(await monitor.HostContextAsync());
+            return true;
+        });
+    }
+
+    /// <summary>
+    /// Starts a sharded service: one instance per core, made by <paramref name="factory"/> on that
+    /// core inside a domain named <paramref name="name"/>, with a channel between every ordered
+    /// pair of cores for its calls. The service stops with the machine.
+    /// </summary>
+    public async Task<Sharded<TService>> StartShardedAsync<TService>(string name, Func<DomainContext, TService> factory, CancellationToken cancellationToken = default) where TService : class
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(factory);
+        var sharded = new Sharded<TService>(this, name);
+        int cores = Machine.Cores;
+        var clients = new Endpoint?[cores][];
+        var servers = new Endpoint?[cores][];
+        var created = new Task<bool>[cores];
+        for (int k = 0; k < cores; k++)
+        {
+            int core = k;
+            created[k] = RunOnCoreAsync(core, monitor =>
+            {
+                var ready = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+                (MonitorStatus status, _) = monitor.StartDomainLocal(name, async ctx =>
+                {
+                    try
+                    {
+                        (clients[core], servers[core]) = sharded.CreateShard(core, ctx, factory);
+                        ready.TrySetResult(true);
+                    }
+                    catch (Exception ex)
+                    {
+                        ready.TrySetException(ex);
+                        throw;
+                    }
+
+                    try
+                    {
+                        await CoreMonitor.UntilStoppedAsync(ctx.Stopping);
+                    }
+                    finally
+                    {
+                        sharded.StopShard(core);
+                    }
+                }, 0);
+                return status == MonitorStatus.Ok ? ready.Task : throw new MonitorException(status, $"Starting shard {core} of '{name}' failed: {status}.");
+            });
+        }
+
+        await Task.WhenAll(created).WaitAsync(cancellationToken);
+        // Every end exists: connect them (each core its own), then serve. No message flows
+        // before both phases are done on every core, since no call can be made yet.
+        await Task.WhenAll(Enumerable.Range(0, cores).Select(k => RunOnCoreAsync(k, _ =>
+        {
+            sharded.ConnectShard(k, clients, servers);
+            return Task.FromResult(true);
+        }))).WaitAsync(cancellationToken);
+        await Task.WhenAll(Enumerable.Range(0, cores).Select(k => RunOnCoreAsync(k, _ =>
+        {
+            sharded.ServeShard(k, servers);
+            return Task.FromResult(true);
+        }))).WaitAsync(cancellationToken);
+        return sharded;
+    }
+
+    // The nesting level of sharded calls in the current flow (0 outside any sharded handler). An
+    // instance field: one machine's calls never count against another's.
+    private readonly AsyncLocal<int> _shardedDepth = new();
+
+    internal int ShardedDepth
+    {
+        get => _shardedDepth.Value;
+        set => _shardedDepth.Value = value;
+    }
+
+    /// <summary>The core whose kernel thread runs the caller (on this machine), or -1.</summary>
+    internal int CurrentCore() =>
+        SynchronizationContext.Current is CoreSynchronizationContext context
+        && (uint)context.CoreId < (uint)Machine.Cores
+        && ReferenceEquals(Machine.Kernels[context.CoreId].SynchronizationContext, context)
+        && Machine.Kernels[context.CoreId].IsCurrentThread
+            ? context.CoreId
+            : -1;
 
     /// <summary>Frames of RAM core <paramref name="core"/>'s monitor has left to give out (read on that core).</summary>
     public Task<long> FreeRamFramesAsync(int core) => RunOnCoreAsync(core, m => Task.FromResult(m.Space.FreeRamFrames));

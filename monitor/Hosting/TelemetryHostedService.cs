@@ -49,7 +49,12 @@ internal sealed partial class TelemetryHostedService : IHostedService, IDisposab
 
         ChromeTraceExporter? file = pipeline.TraceFile;
         pipeline.Dispose();
-        if (file is not null)
+        if (file is not null && file.DroppedSpans > 0)
+        {
+            // Capped: say so loudly, with how much is missing and how to keep it next time.
+            TraceFileCapped(_logger, pipeline.Plan.TraceFile ?? "?", pipeline.Plan.TraceFileMaxEvents, file.DroppedSpans);
+        }
+        else if (file is not null)
         {
             TraceFileWritten(_logger, pipeline.Plan.TraceFile ?? "?", file.DroppedSpans);
         }
@@ -60,4 +65,7 @@ internal sealed partial class TelemetryHostedService : IHostedService, IDisposab
 
     [LoggerMessage(21, LogLevel.Information, "Trace file {Path} written ({Dropped} spans dropped at the event cap); open it in https://ui.perfetto.dev")]
     private static partial void TraceFileWritten(ILogger logger, string path, long dropped);
+
+    [LoggerMessage(22, LogLevel.Warning, "Trace file {Path} reached its cap of {MaxEvents} events: {Dropped} spans were dropped (raise Multikernel:Telemetry:TraceFileMaxEvents to keep them)")]
+    private static partial void TraceFileCapped(ILogger logger, string path, int maxEvents, long dropped);
 }

@@ -61,7 +61,7 @@ internal sealed class CoreMonitor
         {
             if (peer != core)
             {
-                _links[peer] = new MonitorLink(runtime.Machine.MonitorLink(core, peer), runtime.Options.MonitorOutbox);
+                _links[peer] = new MonitorLink(runtime.Machine.MonitorLink(core, peer), runtime.Options.MonitorOutbox, runtime.Options.MaxPendingRequests + 2 * runtime.Machine.Cores);
             }
         }
     }
@@ -165,7 +165,50 @@ internal sealed class CoreMonitor
         }
     }
 
-    private void Send(int core, in Message message) => _links[core]!.Send(in message);
+    // Replies and protocol notices: a peer depends on them, so they use the link's reserve; a
+    // refusal (a faulted link, or a peer far past its own request bound) is reported, not thrown
+    // into the handler that answers someone else.
+    private void Send(int core, in Message message)
+    {
+        MonitorLink link = _links[core]!;
+        if (!link.TrySend(in message, LinkTraffic.Reply))
+        {
+            _runtime.ReportMonitorError(Core, core, new MonitorException(MonitorStatus.Overloaded, $"Monitor {Core} could not send message 0x{message.Type:x4} to core {core}: {link.RefusalReason()}."));
+        }
+    }
+
+    /// <summary>
+    /// Sends request <paramref name="id"/> to <paramref name="core"/> and waits for its reply: at
+    /// most <c>MonitorRequestTimeout</c>, or until <paramref name="cancellationToken"/>. The request
+    /// fails at once (<see cref="MonitorStatus.Overloaded"/>) when the link refuses it. A reply that
+    /// comes after the caller gave up finds no pending entry and is ignored.
+    /// </summary>
+    private async Task<Message> RequestAsync(int core, uint id, Message request, Task<Message> reply, string what, CancellationToken cancellationToken)
+    {
+        MonitorLink link = _links[core]!;
+        if (!link.TrySend(in request, LinkTraffic.Request))
+        {
+            _pending.Remove(id);
+            throw new MonitorException(MonitorStatus.Overloaded, $"Monitor {Core} could not send the {what} request to core {core}: {link.RefusalReason()}.");
+        }
+
+        TimeSpan timeout = _runtime.Options.MonitorRequestTimeout;
+        try
+        {
+            // The await resumes on this core (its synchronization context), whichever thread the timer fired on.
+            return await reply.WaitAsync(timeout, _runtime.Time, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            _pending.Remove(id);
+            throw new MonitorException(MonitorStatus.TimedOut, $"Core {core}'s monitor did not answer the {what} request within {timeout.TotalSeconds:0.###} s (MonitorRequestTimeout).");
+        }
+        catch (OperationCanceledException)
+        {
+            _pending.Remove(id);
+            throw;
+        }
+    }
 
     private void Broadcast(in Message message)
     {
@@ -267,7 +310,7 @@ internal sealed class CoreMonitor
     {
         if (_pending.Count >= _runtime.Options.MaxPendingRequests)
         {
-            throw new InvalidOperationException($"Monitor {Core} has {_pending.Count} requests in flight (MaxPendingRequests = {_runtime.Options.MaxPendingRequests}).");
+            throw new MonitorException(MonitorStatus.NoResources, $"Monitor {Core} has {_pending.Count} requests in flight (MaxPendingRequests = {_runtime.Options.MaxPendingRequests}).");
         }
 
         // Ids are 16 bits (a bind packs one beside a domain and an endpoint id); skip live ones.
@@ -315,8 +358,8 @@ internal sealed class CoreMonitor
         }
     }
 
-    public Task<ServiceListener> ExportAsync(Domain domain, string name, int backlog) =>
-        TracedAsync(ProtocolSpanNames.Export, _ => ExportCoreAsync(domain, name, backlog));
+    public Task<ServiceListener> ExportAsync(Domain domain, string name, int backlog, CancellationToken cancellationToken = default) =>
+        TracedAsync(ProtocolSpanNames.Export, _ => ExportCoreAsync(domain, name, backlog, cancellationToken));
 
     // Every monitor request a domain makes: a client span for it, and its outcome counted.
     private async Task<T> TracedAsync<T>(string operation, Func<Activity?, Task<T>> request)
@@ -336,9 +379,10 @@ internal sealed class CoreMonitor
         }
     }
 
-    private async Task<ServiceListener> ExportCoreAsync(Domain domain, string name, int backlog)
+    private async Task<ServiceListener> ExportCoreAsync(Domain domain, string name, int backlog, CancellationToken cancellationToken)
     {
         ServiceName.Validate(name);
+        cancellationToken.ThrowIfCancellationRequested();
         if (backlog < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(backlog), backlog, "The accept backlog must be at least 1.");
@@ -360,8 +404,7 @@ internal sealed class CoreMonitor
             var request = Message.Create((ushort)MonitorMessage.Export, 0, 0, id);
             ServiceName.Write(ref request, name);
             request.Word2 = id;
-            Send(0, in request);
-            Message answer = await reply;
+            Message answer = await RequestAsync(0, id, request, reply, ProtocolSpanNames.Export, cancellationToken);
             status = (MonitorStatus)answer.Word1;
             if (status == MonitorStatus.Ok)
             {
@@ -401,17 +444,18 @@ internal sealed class CoreMonitor
         }
     }
 
-    public Task<DomainChannel> BindAsync(Domain domain, string name) =>
+    public Task<DomainChannel> BindAsync(Domain domain, string name, CancellationToken cancellationToken = default) =>
         TracedAsync(ProtocolSpanNames.Bind, async _ =>
         {
-            DomainChannel channel = await BindCoreAsync(domain, name);
+            DomainChannel channel = await BindCoreAsync(domain, name, cancellationToken);
             _runtime.Metrics.TryRegisterChannel(channel.Endpoint);
             return channel;
         });
 
-    private async Task<DomainChannel> BindCoreAsync(Domain domain, string name)
+    private async Task<DomainChannel> BindCoreAsync(Domain domain, string name, CancellationToken cancellationToken)
     {
         ServiceName.Validate(name);
+        cancellationToken.ThrowIfCancellationRequested();
         if (!_names.TryGetValue(name, out int serverCore))
         {
             if (Core == 0)
@@ -424,8 +468,7 @@ internal sealed class CoreMonitor
             var lookup = Message.Create((ushort)MonitorMessage.Lookup);
             ServiceName.Write(ref lookup, name);
             lookup.Word2 = lookupId;
-            Send(0, in lookup);
-            Message answer = await lookupReply;
+            Message answer = await RequestAsync(0, lookupId, lookup, lookupReply, "lookup", cancellationToken);
             if (answer.Word1 == ulong.MaxValue)
             {
                 throw new MonitorException(MonitorStatus.NotFound, $"No domain exports the service '{name}'.");
@@ -434,7 +477,9 @@ internal sealed class CoreMonitor
             serverCore = (int)answer.Word1;
         }
 
-        Endpoint endpoint = domain.CreateEndpoint($"{name} client");
+        // Both ends carry the service's name: it is the channel's messaging.destination.name, the
+        // same on a send span and on its process span.
+        Endpoint endpoint = domain.CreateEndpoint(name);
         int clientDomain = domain.Capabilities?.Id ?? -1;
         int serverDomain;
         if (serverCore == Core)
@@ -454,8 +499,17 @@ internal sealed class CoreMonitor
             var request = Message.Create((ushort)MonitorMessage.Bind);
             ServiceName.Write(ref request, name);
             request.Word2 = ((ulong)id << 48) | ((ulong)(ushort)clientDomain << 32) | endpoint.Id;
-            Send(serverCore, in request);
-            Message answer = await reply;
+            Message answer;
+            try
+            {
+                answer = await RequestAsync(serverCore, id, request, reply, ProtocolSpanNames.Bind, cancellationToken);
+            }
+            catch
+            {
+                endpoint.Close();
+                throw;
+            }
+
             var status = (MonitorStatus)(uint)answer.Word1;
             if (status != MonitorStatus.Ok)
             {
@@ -493,7 +547,7 @@ internal sealed class CoreMonitor
         Endpoint endpoint;
         try
         {
-            endpoint = listener.Domain.CreateEndpoint($"{name} server");
+            endpoint = listener.Domain.CreateEndpoint(name);
         }
         catch (InvalidOperationException)
         {
@@ -513,16 +567,17 @@ internal sealed class CoreMonitor
 
     // ------------------------------------------------------------------ spawn
 
-    public Task<ulong> SpawnAsync(int core, string program, ulong argument) =>
+    public Task<ulong> SpawnAsync(int core, string program, ulong argument, CancellationToken cancellationToken = default) =>
         TracedAsync(ProtocolSpanNames.Spawn, span =>
         {
             span?.SetTag("multikernel.program", program);
             span?.SetTag(TelemetryTags.CoreDestination, core);
-            return SpawnCoreAsync(core, program, argument);
+            return SpawnCoreAsync(core, program, argument, cancellationToken);
         });
 
-    private async Task<ulong> SpawnCoreAsync(int core, string program, ulong argument)
+    private async Task<ulong> SpawnCoreAsync(int core, string program, ulong argument, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         if ((uint)core >= (uint)Cores)
         {
             throw new ArgumentOutOfRangeException(nameof(core), core, $"There are {Cores} cores (0..{Cores - 1}).");
@@ -543,8 +598,7 @@ internal sealed class CoreMonitor
         else
         {
             (uint id, Task<Message> reply) = NewRequest();
-            Send(core, Message.Create((ushort)MonitorMessage.Spawn, (ulong)index, argument, id));
-            Message answer = await reply;
+            Message answer = await RequestAsync(core, id, Message.Create((ushort)MonitorMessage.Spawn, (ulong)index, argument, id), reply, ProtocolSpanNames.Spawn, cancellationToken);
             (status, domainId) = ((MonitorStatus)answer.Word1, answer.Word2);
         }
 
@@ -569,6 +623,21 @@ internal sealed class CoreMonitor
         }
 
         DomainProgram program = _runtime.Programs[programIndex];
+        return StartDomainLocal(program.Name, program.Main, argument);
+    }
+
+    /// <summary>
+    /// Starts a domain on this core outside the program registry (the host's per-core domain,
+    /// one shard of a sharded service): its own CSpace and RAM budget like a spawned program.
+    /// Core thread only.
+    /// </summary>
+    public (MonitorStatus Status, ulong DomainId) StartDomainLocal(string name, Func<DomainContext, Task> main, ulong argument)
+    {
+        if (_shuttingDown)
+        {
+            return (MonitorStatus.ShuttingDown, 0);
+        }
+
         if (_kernel.Domains.Count >= _kernel.Options.MaxDomainsPerCore)
         {
             return (MonitorStatus.NoResources, 0);
@@ -578,7 +647,7 @@ internal sealed class CoreMonitor
         int ramSlot = -1;
         try
         {
-            space = _capabilities.CreateDomain(program.Name);
+            space = _capabilities.CreateDomain(name);
         }
         catch (CapabilityException)
         {
@@ -600,7 +669,7 @@ internal sealed class CoreMonitor
             }
         }
 
-        Domain domain = _kernel.StartDomain(program.Name, d => program.Main(new DomainContext(d, this, argument)), d => d.AttachCapabilities(space, ramSlot));
+        Domain domain = _kernel.StartDomain(name, d => main(new DomainContext(d, this, argument)), d => d.AttachCapabilities(space, ramSlot));
         var gauge = new DomainMemoryGauge(space, frames);
         _memoryGauges.Add(gauge);
         gauge.Registration = _runtime.Metrics.TryRegisterDomainMemory(domain.ToString(), Core, gauge.Read);
@@ -694,6 +763,41 @@ internal sealed class CoreMonitor
                 // The protocol outbox is full right now: the kernel loop flushes it; try again.
                 await _kernel.Delay(TimeSpan.FromMilliseconds(1));
             }
+        }
+    }
+
+    private Task<DomainContext>? _host;
+
+    /// <summary>The context of this core's host domain (started on first use), in which host code's <c>InvokeAsync</c> work runs. Core thread only.</summary>
+    public Task<DomainContext> HostContextAsync()
+    {
+        if (_host is { IsFaulted: false } host)
+        {
+            return host;
+        }
+
+        var ready = new TaskCompletionSource<DomainContext>();
+        (MonitorStatus status, _) = StartDomainLocal("host", async ctx =>
+        {
+            ready.TrySetResult(ctx);
+            await UntilStoppedAsync(ctx.Stopping);
+        }, 0);
+        if (status != MonitorStatus.Ok)
+        {
+            return Task.FromException<DomainContext>(new MonitorException(status, $"Core {Core} could not start its host domain: {status}."));
+        }
+
+        _host = ready.Task;
+        return _host;
+    }
+
+    /// <summary>Completes when <paramref name="stopping"/> is signalled (a domain that only serves until shutdown).</summary>
+    public static async Task UntilStoppedAsync(CancellationToken stopping)
+    {
+        var stopped = new TaskCompletionSource();
+        using (stopping.UnsafeRegister(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped))
+        {
+            await stopped.Task;
         }
     }
 

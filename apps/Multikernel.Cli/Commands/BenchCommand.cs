@@ -17,6 +17,7 @@ internal static class BenchCommand
         command.Subcommands.Add(BenchScenarioCommands.Updates());
         command.Subcommands.Add(Timers());
         command.Subcommands.Add(Wakeup());
+        command.Subcommands.Add(ShardedCalls());
         return command;
     }
 
@@ -92,6 +93,20 @@ internal static class BenchCommand
                 Console.WriteLine($"wrote {Path.GetFullPath(path)}");
             }
 
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command ShardedCalls()
+    {
+        var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
+        var command = new Command("sharded", "Round trip of a sharded-service call to another core's instance vs a local call, and bytes allocated per call.") { quick };
+        command.SetAction(parse =>
+        {
+            bool q = parse.GetValue(quick);
+            IReadOnlyList<ShardedBenchResult> results = ShardedBench.Run(q ? 20_000 : 200_000, q ? 1 : 5, m => Console.Error.WriteLine(m));
+            Console.WriteLine(ShardedBench.Render(results));
             return 0;
         });
         return command;

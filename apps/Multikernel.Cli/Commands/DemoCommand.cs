@@ -45,7 +45,12 @@ internal static class DemoCommand
     private static async Task<int> RunAsync(string? cores, double seconds, string? traceFile, string? memory, CancellationToken cancellationToken)
     {
         var counters = new DemoCounters();
-        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile, memory), o => DemoWorkload.Configure(o, counters));
+        using IHost? host = CliHost.TryBuild(CliHost.Overrides(cores, traceFile, memory), out int unusable, o => DemoWorkload.Configure(o, counters));
+        if (host is null)
+        {
+            return unusable;
+        }
+
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;

@@ -38,7 +38,12 @@ internal static class RunCommand
 
     private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, CancellationToken cancellationToken)
     {
-        using IHost host = CliHost.Build(CliHost.Overrides(cores, traceFile, memory));
+        using IHost? host = CliHost.TryBuild(CliHost.Overrides(cores, traceFile, memory), out int unusable);
+        if (host is null)
+        {
+            return unusable;
+        }
+
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;

@@ -6,16 +6,16 @@ namespace Multikernel.Tests.Cli;
 /// <summary>The `multikernel` command as a user runs it: a real process, real exit codes.</summary>
 public sealed class CliTests
 {
-    private static async Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments, IDictionary<string, string>? environment = null)
+    private static async Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments, IDictionary<string, string>? environment = null, string? directory = null)
     {
-        string dll = Path.Combine(AppContext.BaseDirectory, "multikernel.dll");
+        string dll = Path.Combine(directory ?? AppContext.BaseDirectory, "multikernel.dll");
         var start = new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
-            WorkingDirectory = AppContext.BaseDirectory,
+            WorkingDirectory = directory ?? AppContext.BaseDirectory,
         };
         foreach (var (key, value) in environment ?? new Dictionary<string, string>())
         {
@@ -69,6 +69,80 @@ public sealed class CliTests
         Assert.Equal(2, code);
         Assert.Contains(expected, err, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
+    }
+
+    // Issue 8, "Errors users hit today": each is one line on stderr, exit code 2, and nothing on
+    // stdout before it (no host failure log, no trace).
+    [Theory]
+    [InlineData("run --duration 1 --memory 64TiB", null, null, "--memory 64TiB is more than")]
+    [InlineData("run --duration 1 --memory 1000GiB", null, null, "more than this machine has")]
+    [InlineData("run --duration 1", "MULTIKERNEL__Telemetry__SamplingRatio", "5", "Telemetry:SamplingRatio must be between 0 and 1 (got 5).")]
+    [InlineData("run --duration 1", "MULTIKERNEL__Telemetry__TraceFileMaxEvents", "3", "Telemetry:TraceFileMaxEvents must be at least 16 (got 3).")]
+    [InlineData("run --duration 1", "OTEL_TRACES_SAMPLER", "banana", "OTEL_TRACES_SAMPLER 'banana' is not supported")]
+    [InlineData("run --duration 1", "OTEL_EXPORTER_OTLP_ENDPOINT", "not-a-url", "OTEL_EXPORTER_OTLP_ENDPOINT 'not-a-url' is not an absolute http:// or https:// URL.")]
+    [InlineData("run --duration 1 --trace-file /missing/dir/x.json", null, null, "Cannot create the trace file '/missing/dir/x.json': the directory '/missing/dir' does not exist.")]
+    [InlineData("demo --seconds 1 --trace-file /missing/dir/x.json", null, null, "the directory '/missing/dir' does not exist.")]
+    public async Task StartupErrors_AreOneLineOnStderr_ExitCode2_AndNothingOnStdout(string arguments, string? variable, string? value, string expected)
+    {
+        var environment = new Dictionary<string, string>();
+        if (variable is not null)
+        {
+            environment[variable] = value!;
+        }
+
+        var (code, output, err) = await RunAsync(arguments, environment);
+        Assert.True(code == 2, $"exit {code}: {err}");
+        string[] lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("multikernel: ", lines[0], StringComparison.Ordinal);
+        Assert.Contains(expected, lines[0], StringComparison.Ordinal);
+        Assert.Equal(string.Empty, output);
+    }
+
+    [Fact]
+    public async Task Demo_WithACappedTraceFile_WarnsAndSaysHowManySpansWereDropped()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"capped-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = await RunAsync($"demo --cores 2 --seconds 1 --trace-file {path}", new Dictionary<string, string> { ["MULTIKERNEL__Telemetry__TraceFileMaxEvents"] = "16" });
+            string all = output + err;
+            Assert.True(code == 0, all);
+            System.Text.RegularExpressions.Match warning = System.Text.RegularExpressions.Regex.Match(all, @"warn: .*reached its cap of 16 events: (\d+) spans were dropped");
+            Assert.True(warning.Success, all);
+            Assert.True(long.Parse(warning.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) > 0);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public async Task MalformedAppSettings_IsOneLineNamingTheFile_ExitCode2()
+    {
+        // A copy of the command with its own broken appsettings.json beside the binary.
+        string directory = Path.Combine(Path.GetTempPath(), "multikernel-cli-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(directory);
+        try
+        {
+            foreach (string file in Directory.EnumerateFiles(AppContext.BaseDirectory))
+            {
+                File.Copy(file, Path.Combine(directory, Path.GetFileName(file)));
+            }
+
+            string settings = Path.Combine(directory, "appsettings.json");
+            File.WriteAllText(settings, "{ \"Multikernel\": { \"Cores\": ");
+            var (code, output, err) = await RunAsync("run --duration 1", directory: directory);
+            Assert.True(code == 2, $"exit {code}: {err}");
+            string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains($"Failed to load configuration from file '{settings}' (malformed JSON:", line, StringComparison.Ordinal);
+            Assert.Equal(string.Empty, output);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     [Fact]

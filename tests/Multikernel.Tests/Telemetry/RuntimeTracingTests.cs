@@ -72,6 +72,12 @@ public sealed class RuntimeTracingTests
         Assert.Equal("multikernel", send.GetTagItem(TelemetryTags.MessagingSystem));
         Assert.Equal("send", send.GetTagItem(TelemetryTags.MessagingOperationType));
         Assert.NotNull(send.GetTagItem(TelemetryTags.RingDepth));
+        // One channel, one destination name, on the send and on its process span, both ways.
+        Assert.Equal("traced", send.GetTagItem(TelemetryTags.MessagingDestinationName));
+        Assert.Equal("traced", process.GetTagItem(TelemetryTags.MessagingDestinationName));
+        Assert.Equal(reply.GetTagItem(TelemetryTags.MessagingDestinationName), replyProcess.GetTagItem(TelemetryTags.MessagingDestinationName));
+        Assert.All(capture.All("send core/1").Where(a => a.ParentSpanId != request.SpanId), s =>
+            Assert.Contains(capture.All("process core/1"), p => p.ParentSpanId == s.SpanId && Equals(p.GetTagItem(TelemetryTags.MessagingDestinationName), s.GetTagItem(TelemetryTags.MessagingDestinationName))));
 
         // The monitors' bind: the client's span on core 0, the server monitor's on core 1, one trace.
         Activity clientBind = Assert.Single(capture.All("bind"), a => a.Kind == ActivityKind.Client && a.Status != ActivityStatusCode.Error);

@@ -1,0 +1,564 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using System.Threading.Tasks.Sources;
+using Multikernel.CpuDriver.Channels;
+using Multikernel.CpuDriver.Urpc;
+using Multikernel.Monitor.Hosting;
+
+namespace Multikernel.Monitor;
+
+/// <summary>
+/// One instance of <typeparamref name="TService"/> per core (Seastar's <c>sharded&lt;T&gt;</c>):
+/// each instance lives in its own domain on its core and is touched only there. Code on any core
+/// (or on a host thread) reaches an instance with <see cref="InvokeOnAsync{TResult}(int, Func{TService, ValueTask{TResult}})"/>;
+/// <see cref="InvokeOnAllAsync"/> and <see cref="MapReduceAsync{TMapped, TResult}"/> fan out to every core.
+/// </summary>
+/// <remarks>
+/// <para><b>Transport.</b> Between every ordered pair of cores the service has one channel over
+/// the URPC ring of that pair (a client end on the calling core, a server end on the serving
+/// core). A call takes a <i>slot</i> of the caller's budget to that core, fills it with the work
+/// and sends the slot's index; the serving core runs the work on its instance and sends the index
+/// back; the caller reads the result from the slot. A slot is written by one core at a time and
+/// handed over by the ring message (release on write, acquire on read), exactly like a ring slot
+/// with a larger payload: no lock anywhere. The serving side never waits for a handler before
+/// reading the next request, so a channel always drains.</para>
+/// <para><b>Bounded, and nested calls cannot deadlock.</b> Each core has
+/// <c>ShardedRequestsInFlight</c> slots per destination core <i>per nesting level</i>. A call made
+/// from inside a handler is one level deeper than the call that handler serves and draws from
+/// that level's budget, so a waiting call waits only for calls one level deeper, which never wait
+/// for it (Seastar gives nested work its own <c>smp_service_group</c> for this reason: a single
+/// shared budget deadlocks once every slot is held by a call whose handler calls back). A call
+/// deeper than <c>ShardedMaxNesting</c> fails with <see cref="InvalidOperationException"/>; at most
+/// <c>ShardedMaxWaiting</c> callers per core, destination and level wait for a slot, further ones
+/// fail at once.</para>
+/// <para><b>Cost.</b> A remote call allocates nothing of its own in the steady state: slots and
+/// their call records are reused (a slot keeps the record of the last argument and result types it
+/// carried), the async state machines are pooled, and the ring carries one message each way. The
+/// work delegate is the caller's: a static lambda with the <c>arg</c> overloads allocates nothing;
+/// a capturing lambda allocates its closure.</para>
+/// </remarks>
+/// <typeparam name="TService">The per-core service.</typeparam>
+public sealed class Sharded<TService> : IShardedCalls where TService : class
+{
+    internal const ushort RequestMessage = 0x0210;
+    internal const ushort ReplyMessage = 0x0211;
+
+    private readonly MultikernelRuntime _runtime;
+    private readonly TService?[] _instances;
+    private readonly Lane?[][] _lanes; // [caller core][serving core]
+    private readonly int _levels;
+
+    internal Sharded(MultikernelRuntime runtime, string name)
+    {
+        _runtime = runtime;
+        Name = name;
+        int cores = runtime.Cores;
+        _instances = new TService?[cores];
+        _lanes = new Lane?[cores][];
+        _levels = runtime.Options.ShardedMaxNesting;
+        for (int k = 0; k < cores; k++)
+        {
+            _lanes[k] = new Lane?[cores];
+        }
+    }
+
+    /// <summary>The service's name (its domains are named after it).</summary>
+    public string Name { get; }
+
+    /// <summary>Number of shards (one per core).</summary>
+    public int Cores => _instances.Length;
+
+    /// <summary>The instance on the calling core. Only on a core of this machine.</summary>
+    public TService Local
+    {
+        get
+        {
+            int core = _runtime.CurrentCore();
+            return core >= 0 ? Instance(core) : throw new InvalidOperationException($"{Name}.Local is only defined on a core of the machine (a host thread has no shard).");
+        }
+    }
+
+    /// <summary>Runs <paramref name="work"/> on core <paramref name="core"/>'s instance and returns its result here.</summary>
+    public ValueTask<TResult> InvokeOnAsync<TResult>(int core, Func<TService, ValueTask<TResult>> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return InvokeOnAsync(core, work, static (s, w) => w(s));
+    }
+
+    /// <summary>Runs synchronous <paramref name="work"/> on core <paramref name="core"/>'s instance and returns its result here.</summary>
+    public ValueTask<TResult> InvokeOnAsync<TResult>(int core, Func<TService, TResult> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        return InvokeOnAsync(core, work, static (s, w) => new ValueTask<TResult>(w(s)));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> with <paramref name="argument"/> on core <paramref name="core"/>'s
+    /// instance. With a static lambda nothing is allocated per call (the hot path of a sharded store).
+    /// </summary>
+    public ValueTask<TResult> InvokeOnAsync<TArg, TResult>(int core, TArg argument, Func<TService, TArg, ValueTask<TResult>> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        if ((uint)core >= (uint)Cores)
+        {
+            throw new ArgumentOutOfRangeException(nameof(core), core, $"There are {Cores} cores (0..{Cores - 1}).");
+        }
+
+        int here = _runtime.CurrentCore();
+        if (here == core)
+        {
+            return work(Instance(core), argument);
+        }
+
+        if (here < 0)
+        {
+            // A host thread is no core: it has no ring to send on. Its call goes through the
+            // destination kernel's queue for foreign work, which the host API uses anyway.
+            return new ValueTask<TResult>(_runtime.RunOnKernelAsync(core, () => work(Instance(core), argument).AsTask()));
+        }
+
+        return RemoteAsync(here, core, argument, work);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on every core's instance and completes when all have.</summary>
+    public async Task InvokeOnAllAsync(Func<TService, ValueTask> work)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        var calls = new Task<bool>[Cores];
+        for (int k = 0; k < Cores; k++)
+        {
+            calls[k] = InvokeOnAsync(k, work, static async (s, w) =>
+            {
+                await w(s);
+                return true;
+            }).AsTask();
+        }
+
+        await Task.WhenAll(calls);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="map"/> on every core's instance and folds the results, in core order,
+    /// with <paramref name="reduce"/> starting from <paramref name="initial"/>.
+    /// </summary>
+    public async Task<TResult> MapReduceAsync<TMapped, TResult>(Func<TService, ValueTask<TMapped>> map, TResult initial, Func<TResult, TMapped, TResult> reduce)
+    {
+        ArgumentNullException.ThrowIfNull(map);
+        ArgumentNullException.ThrowIfNull(reduce);
+        var calls = new Task<TMapped>[Cores];
+        for (int k = 0; k < Cores; k++)
+        {
+            calls[k] = InvokeOnAsync(k, map).AsTask();
+        }
+
+        TResult result = initial;
+        foreach (Task<TMapped> call in calls)
+        {
+            result = reduce(result, await call);
+        }
+
+        return result;
+    }
+
+    private TService Instance(int core) => _instances[core] ?? throw new InvalidOperationException($"{Name} has no instance on core {core} (it is not started, or stopped).");
+
+    // ------------------------------------------------------------------ the remote path
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<TResult> RemoteAsync<TArg, TResult>(int from, int to, TArg argument, Func<TService, TArg, ValueTask<TResult>> work)
+    {
+        int level = _runtime.ShardedDepth;
+        if (level >= _levels)
+        {
+            throw new InvalidOperationException($"{Name}: sharded calls nested {level + 1} deep; at most {_levels} levels (ShardedMaxNesting) each have their own budget so nested calls cannot deadlock.");
+        }
+
+        Lane lane = _lanes[from][to] ?? throw new InvalidOperationException($"{Name} is not running (no channel from core {from} to core {to}).");
+        Slot slot = lane.TryTake(level) ?? await lane.WaitForSlotAsync(level);
+        var call = slot.Cached as Call<TArg, TResult>;
+        if (call is null)
+        {
+            call = new Call<TArg, TResult>();
+            slot.Cached = call;
+        }
+
+        call.Argument = argument;
+        call.Work = work;
+        call.Level = level;
+        slot.Call = call;
+        try
+        {
+            await lane.SendAsync(slot);
+            if (call.Error is { } error)
+            {
+                ExceptionDispatchInfo.Throw(error);
+            }
+
+            return call.Result!;
+        }
+        finally
+        {
+            call.Clear();
+            slot.Call = null;
+            lane.Release(slot);
+        }
+    }
+
+    // Serving core: the slot's work runs on this core's instance one nesting level deeper.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ServeAsync(Server server, Slot slot)
+    {
+        ShardCall call = slot.Call!;
+        try
+        {
+            _runtime.ShardedDepth = call.Level + 1; // an async method: restored for the loop when it returns
+            await call.RunAsync(Instance(server.Core));
+        }
+#pragma warning disable CA1031 // handed to the caller
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            call.Error = ex;
+        }
+
+        server.Reply(slot.Index);
+    }
+
+    // ------------------------------------------------------------------ start
+
+    /// <summary>Core <paramref name="core"/>, in its shard domain: the instance and this core's channel ends, not yet connected.</summary>
+    internal (Endpoint?[] Clients, Endpoint?[] Servers) CreateShard(int core, DomainContext context, Func<DomainContext, TService> factory)
+    {
+        _instances[core] = factory(context) ?? throw new InvalidOperationException($"The factory of {Name} returned null on core {core}.");
+        var clients = new Endpoint?[Cores];
+        var servers = new Endpoint?[Cores];
+        for (int peer = 0; peer < Cores; peer++)
+        {
+            if (peer != core)
+            {
+                clients[peer] = context.Domain.CreateEndpoint(Name);
+                servers[peer] = context.Domain.CreateEndpoint(Name);
+            }
+        }
+
+        return (clients, servers);
+    }
+
+    /// <summary>Core <paramref name="core"/>: connects its ends to the peers' and starts reading.</summary>
+    internal void ConnectShard(int core, Endpoint?[][] clients, Endpoint?[][] servers)
+    {
+        int slots = _runtime.Options.ShardedRequestsInFlight;
+        for (int peer = 0; peer < Cores; peer++)
+        {
+            if (peer == core)
+            {
+                continue;
+            }
+
+            Endpoint client = clients[core][peer]!;
+            Endpoint server = servers[core][peer]!;
+            client.Connect(peer, servers[peer][core]!.Id);
+            server.Connect(peer, clients[peer][core]!.Id);
+            var lane = new Lane(client, _levels, slots, _runtime.Options.ShardedMaxWaiting);
+            _lanes[core][peer] = lane;
+            _ = lane.ReadRepliesAsync();
+        }
+    }
+
+    /// <summary>Core <paramref name="core"/>: serves requests from every peer (after every core connected).</summary>
+    internal void ServeShard(int core, Endpoint?[][] servers)
+    {
+        for (int peer = 0; peer < Cores; peer++)
+        {
+            if (peer != core)
+            {
+                _ = ServeLoopAsync(new Server(core, servers[core][peer]!, _lanes[peer][core]!));
+            }
+        }
+    }
+
+    internal void StopShard(int core) => _instances[core] = null;
+
+    private async Task ServeLoopAsync(Server server)
+    {
+        while (true)
+        {
+            Message message;
+            try
+            {
+                message = await server.Endpoint.ReadAsync();
+            }
+            catch (System.Threading.Channels.ChannelClosedException)
+            {
+                return;
+            }
+
+            int index = (int)message.Word0;
+            if (message.Type != RequestMessage || (uint)index >= (uint)server.CallerLane.Slots.Length)
+            {
+                continue; // not ours: a hostile or confused peer cannot make this core index out of range
+            }
+
+            _ = ServeAsync(server, server.CallerLane.Slots[index]);
+        }
+    }
+
+    // ------------------------------------------------------------------ parts
+
+    /// <summary>The serving end on one core for one calling core.</summary>
+    private sealed class Server(int core, Endpoint endpoint, Lane callerLane)
+    {
+        private readonly Pump _pump = new(endpoint, callerLane.Slots.Length);
+
+        public int Core { get; } = core;
+
+        public Endpoint Endpoint { get; } = endpoint;
+
+        /// <summary>The caller's lane to this core: its slots hold the calls this server runs.</summary>
+        public Lane CallerLane { get; } = callerLane;
+
+        public void Reply(int index) => _pump.Send(Message.Create(ReplyMessage, (ulong)index));
+    }
+
+    /// <summary>A calling core's budget and channel end to one serving core (used only on the calling core).</summary>
+    private sealed class Lane
+    {
+        private readonly Endpoint _client;
+        private readonly Pump _pump;
+        private readonly Stack<Slot>[] _free;
+        private readonly Queue<TaskCompletionSource<Slot>>[] _waiting;
+        private readonly int _maxWaiting;
+
+        public Lane(Endpoint client, int levels, int slotsPerLevel, int maxWaiting)
+        {
+            _client = client;
+            _maxWaiting = maxWaiting;
+            Slots = new Slot[levels * slotsPerLevel];
+            _free = new Stack<Slot>[levels];
+            _waiting = new Queue<TaskCompletionSource<Slot>>[levels];
+            for (int level = 0; level < levels; level++)
+            {
+                _free[level] = new Stack<Slot>(slotsPerLevel);
+                _waiting[level] = new Queue<TaskCompletionSource<Slot>>();
+                for (int i = slotsPerLevel - 1; i >= 0; i--)
+                {
+                    var slot = new Slot((level * slotsPerLevel) + i, level);
+                    Slots[slot.Index] = slot;
+                    _free[level].Push(slot);
+                }
+            }
+
+            _pump = new Pump(client, Slots.Length);
+        }
+
+        public Slot[] Slots { get; }
+
+        public Slot? TryTake(int level) => _free[level].TryPop(out Slot? slot) ? slot : null;
+
+        public Task<Slot> WaitForSlotAsync(int level)
+        {
+            Queue<TaskCompletionSource<Slot>> waiting = _waiting[level];
+            if (waiting.Count >= _maxWaiting)
+            {
+                throw new InvalidOperationException($"{_client.Name}: {waiting.Count} callers already wait for one of {Slots.Length / _free.Length} requests in flight to core {_client.RemoteCore} (ShardedMaxWaiting = {_maxWaiting}).");
+            }
+
+            var waiter = new TaskCompletionSource<Slot>();
+            waiting.Enqueue(waiter);
+            return waiter.Task;
+        }
+
+        public void Release(Slot slot)
+        {
+            // A waiting caller takes the slot over directly: FIFO, and no other caller can overtake it.
+            if (_waiting[slot.Level].TryDequeue(out TaskCompletionSource<Slot>? waiter))
+            {
+                waiter.SetResult(slot);
+                return;
+            }
+
+            _free[slot.Level].Push(slot);
+        }
+
+        public ValueTask SendAsync(Slot slot)
+        {
+            ValueTask reply = slot.Arm();
+            _pump.Send(Message.Create(RequestMessage, (ulong)slot.Index));
+            return reply;
+        }
+
+        public async Task ReadRepliesAsync()
+        {
+            while (true)
+            {
+                Message message;
+                try
+                {
+                    message = await _client.ReadAsync();
+                }
+                catch (System.Threading.Channels.ChannelClosedException ex)
+                {
+                    FailAll(ex);
+                    return;
+                }
+
+                int index = (int)message.Word0;
+                if (message.Type == ReplyMessage && (uint)index < (uint)Slots.Length)
+                {
+                    Slots[index].Complete(null);
+                }
+            }
+        }
+
+        private void FailAll(Exception ex)
+        {
+            foreach (Slot slot in Slots)
+            {
+                slot.Complete(ex);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Sends on one endpoint without making the sender wait: at once when the window and the ring
+    /// have room, else in order behind earlier messages. At most one message per slot is ever
+    /// outstanding, so the queue never holds more than <c>capacity</c>.
+    /// </summary>
+    private sealed class Pump(Endpoint endpoint, int capacity)
+    {
+        private readonly Queue<Message> _queue = new(capacity);
+        private bool _pumping;
+
+        public void Send(in Message message)
+        {
+            if (!_pumping && endpoint.TryWrite(in message))
+            {
+                return;
+            }
+
+            System.Diagnostics.Debug.Assert(_queue.Count < capacity, "one message per slot");
+            _queue.Enqueue(message);
+            if (!_pumping)
+            {
+                _pumping = true;
+                _ = PumpAsync();
+            }
+        }
+
+        private async Task PumpAsync()
+        {
+            try
+            {
+                while (_queue.TryPeek(out Message message))
+                {
+                    await endpoint.WriteAsync(in message);
+                    _queue.Dequeue();
+                }
+            }
+            catch (System.Threading.Channels.ChannelClosedException)
+            {
+                _queue.Clear(); // the peer is gone: its reply reader fails every slot
+            }
+            finally
+            {
+                _pumping = false;
+            }
+        }
+    }
+
+    /// <summary>One request in flight: written by the caller, then by the server, then read by the caller.</summary>
+    private sealed class Slot(int index, int level) : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _completion;
+        private bool _armed;
+
+        public int Index { get; } = index;
+
+        public int Level { get; } = level;
+
+        public ShardCall? Call { get; set; }
+
+        /// <summary>The call record last used in this slot (reused while the types stay the same).</summary>
+        public object? Cached { get; set; }
+
+        public ValueTask Arm()
+        {
+            _completion.Reset();
+            _armed = true;
+            return new ValueTask(this, _completion.Version);
+        }
+
+        public void Complete(Exception? error)
+        {
+            if (!_armed)
+            {
+                return;
+            }
+
+            _armed = false;
+            if (error is null)
+            {
+                _completion.SetResult(true);
+            }
+            else
+            {
+                _completion.SetException(error);
+            }
+        }
+
+        public void GetResult(short token) => _completion.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _completion.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _completion.OnCompleted(continuation, state, token, flags);
+    }
+
+    private abstract class ShardCall
+    {
+        public int Level { get; set; }
+
+        public Exception? Error { get; set; }
+
+        public abstract ValueTask RunAsync(TService service);
+    }
+
+    private sealed class Call<TArg, TResult> : ShardCall
+    {
+        public TArg? Argument { get; set; }
+
+        public Func<TService, TArg, ValueTask<TResult>>? Work { get; set; }
+
+        public TResult? Result { get; private set; }
+
+        public override ValueTask RunAsync(TService service)
+        {
+            ValueTask<TResult> run = Work!(service, Argument!);
+            if (run.IsCompletedSuccessfully)
+            {
+                Result = run.Result;
+                return default;
+            }
+
+            return AwaitAsync(run);
+        }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+        private async ValueTask AwaitAsync(ValueTask<TResult> run) => Result = await run;
+
+        public void Clear()
+        {
+            Argument = default;
+            Work = null;
+            Result = default;
+            Error = null;
+        }
+    }
+}
+
+/// <summary>Marker for sharded services (lets the runtime stop them without knowing their type).</summary>
+public interface IShardedCalls
+{
+    /// <summary>The service's name.</summary>
+    string Name { get; }
+}
