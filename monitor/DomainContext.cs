@@ -46,10 +46,11 @@ public sealed class DomainContext
     /// <summary>The slot of the RAM the domain was given at spawn (its budget for buffers; -1 with DomainMemory 0).</summary>
     public int RamSlot => Domain.RamSlot;
 
-    /// <summary>The time source of this core.</summary>
-    // TODO(kernel merge): the kernel branch gives each CoreKernel a timer-wheel TimeProvider whose
-    // timers fire on the core; once merged, Kernel.Time is that provider and this line stays.
-    public TimeProvider Time => Domain.Kernel.Time;
+    /// <summary>
+    /// This core's time: a timer wheel whose timers fire on this core's thread (a stack re-arms
+    /// its retransmission timer on every ACK without allocating), clocked by the machine's time source.
+    /// </summary>
+    public TimeProvider Time => Domain.Kernel.Timers;
 
     /// <summary>Exports a service name; other domains bind to it.</summary>
     public Task<ServiceListener> ExportAsync(string name, int backlog = 16, CancellationToken cancellationToken = default) =>

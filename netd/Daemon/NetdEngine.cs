@@ -4,7 +4,6 @@ using Multikernel.CpuDriver.Urpc;
 using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Filters;
 using Multikernel.Netd.Wire;
-using MacAddress = Multikernel.Netd.Wire.MacAddress;
 
 namespace Multikernel.Netd.Daemon;
 
@@ -50,7 +49,7 @@ internal sealed class NetdEngine
     public Ipv4Address Address { get; }
 
     /// <summary>The device's station address (every consumer sends with it).</summary>
-    public MacAddress Mac => MacAddress.FromUInt64(_device.MacAddress.Value);
+    public MacAddress Mac => _device.MacAddress;
 
     public NetdCounters Counters { get; } = new();
 

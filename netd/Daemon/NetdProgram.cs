@@ -208,7 +208,7 @@ public sealed class NetdHost : IDisposable
         }
 
         Switch ??= new VirtualSwitch();
-        return Switch.AddPort(NetdProgram.ProgramName, new Drivers.MacAddress(0x02_00_00_4E_44_01UL));
+        return Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL));
     }
 
     /// <summary>Each bound consumer's counters, read on netd's core (its tables belong to that core).</summary>

@@ -1,3 +1,4 @@
+using Multikernel.Netd.Wire;
 namespace Multikernel.Netd.Drivers;
 
 /// <summary>

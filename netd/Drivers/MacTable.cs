@@ -1,4 +1,5 @@
 using System.Numerics;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Netd.Drivers;
 

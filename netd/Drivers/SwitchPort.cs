@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Netd.Drivers;
 

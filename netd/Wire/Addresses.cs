@@ -32,6 +32,9 @@ public readonly record struct MacAddress
     /// <summary>The 48-bit value (the first octet is the most significant).</summary>
     public ulong ToUInt64() => _value;
 
+    /// <summary>The 48-bit value, as a property (hashing and table keys).</summary>
+    public ulong Value => _value;
+
     /// <summary>Reads an address from the first six bytes of <paramref name="source"/>.</summary>
     public static MacAddress Read(ReadOnlySpan<byte> source)
     {

@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Netd.Drivers.Tap;
 
@@ -168,7 +169,7 @@ public sealed class TapDevice : INetworkDevice
             Configure(socket, SIOCGIFMTU, ifr, name, "reading the MTU back");
             int mtu = *(int*)(ifr + 16);
 
-            MacAddress station = options.MacAddress ?? new MacAddress(hostMac.Value ^ 1);
+            MacAddress station = options.MacAddress ?? MacAddress.FromUInt64(hostMac.Value ^ 1);
             var device = new TapDevice(tap, control, name, mtu, hostMac, station, logger);
             TapLog.Created(logger, name, hostMac, station, mtu, options.HostAddress ?? "none");
             return device;

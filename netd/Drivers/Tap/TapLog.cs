@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Netd.Drivers.Tap;
 

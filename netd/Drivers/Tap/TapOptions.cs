@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Netd.Drivers.Tap;
 

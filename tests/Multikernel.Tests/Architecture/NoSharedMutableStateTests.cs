@@ -15,6 +15,8 @@ public sealed class NoSharedMutableStateTests
     {
         "Multikernel.CpuDriver",
         "Multikernel.Monitor",
+        "Multikernel.Netd",
+        "Multikernel.Net",
     };
 
     [Theory]

@@ -47,7 +47,7 @@ public sealed class NetdTests
     private static async Task<Rig> StartAsync(Action<MultikernelOptions>? programs = null)
     {
         var host = new NetdHost(new VirtualSwitch());
-        SwitchPort peer = host.Switch!.AddPort("peer", new Multikernel.Netd.Drivers.MacAddress(PeerMac.ToUInt64()));
+        SwitchPort peer = host.Switch!.AddPort("peer", PeerMac);
         MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
         {
             o.DomainMemory = "2MiB";

@@ -2,6 +2,7 @@ using Multikernel.Netd.Capture;
 using Multikernel.Netd.Drivers;
 using Multikernel.Tests.Architecture;
 using static Multikernel.Tests.Netd.Drivers.Frames;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Tests.Netd.Drivers;
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Multikernel.Netd.Drivers;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Tests.Netd.Drivers;
 
@@ -31,7 +32,7 @@ internal static class Frames
 {
     public const ushort TestEtherType = 0x88B5; // IEEE local experimental
 
-    public static MacAddress Mac(int n) => new(0x0200_0000_0000UL | (uint)n);
+    public static MacAddress Mac(int n) => MacAddress.FromUInt64(0x0200_0000_0000UL | (uint)n);
 
     public static byte[] Build(MacAddress destination, MacAddress source, int sequence, int length = 64)
     {

@@ -8,6 +8,7 @@ using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Drivers.Tap;
 using PacketDotNet;
 using Xunit.Abstractions;
+using MacAddress = Multikernel.Netd.Wire.MacAddress;
 
 namespace Multikernel.Tests.Netd.Drivers;
 

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Multikernel.Netd.Drivers;
 using static Multikernel.Tests.Netd.Drivers.Frames;
+using Multikernel.Netd.Wire;
 
 namespace Multikernel.Tests.Netd.Drivers;
 
