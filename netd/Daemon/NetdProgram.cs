@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
 using Multikernel.Netd.Drivers;
@@ -41,7 +42,7 @@ public sealed class NetdProgram
         {
             using ServiceListener listener = await ctx.ExportAsync(NetdMessages.ServiceName, backlog: 16);
             Task accepting = AcceptAsync(ctx, listener, engine);
-            await PollAsync(ctx, engine);
+            await RunDataPathAsync(ctx, engine, device);
             listener.Dispose();
             try
             {
@@ -57,28 +58,32 @@ public sealed class NetdProgram
         }
     }
 
-    // TODO(kernel wake sources): run the engine as a kernel service woken by the device's file
-    // descriptor (epoll) instead of this loop, which sleeps on the core's timer when idle.
-    private static async Task PollAsync(DomainContext ctx, NetdEngine engine)
+    // The data path runs as a kernel service of this core, woken by the device's descriptor
+    // through the core's epoll set; this domain only waits for the machine to stop.
+    private static async Task RunDataPathAsync(DomainContext ctx, NetdEngine engine, INetworkDevice device)
     {
-        TimeSpan idle = TimeSpan.FromMilliseconds(1);
-        while (!ctx.Stopping.IsCancellationRequested)
+        CoreKernel kernel = ctx.Domain.Kernel;
+        var service = new NetdKernelService(engine, device);
+        WakeSource? wake = null;
+        if (device.WaitFileDescriptor >= 0)
         {
-            if (engine.Poll() == 0 && !engine.HasWork)
-            {
-                try
-                {
-                    await ctx.Delay(idle, ctx.Stopping);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-            else
-            {
-                await Task.Yield(); // let the consumers' request loops run between bursts
-            }
+            wake = kernel.RegisterWakeSource(device.WaitFileDescriptor, service);
+        }
+        else
+        {
+            kernel.AddService(service); // a device without a descriptor is polled every loop iteration
+        }
+
+        try
+        {
+            var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using CancellationTokenRegistration registration = ctx.Stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
+            await stopped.Task;
+        }
+        finally
+        {
+            wake?.Dispose();
+            kernel.RemoveService(service);
         }
     }
 
@@ -208,7 +213,8 @@ public sealed class NetdHost : IDisposable
         }
 
         Switch ??= new VirtualSwitch();
-        return Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL));
+        // An eventfd the switch signals when a frame arrives, so netd's core can sleep on it.
+        return Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL), new SwitchPortOptions { WakeFileDescriptor = true });
     }
 
     /// <summary>Each bound consumer's counters, read on netd's core (its tables belong to that core).</summary>

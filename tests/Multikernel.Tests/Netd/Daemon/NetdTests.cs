@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Multikernel.Monitor.Hosting;
 using Multikernel.Netd.Client;
 using Multikernel.Netd.Daemon;
@@ -165,6 +166,7 @@ public sealed class NetdTests
         const int Flood = 150;
         var bothReady = new CountdownEvent(2);
         var reader = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var readerTook = new StrongBox<int>(0); // how many frames the reader has taken and given back
         await using Rig rig = await StartAsync(o =>
         {
             o.AddProgram("stuck", async ctx =>
@@ -187,6 +189,7 @@ public sealed class NetdTests
                     {
                         got++;
                         client.Release(f);
+                        Volatile.Write(ref readerTook.Value, got);
                     }
                 }
 
@@ -208,7 +211,8 @@ public sealed class NetdTests
             // One pair in flight at a time, so neither the switch queue nor the reader's buffers
             // are what drops: only the consumer that stopped reading runs out.
             long expected = (i + 1) + Math.Min(8, i + 1);
-            if (!SpinUntil(() => rig.Host.Counters!.RxPackets == 2 * (i + 1) && rig.Host.Counters.PageDeliveries == expected))
+            int pair = i;
+            if (!SpinUntil(() => rig.Host.Counters!.RxPackets == 2 * (pair + 1) && rig.Host.Counters.PageDeliveries == expected && Volatile.Read(ref readerTook.Value) == pair + 1))
             {
                 NetdCounters c = rig.Host.Counters!;
                 Assert.Fail($"pair {i} not handled: rx {c.RxPackets}, pages {c.PageDeliveries}, no-buffer {c.Dropped(RxDropReason.NoBuffer)}; " + string.Join("; ", await rig.Host.ConsumerStatsAsync()));
@@ -225,6 +229,69 @@ public sealed class NetdTests
         Assert.Equal(8, stuck.RxPackets); // its 8 posted pages were filled, then nothing more
         Assert.Equal(Flood - 8, stuck.DroppedNoBuffer);
         Assert.Equal(stuck.DroppedNoBuffer, rig.Host.Counters!.Dropped(RxDropReason.NoBuffer)); // nobody else lost a frame
+    }
+
+    [Fact]
+    public async Task AHostileConsumer_CannotClaimAnothersTraffic_NorSendAsAnother()
+    {
+        var outcome = new TaskCompletionSource<string[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using Rig rig = await StartAsync(o =>
+        {
+            o.AddProgram("hostile", async ctx =>
+            {
+                var seen = new List<string>();
+                try
+                {
+                    try
+                    {
+                        await using NetdClient thief = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = NetdIp, ReceivePages = 2, SmallBuffers = 2, TransmitPages = 2 });
+                        seen.Add("claimed netd's address");
+                    }
+                    catch (NetdException ex)
+                    {
+                        seen.Add($"address:{ex.Status}");
+                    }
+
+                    await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = OtherAppIp, ReceivePages = 2, SmallBuffers = 2, TransmitPages = 2 });
+                    foreach (string filter in new[] { "ip.dst == 10.77.0.2 && udp.dport == 9000", "udp.dport == 9000", "ip.dst == 10.77.0.0/24" })
+                    {
+                        try
+                        {
+                            await client.InstallFilterAsync(filter);
+                            seen.Add($"installed '{filter}'");
+                        }
+                        catch (NetdException ex)
+                        {
+                            seen.Add($"filter:{ex.Status}");
+                        }
+                    }
+
+                    // A frame that claims to come from another consumer's address.
+                    TransmitBuffer tx = await client.GetTransmitBufferAsync(ctx.Stopping);
+                    int n = BuildUdp(tx.Span, PeerMac, PeerIp, 9000, 20);
+                    SwapAddresses(tx.Span[..n]); // now from 10.77.0.1 (the peer's, not ours) with netd's... rewrite below
+                    EthernetFrame.WriteHeader(tx.Span, PeerMac, client.Mac, EtherType.Ipv4);
+                    AppIp.Write(tx.Span[26..]);
+                    client.Transmit(tx, n);
+                    while (client.TransmitRefusals == 0)
+                    {
+                        await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
+                    }
+
+                    seen.Add($"refused sends:{client.TransmitRefusals}");
+                    outcome.SetResult([.. seen]);
+                }
+                catch (Exception ex)
+                {
+                    outcome.TrySetException(ex);
+                }
+            });
+            o.SpawnAtBoot("hostile", core: 0);
+        });
+        string[] seen = await outcome.Task.WaitAsync(Patience);
+        Assert.Equal(["address:Forbidden", "filter:Forbidden", "filter:Forbidden", "filter:Forbidden", "refused sends:1"], seen);
+        Assert.Equal(1, rig.Host.Counters!.TxRefused);
+        Assert.Equal(0, rig.Host.Counters.TxPackets); // nothing reached the wire
     }
 
     // ------------------------------------------------------------------ helpers
