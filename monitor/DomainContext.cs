@@ -15,12 +15,19 @@ public sealed class DomainContext
 {
     private readonly CoreMonitor _monitor;
 
-    internal DomainContext(Domain domain, CoreMonitor monitor, ulong argument)
+    internal DomainContext(Domain domain, CoreMonitor monitor, ulong argument, int nicSlot = -1)
     {
         Domain = domain;
         _monitor = monitor;
         Argument = argument;
+        NicSlot = nicSlot;
     }
+
+    /// <summary>
+    /// The slot of the machine's one Nic capability when this domain is the NIC program spawned on
+    /// the Nic core (netd), else -1. Only its holder can retype DevFrames from the device region.
+    /// </summary>
+    public int NicSlot { get; }
 
     /// <summary>The kernel-side dispatcher of this domain (kernel side only).</summary>
     internal Domain Domain { get; }

@@ -24,6 +24,22 @@ public sealed class MultikernelOptions
     /// <summary>RAM each spawned domain receives from its core's share (it pays for its buffers from it), e.g. <c>1MiB</c>. Default <c>1MiB</c>.</summary>
     public string DomainMemory { get; set; } = "1MiB";
 
+    /// <summary>
+    /// Device memory reserved at boot from the Nic core's share for the NIC's receive buffers, e.g.
+    /// <c>256KiB</c>; the machine's one Nic capability covers it and only its holder can retype
+    /// DevFrames from it. Default <c>0</c> (no NIC).
+    /// </summary>
+    public string DeviceMemory { get; set; } = "0";
+
+    /// <summary>The core whose monitor creates the Nic at boot; -1 = the last core. Default -1.</summary>
+    public int NicCore { get; set; } = -1;
+
+    /// <summary>The program that receives the Nic capability when it is spawned on the Nic core (netd). Default none.</summary>
+    public string? NicProgram { get; set; }
+
+    /// <summary>Frames of <see cref="DeviceMemory"/>.</summary>
+    public int DeviceFrames => (int)Math.Min(int.MaxValue, (ByteSize.Parse(DeviceMemory) + 4095) / 4096);
+
     /// <summary>Capability slots per domain CSpace. Default 1024.</summary>
     public int CapabilitySlotsPerDomain { get; set; } = 1024;
 
@@ -129,8 +145,10 @@ public sealed class MultikernelOptions
     public int DomainFrames => (int)Math.Min(int.MaxValue, (ByteSize.Parse(DomainMemory) + 4095) / 4096);
 
     /// <summary>The capability-layer limits these options describe.</summary>
-    public CpuDriver.Capabilities.CapabilityOptions ToCapabilityOptions() => new()
+    public CpuDriver.Capabilities.CapabilityOptions ToCapabilityOptions(int cores) => new()
     {
+        DeviceFrames = DeviceFrames,
+        NicCore = NicCore < 0 ? Math.Max(0, cores + NicCore) : NicCore,
         MaxDomainsPerCore = MaxDomainsPerCore + 1, // the monitor's own CSpace
         SlotsPerDomain = CapabilitySlotsPerDomain,
         MaxObjectsPerCore = MaxCapabilityObjectsPerCore,
@@ -192,6 +210,16 @@ public sealed class MultikernelOptions
         else if (ByteSize.TryParse(Memory, out long arena) && arena > MachineMemoryBytes())
         {
             yield return $"--memory {Memory} is more than this machine has ({MachineMemoryBytes() / (double)(1L << 30):0.#} GiB available to the process).";
+        }
+
+        if (!ByteSize.TryParse(DeviceMemory, out long deviceMemory) || deviceMemory < 0)
+        {
+            yield return $"DeviceMemory must be a size such as 256KiB or 0 (got '{DeviceMemory}').";
+        }
+
+        if (NicCore < -1 || NicCore >= MaxCores)
+        {
+            yield return $"NicCore must be -1 (the last core) or a core number (got {NicCore}).";
         }
 
         if (!ByteSize.TryParse(DomainMemory, out long domainMemory) || domainMemory < 0)

@@ -51,7 +51,7 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         // capabilities held by each core's monitor. Nothing is allocated per message after this.
         Memory = new PhysicalMemory(options.MemoryBytes);
         FrameRange[] shares = Memory.Split(Machine.Cores);
-        CapabilityOptions capabilityOptions = options.ToCapabilityOptions();
+        CapabilityOptions capabilityOptions = options.ToCapabilityOptions(Machine.Cores);
         _capabilities = new CoreCapabilities[Machine.Cores];
         var services = new CapabilityService[Machine.Cores];
         for (int core = 0; core < Machine.Cores; core++)

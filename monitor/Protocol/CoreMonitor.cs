@@ -38,6 +38,7 @@ internal sealed class CoreMonitor
 
     private readonly CoreCapabilities _capabilities;
     private readonly CSpace _space;
+    private int _nicSlot;
     private readonly int _ramSlot;
 
     public CoreMonitor(MultikernelRuntime runtime, int core, CoreCapabilities capabilities, FrameRange share)
@@ -55,6 +56,9 @@ internal sealed class CoreMonitor
         int kernelSlot = capabilities.CreateKernelCapability(_space);
         FrameRange ram = capabilities.RamShare;
         _ramSlot = ram.FrameCount > 0 ? capabilities.CreateRoot(_space, kernelSlot, _space, CapabilityType.Ram, ram.BaseFrame, ram.FrameCount) : -1;
+        // The Nic core's monitor makes the machine's one Nic at boot (it covers the device region)
+        // and holds it until the NIC program is spawned here; then it moves to that domain alone.
+        _nicSlot = capabilities.DeviceRegion.FrameCount > 0 ? capabilities.CreateRoot(_space, kernelSlot, _space, CapabilityType.Nic) : -1;
         Core = core;
         _links = new MonitorLink?[runtime.Machine.Cores];
         for (int peer = 0; peer < _links.Length; peer++)
@@ -669,7 +673,14 @@ internal sealed class CoreMonitor
             }
         }
 
-        Domain domain = _kernel.StartDomain(name, d => main(new DomainContext(d, this, argument)), d => d.AttachCapabilities(space, ramSlot));
+        int nicSlot = -1;
+        if (_nicSlot >= 0 && string.Equals(name, _runtime.Options.NicProgram, StringComparison.Ordinal))
+        {
+            nicSlot = _space.MoveTo(_nicSlot, space); // one holder: a later spawn finds no Nic here
+            _nicSlot = -1;
+        }
+
+        Domain domain = _kernel.StartDomain(name, d => main(new DomainContext(d, this, argument, nicSlot)), d => d.AttachCapabilities(space, ramSlot));
         var gauge = new DomainMemoryGauge(space, frames);
         _memoryGauges.Add(gauge);
         gauge.Registration = _runtime.Metrics.TryRegisterDomainMemory(domain.ToString(), Core, gauge.Read);

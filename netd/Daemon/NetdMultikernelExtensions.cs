@@ -17,6 +17,15 @@ public static class NetdMultikernelExtensions
         host ??= new NetdHost();
         var program = new NetdProgram(netd, host);
         options.AddProgram(NetdProgram.ProgramName, program.RunAsync);
+        // netd is the machine's NIC program: its core's monitor makes the Nic at boot, over a
+        // device region big enough for its receive pool, and moves it to netd alone at spawn.
+        options.NicProgram = NetdProgram.ProgramName;
+        options.NicCore = netd.Core;
+        if (options.DeviceFrames < netd.RxBurst)
+        {
+            options.DeviceMemory = $"{netd.RxBurst * 4}KiB";
+        }
+
         options.SpawnAtBoot(NetdProgram.ProgramName, core: netd.Core);
         return host;
     }

@@ -31,9 +31,14 @@ public sealed class NetdProgram
     internal async Task RunAsync(DomainContext ctx)
     {
         CSpace caps = ctx.Capabilities;
-        // netd's own buffers come from its own RAM: the receive pool (one page per burst slot)
-        // and a scratch page for its ARP and echo replies.
-        int poolSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, _options.RxBurst);
+        if (ctx.NicSlot < 0)
+        {
+            throw new InvalidOperationException($"netd needs the machine's Nic capability: it must be spawned once, on the Nic core (Multikernel:NicCore), as the NIC program (Multikernel:NicProgram = '{ProgramName}'); another domain holds it or the machine has no DeviceMemory.");
+        }
+
+        // The receive pool is device memory (DevFrames only the Nic holder can retype); a scratch
+        // page for netd's own ARP and echo replies comes from its own RAM.
+        int poolSlot = caps.Retype(ctx.NicSlot, CapabilityType.DevFrame, _options.RxBurst);
         int scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
         using INetworkDevice device = _host.OpenDevice(_options);
         var engine = new NetdEngine(device, new PacketClassifier(), _options, Ipv4Address.Parse(_options.NetdIp), caps.GetFrame(poolSlot), caps.GetFrame(scratchSlot));

@@ -294,6 +294,45 @@ public sealed class NetdTests
         Assert.Equal(0, rig.Host.Counters.TxPackets); // nothing reached the wire
     }
 
+    [Fact]
+    public async Task TheNic_IsMadeAtBoot_AndGoesToOneHolderOnly()
+    {
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var options = new Action<MultikernelOptions>(o =>
+        {
+            o.DeviceMemory = "64KiB";
+            o.NicCore = 1;
+            o.NicProgram = "nic-holder";
+            o.AddProgram("nic-holder", ctx =>
+            {
+                if (ctx.NicSlot < 0)
+                {
+                    seen.Enqueue("no nic");
+                    return Task.CompletedTask;
+                }
+
+                CpuDriver.Capabilities.CapabilityInfo nic = ctx.Capabilities.Inspect(ctx.NicSlot);
+                int devFrames = ctx.Capabilities.Retype(ctx.NicSlot, CpuDriver.Capabilities.CapabilityType.DevFrame, 16);
+                seen.Enqueue($"{nic.Type} {nic.FrameCount} {ctx.Capabilities.Inspect(devFrames).Type} {ctx.Capabilities.GetFrame(devFrames).Length}");
+                return Task.Delay(Timeout.Infinite, ctx.Stopping).ContinueWith(_ => { }, TaskScheduler.Current);
+            });
+        });
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2, options);
+        try
+        {
+            await runtime.SpawnAsync(1, "nic-holder");
+            await Eventually(() => seen.Count == 1, "the first holder ran");
+            await runtime.SpawnAsync(1, "nic-holder");
+            await runtime.SpawnAsync(0, "nic-holder");
+            await Eventually(() => seen.Count == 3, "the later ones ran");
+            Assert.Equal(["Nic 16 DevFrame 65536", "no nic", "no nic"], seen.ToArray());
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+    }
+
     // ------------------------------------------------------------------ helpers
 
     private static void SendPaced(SwitchPort port, ReadOnlySpan<byte> frame)
