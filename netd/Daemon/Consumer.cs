@@ -24,11 +24,11 @@ internal sealed class Consumer
         Name = name;
         Channel = channel;
         _regions = new Region[options.MaxRegionsPerConsumer];
-        Small = new DescriptorRing(options.MaxPostedPerConsumer);
-        Pages = new DescriptorRing(options.MaxPostedPerConsumer);
+        Small = new BoundedRing<Descriptor>(options.MaxPostedPerConsumer);
+        Pages = new BoundedRing<Descriptor>(options.MaxPostedPerConsumer);
         // What netd can owe: a completion per buffer the consumer gave it (posts, transmits in
         // flight), plus replies to requests; the read loop pauses before the replies could overflow.
-        Owed = new OwedRing(2 * options.MaxPostedPerConsumer + options.MaxTransmitsInFlight + ReplyReserve);
+        Owed = new BoundedRing<Message>(2 * options.MaxPostedPerConsumer + options.MaxTransmitsInFlight + ReplyReserve);
         Addresses = new Ipv4Address[options.MaxAddressesPerConsumer];
     }
 
@@ -38,11 +38,19 @@ internal sealed class Consumer
 
     public Endpoint Channel { get; }
 
-    public DescriptorRing Small { get; }
+    /// <summary>Posted small-packet buffers.</summary>
+    public BoundedRing<Descriptor> Small { get; }
 
-    public DescriptorRing Pages { get; }
+    /// <summary>Posted page buffers.</summary>
+    public BoundedRing<Descriptor> Pages { get; }
 
-    public OwedRing Owed { get; }
+    /// <summary>
+    /// Messages netd could not send yet because the consumer's channel window was full, in order:
+    /// buffer completions (bounded by the buffers the consumer handed over) and replies to its
+    /// requests. When it is nearly full netd stops reading the consumer's requests, so a consumer
+    /// that sends without reading stalls in its own sends instead of growing this queue.
+    /// </summary>
+    public BoundedRing<Message> Owed { get; }
 
     public Ipv4Address[] Addresses { get; }
 
@@ -122,9 +130,10 @@ internal sealed class Consumer
 
         int slot = _regions[index].Slot;
         _regions[index] = default;
-        Small.RemoveRegion(id);
-        Pages.RemoveRegion(id);
-        Owed.RemoveRegion(id);
+        Small.RemoveAll(static (d, region) => d.Region == region, id);
+        Pages.RemoveAll(static (d, region) => d.Region == region, id);
+        // The region's buffer completions go: its RegionGone returns all of them at once.
+        Owed.RemoveAll(static (m, region) => m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region, id);
         return slot;
     }
 
@@ -143,86 +152,16 @@ internal sealed class Consumer
     /// <summary>False while netd owes so much that one more request's reply might not fit: pause reading.</summary>
     public bool CanAcceptRequest => Owed.Capacity - Owed.Count > ReplyReserve;
 
-    public ConsumerStats Stats() => new(Id, Name, RxPackets, RxBytes, TxPackets, DroppedNoBuffer, Small.Count, Pages.Count, Owed.Count);
-
-    private readonly record struct Region(bool Live, FrameHandle Handle, int Slot);
-}
-
-/// <summary>
-/// Messages netd could not send yet because the consumer's channel window was full, in order:
-/// buffer completions (bounded by the buffers the consumer handed over) and replies to its
-/// requests. When it is nearly full netd stops reading the consumer's requests, so a consumer
-/// that sends without reading stalls in its own sends instead of growing this queue.
-/// </summary>
-internal sealed class OwedRing(int capacity)
-{
-    private readonly Message[] _items = new Message[capacity];
-    private int _head;
-    private int _count;
-
-    public int Count => _count;
-
-    public int Capacity => _items.Length;
-
-    public void Push(ushort type, in Descriptor d, NetdStatus status)
+    /// <summary>Queues a message netd could not send yet (the read loop pauses before this can overflow).</summary>
+    public void Owe(in Message m)
     {
-        Message m = d.ToMessage(type);
-        m.Word2 = (ulong)status;
-        m.Length = Message.PayloadSize;
-        PushMessage(in m);
-    }
-
-    public void PushMessage(in Message m)
-    {
-        if (_count == _items.Length)
+        if (!Owed.TryPush(in m))
         {
             throw new InvalidOperationException("netd owes a consumer more messages than its bound allows (the read loop must pause first).");
         }
-
-        _items[(_head + _count) % _items.Length] = m;
-        _count++;
     }
 
-    public bool TryPeek(out Message m)
-    {
-        if (_count == 0)
-        {
-            m = default;
-            return false;
-        }
+    public ConsumerStats Stats() => new(Id, Name, RxPackets, RxBytes, TxPackets, DroppedNoBuffer, Small.Count, Pages.Count, Owed.Count);
 
-        m = _items[_head];
-        return true;
-    }
-
-    public void Pop()
-    {
-        _items[_head] = default;
-        _head = (_head + 1) % _items.Length;
-        _count--;
-    }
-
-    /// <summary>Drops the buffer completions of a retired region (its RegionGone returns all of them at once).</summary>
-    public void RemoveRegion(ushort region)
-    {
-        int kept = 0;
-        int n = _count;
-        for (int i = 0; i < n; i++)
-        {
-            Message m = _items[(_head + i) % _items.Length];
-            bool completion = m.Type is NetdMessages.Received or NetdMessages.Transmitted;
-            if (!completion || Descriptor.From(in m).Region != region)
-            {
-                _items[(_head + kept) % _items.Length] = m;
-                kept++;
-            }
-        }
-
-        for (int i = kept; i < n; i++)
-        {
-            _items[(_head + i) % _items.Length] = default;
-        }
-
-        _count = kept;
-    }
+    private readonly record struct Region(bool Live, FrameHandle Handle, int Slot);
 }

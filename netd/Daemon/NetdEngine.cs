@@ -158,7 +158,7 @@ internal sealed class NetdEngine
         }
     }
 
-    private void Post(Consumer consumer, Descriptor d, DescriptorRing ring, int minimum)
+    private void Post(Consumer consumer, Descriptor d, BoundedRing<Descriptor> ring, int minimum)
     {
         NetdStatus status = d.Length < minimum ? NetdStatus.BadDescriptor : consumer.Resolve(d, d.Length, out _);
         if (status == NetdStatus.Ok && !ring.TryPush(d))
@@ -426,7 +426,7 @@ internal sealed class NetdEngine
         while (true)
         {
             bool small = frame.Length <= NetdLimits.SmallPacket && consumer.Small.Count > 0;
-            DescriptorRing ring = small ? consumer.Small : consumer.Pages;
+            BoundedRing<Descriptor> ring = small ? consumer.Small : consumer.Pages;
             if (!ring.TryPop(out Descriptor d))
             {
                 consumer.DroppedNoBuffer++;
@@ -557,7 +557,7 @@ internal sealed class NetdEngine
         m.Length = Message.PayloadSize;
         if (consumer.Owed.Count > 0 || !TrySend(consumer, in m))
         {
-            consumer.Owed.PushMessage(in m);
+            consumer.Owe(in m);
         }
     }
 
@@ -573,7 +573,7 @@ internal sealed class NetdEngine
     {
         if (consumer.Owed.Count > 0 || !TrySend(consumer, in m))
         {
-            consumer.Owed.PushMessage(in m);
+            consumer.Owe(in m);
         }
     }
 
@@ -601,7 +601,7 @@ internal sealed class NetdEngine
 
             while (c.Owed.TryPeek(out Message m) && TrySend(c, in m))
             {
-                c.Owed.Pop();
+                c.Owed.TryPop(out _);
                 n++;
             }
         }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using System.Xml.Linq;
 
@@ -103,30 +102,6 @@ public sealed class BenchSuiteTests : IDisposable
         return rows;
     }
 
-    private static async Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments)
-    {
-        string dll = Path.Combine(AppContext.BaseDirectory, "multikernel.dll");
-        var start = new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = AppContext.BaseDirectory,
-        };
-        using var process = Process.Start(start)!;
-        try
-        {
-            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-            Task<string> stderr = process.StandardError.ReadToEndAsync();
-            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
-            return (process.ExitCode, await stdout, await stderr);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-    }
+    private static Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments) =>
+        Cli.CliProcess.RunAsync(arguments, timeout: TimeSpan.FromMinutes(3));
 }

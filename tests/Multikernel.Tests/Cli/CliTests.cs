@@ -6,38 +6,8 @@ namespace Multikernel.Tests.Cli;
 /// <summary>The `multikernel` command as a user runs it: a real process, real exit codes.</summary>
 public sealed class CliTests
 {
-    private static async Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments, IDictionary<string, string>? environment = null, string? directory = null)
-    {
-        string dll = Path.Combine(directory ?? AppContext.BaseDirectory, "multikernel.dll");
-        var start = new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-            WorkingDirectory = directory ?? AppContext.BaseDirectory,
-        };
-        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
-        {
-            start.Environment[key] = value;
-        }
-
-        using var process = Process.Start(start)!;
-        try
-        {
-            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-            Task<string> stderr = process.StandardError.ReadToEndAsync();
-            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
-            return (process.ExitCode, await stdout, await stderr);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-    }
+    private static Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments, IDictionary<string, string>? environment = null, string? directory = null) =>
+        CliProcess.RunAsync(arguments, environment, directory);
 
     [Theory]
     [InlineData("run --cores 0", "--cores must be a positive whole number or 'auto' (got '0')")]
