@@ -21,10 +21,17 @@ public sealed partial class DomainChannel
     /// Read, Write and Grant without Revoke, so the receiver cannot revoke what it was given) or a
     /// move (by default with the rights it has). Completes when the
     /// receiver's kernel has installed it (the receiver then takes it with
-    /// <see cref="ReceiveCapabilityAsync"/>). Needs the Grant right. Fails with a clear
-    /// <see cref="CapabilityException"/> when the receiver has no room, or too many grants untaken.
+    /// <see cref="ReceiveCapabilityAsync"/>). Needs the Grant right.
+    /// <para>
+    /// Flow-controlled like data: while the receiver has not taken the last
+    /// <c>ChannelGrantWindow</c> capabilities sent on this channel, the send <b>stalls</b> (does
+    /// not complete) until it takes one, the channel closes (<see cref="System.Threading.Channels.ChannelClosedException"/>)
+    /// or <paramref name="cancellationToken"/> fires. Fails with a clear
+    /// <see cref="CapabilityException"/> when the receiver has no room in its CSpace, or more grants
+    /// untaken across all its channels than its share (GrantsPerDomain).
+    /// </para>
     /// </summary>
-    public async Task SendCapabilityAsync(int slot, TransferMode mode = TransferMode.Copy, CapabilityRights? rights = null)
+    public async Task SendCapabilityAsync(int slot, TransferMode mode = TransferMode.Copy, CapabilityRights? rights = null, CancellationToken cancellationToken = default)
     {
         CSpace space = _domain.Capabilities ?? throw new InvalidOperationException($"{_domain} has no capability space.");
         if (RemoteDomain < 0)
@@ -39,14 +46,27 @@ public sealed partial class DomainChannel
             granted = space.Inspect(slot).Rights & ~CapabilityRights.Revoke;
         }
 
-        await space.TransferAsync(slot, RemoteCore, Endpoint.RemoteId, mode, granted);
+        // Checked before waiting: a send that would be refused anyway fails now, not after the stall.
+        _ = space.Inspect(slot);
+        await Endpoint.AcquireGrantCreditAsync(cancellationToken);
+        try
+        {
+            await space.TransferAsync(slot, RemoteCore, Endpoint.RemoteId, mode, granted);
+        }
+        catch
+        {
+            // Nothing reached the receiver's queue: the credit is the sender's again.
+            Endpoint.RefundGrantCredit();
+            throw;
+        }
     }
 
     /// <summary>The slot of a capability received on this channel, if one is waiting (one that was revoked before it was taken is skipped).</summary>
     public bool TryReceiveCapability(out int slot)
     {
         CSpace space = _domain.Capabilities ?? throw new InvalidOperationException($"{_domain} has no capability space.");
-        slot = space.TakeGrant(Endpoint.Id);
+        slot = space.TakeGrant(Endpoint.Id, out int dequeued);
+        Endpoint.ReturnGrantCredits(dequeued);
         return slot >= 0;
     }
 
@@ -56,7 +76,8 @@ public sealed partial class DomainChannel
         CSpace space = _domain.Capabilities ?? throw new InvalidOperationException($"{_domain} has no capability space.");
         while (true)
         {
-            int slot = space.TakeGrant(Endpoint.Id);
+            int slot = space.TakeGrant(Endpoint.Id, out int dequeued);
+            Endpoint.ReturnGrantCredits(dequeued);
             if (slot >= 0)
             {
                 return slot;

@@ -201,13 +201,19 @@ public sealed class CSpace
     /// Passes the capability to the domain behind <paramref name="channel"/> (the receiving core's end
     /// of a channel, resolved there) on core <paramref name="toCore"/> (needs Grant). Kernel and
     /// monitor only: a domain passes capabilities through its <c>DomainChannel</c>, so it can reach
-    /// only domains it is bound to. The receiver takes it with <see cref="TakeGrant"/>.
+    /// only domains it is bound to. The receiver takes it with <see cref="TakeGrant(uint)"/>.
     /// </summary>
     internal ValueTask TransferAsync(int slot, int toCore, uint channel, TransferMode mode, CapabilityRights rights = CapabilityRights.All) =>
         _core.Transfer(this, slot, toCore, channel, mode, rights);
 
     /// <summary>The slot of the oldest capability received on <paramref name="channel"/> that is still there, or -1. Learned from this core's kernel, never from a peer.</summary>
-    internal int TakeGrant(uint channel) => _core.TakeGrant(this, channel);
+    internal int TakeGrant(uint channel) => _core.TakeGrant(this, channel, out _);
+
+    /// <summary>
+    /// As <see cref="TakeGrant(uint)"/>, and how many grants left the queue (the one taken and any
+    /// revoked before it was taken): each was one grant credit of the channel's sender.
+    /// </summary>
+    internal int TakeGrant(uint channel, out int dequeued) => _core.TakeGrant(this, channel, out dequeued);
 
     /// <summary>Offers the frame in <paramref name="slot"/> for one page swap: until then no swap can take it.</summary>
     public void PostFrame(int slot) => _core.PostFrame(this, slot);

@@ -334,11 +334,13 @@ public sealed partial class CoreCapabilities
     /// Takes the oldest grant queued for <paramref name="channel"/> in <paramref name="cs"/> whose
     /// capability is still there (a grant revoked before it was taken is skipped); -1 when none.
     /// </summary>
-    internal int TakeGrant(CSpace cs, uint channel)
+    internal int TakeGrant(CSpace cs, uint channel, out int dequeued)
     {
         CheckDomain(cs);
+        dequeued = 0;
         while (cs.TryDequeueGrant(channel, out int slot, out uint generation))
         {
+            dequeued++;
             int r = cs.Slots[slot] - 1;
             if (r >= 0 && _refGenerations[r] == generation && _refs[r].Live && !_refs[r].Marked && !_refs[r].InTransit)
             {

@@ -16,7 +16,7 @@ namespace Multikernel.CpuDriver.Channels;
 /// Credits return in batches of half a window.
 /// </summary>
 /// <remarks>Used only from its core's thread; the awaitables are reusable and allocation-free.</remarks>
-public sealed class Endpoint : ICoreOperationOwner
+public sealed partial class Endpoint : ICoreOperationOwner
 {
     private readonly CoreKernel _kernel;
     private readonly Message[] _queue;
@@ -60,6 +60,7 @@ public sealed class Endpoint : ICoreOperationOwner
         _window = window;
         _queue = new Message[window];
         _maxWaiters = kernel.Options.MaxWaitersPerEndpoint;
+        _grantWindow = kernel.Options.ChannelGrantWindow;
         _messagePool.Push(new CoreOperation<Message>(kernel) { Owner = this });
         _boolPool.Push(new CoreOperation<bool>(kernel) { Owner = this });
         RemoteCore = -1;
@@ -141,6 +142,7 @@ public sealed class Endpoint : ICoreOperationOwner
         RemoteCore = remoteCore;
         RemoteId = remoteId;
         _credits = _window;
+        _grantCredits = _grantWindow;
     }
 
     // ---------------------------------------------------------------- sending
@@ -360,6 +362,17 @@ public sealed class Endpoint : ICoreOperationOwner
             _creditToReturn = 0;
         }
 
+        if (_grantCreditToReturn > 0)
+        {
+            Message grantCredit = ControlMessage(CoreKernel.GrantCreditMessage, (ulong)_grantCreditToReturn);
+            if (!Send(in grantCredit, firstInLine))
+            {
+                return false;
+            }
+
+            _grantCreditToReturn = 0;
+        }
+
         if (_writePending)
         {
             if (_credits == 0)
@@ -495,6 +508,9 @@ public sealed class Endpoint : ICoreOperationOwner
                     TrySendControlOrStall();
                 }
 
+                break;
+            case CoreKernel.GrantCreditMessage:
+                OnGrantCredits((int)message.Word0);
                 break;
             case CoreKernel.CloseMessage:
                 _remoteError = message.Word0 != 0;
@@ -979,6 +995,7 @@ public sealed class Endpoint : ICoreOperationOwner
         }
 
         _writeWaiters.Clear();
+        CancelGrantWaiters(exception);
     }
 
     private void CancelWaiters(Exception exception)

@@ -23,6 +23,7 @@ public sealed class CoreKernel
     internal const ushort CreditMessage = 0xFFF0;
     internal const ushort CloseMessage = 0xFFF1;
     internal const ushort PeerGoneMessage = 0xFFF2;
+    internal const ushort GrantCreditMessage = 0xFFF3;
 
     private readonly KernelOptions _options;
     private readonly TimeProvider _time;

@@ -22,6 +22,7 @@ public sealed class KernelOptions
     private int _maxForeignWork = 65536;
     private int _maxWakeSources = 64;
     private int _maxWaitersPerEndpoint = 16;
+    private int _channelGrantWindow = 4;
     private bool _yieldWhenIdle;
     private double _messageTraceRatio = 1;
     private bool _pinThreads = true;
@@ -77,6 +78,13 @@ public sealed class KernelOptions
     /// <summary>File descriptors kernel services may register with one core's wait set. Default 64.</summary>
     public int MaxWakeSources { get => _maxWakeSources; set => Set(ref _maxWakeSources, value); }
 
+    /// <summary>
+    /// Capabilities a channel's sender may have granted that the receiver has not taken yet; one
+    /// more send stalls (does not complete) until the receiver takes one, as data stalls on
+    /// <see cref="ChannelWindow"/>. Default 4.
+    /// </summary>
+    public int ChannelGrantWindow { get => _channelGrantWindow; set => Set(ref _channelGrantWindow, value); }
+
     /// <summary>Concurrent waiting readers (or write waiters) per endpoint; one more throws. Default 16.</summary>
     public int MaxWaitersPerEndpoint { get => _maxWaitersPerEndpoint; set => Set(ref _maxWaitersPerEndpoint, value); }
 
@@ -126,6 +134,11 @@ public sealed class KernelOptions
         if (ChannelWindow < 2 || !BitOperations.IsPow2(ChannelWindow) || ChannelWindow > 65536)
         {
             yield return $"ChannelWindow must be a power of two between 2 and 65536 (got {ChannelWindow}).";
+        }
+
+        if (ChannelGrantWindow < 1 || ChannelGrantWindow > 1024)
+        {
+            yield return $"ChannelGrantWindow must be between 1 and 1024 (got {ChannelGrantWindow}).";
         }
 
         if (SpinBudget < 0)

@@ -55,6 +55,13 @@ public sealed class MultikernelOptions
     /// <summary>Messages a channel may have in flight before its sender stalls, a power of two. Default 64.</summary>
     public int ChannelWindow { get; set; } = 64;
 
+    /// <summary>
+    /// Capabilities a channel's sender may have passed that the receiver has not taken yet; the
+    /// next capability send stalls until the receiver takes one. At most the receiver's
+    /// GrantsPerDomain share. Default 4.
+    /// </summary>
+    public int ChannelGrantWindow { get; set; } = 4;
+
     /// <summary>Idle loop iterations before a core parks. Default 2000.</summary>
     public int SpinBudget { get; set; } = 2000;
 
@@ -161,6 +168,7 @@ public sealed class MultikernelOptions
     {
         RingSlots = RingSlots,
         ChannelWindow = ChannelWindow,
+        ChannelGrantWindow = ChannelGrantWindow,
         SpinBudget = SpinBudget,
         MaxPark = MaxPark,
         MaxEndpointsPerCore = MaxEndpointsPerCore,
@@ -250,6 +258,11 @@ public sealed class MultikernelOptions
         foreach (string problem in ToKernelOptions().Problems())
         {
             yield return problem;
+        }
+
+        if (ChannelGrantWindow > new CpuDriver.Capabilities.CapabilityOptions().GrantsPerDomain)
+        {
+            yield return $"ChannelGrantWindow must not exceed a receiver's GrantsPerDomain share ({new CpuDriver.Capabilities.CapabilityOptions().GrantsPerDomain}), or one channel could fill it (got {ChannelGrantWindow}).";
         }
 
         if (MonitorOutbox < 1)

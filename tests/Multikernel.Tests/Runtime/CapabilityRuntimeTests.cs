@@ -115,46 +115,56 @@ public sealed class CapabilityRuntimeTests
     }
 
     [Fact]
-    public async Task InfiniteProducer_ToAConsumerThatNeverReads_StopsWithinItsOwnRam_AndPairsInALoopLeakNothing()
+    public async Task InfiniteProducer_ToAConsumerThatNeverTakes_Stalls_MemoryStaysFlat_OthersRun_AndPairsInALoopStopOnRamBilling()
     {
-        // Seed 002 through the whole machine: every buffer the producer sends is retyped from its
-        // own RAM and moved to a consumer that never looks at it. The producer runs out of its
-        // budget with a clear error; a bystander on the same core keeps working; when a pair ends,
-        // every frame goes back to its core, so pairs in a loop cannot exhaust the machine.
-        const int Rounds = 6;
-        const int FramesPerDomain = 16;
-        var outcomes = new System.Collections.Concurrent.ConcurrentQueue<(Exception? Error, int Sent)>();
-        var producerDone = new System.Collections.Concurrent.ConcurrentDictionary<ulong, TaskCompletionSource>();
-        TaskCompletionSource Done(ulong round) => producerDone.GetOrAdd(round, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-        long bystanderTicks = 0;
+        // Seed 002, honestly, through the whole machine: a producer retypes buffers from its own
+        // RAM and passes them to a consumer that never takes them. Once the channel's grant window
+        // is full its send does not complete (it stalls; no exception), the machine's memory stays
+        // flat, and domains on both cores keep running. Taking one grant lets exactly one more send
+        // through. Pairs started in a loop stop on RAM billing (a clear OutOfMemory), not on the
+        // domain table, and stopping the machine ends every stalled producer.
+        const int GrantWindow = 4;
+        var sent = new System.Collections.Concurrent.ConcurrentDictionary<ulong, int>();
+        var lastSend = new System.Collections.Concurrent.ConcurrentDictionary<ulong, Task>();
+        var takeOne = new System.Collections.Concurrent.ConcurrentDictionary<ulong, TaskCompletionSource>();
+        TaskCompletionSource TakeOne(ulong round) => takeOne.GetOrAdd(round, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        var producerErrors = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        var ticks = new long[2];
         MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
         {
-            o.Memory = "8MiB";
-            o.DomainMemory = $"{FramesPerDomain * 4}KiB";
-            o.ChannelWindow = 256; // the channel is not what stops it: its RAM is
-            o.AddProgram("never-reads", async ctx =>
+            o.Memory = "4MiB";          // 2 MiB per core: room for a few dozen 64 KiB domains, far fewer than MaxDomainsPerCore
+            o.DomainMemory = "64KiB";   // 16 frames each
+            o.ChannelGrantWindow = GrantWindow;
+            o.AddProgram("never-takes", async ctx =>
             {
                 using ServiceListener listener = await ctx.ExportAsync($"sink-{ctx.Argument}");
-                _ = await listener.AcceptAsync(ctx.Stopping);
-                await Done(ctx.Argument).Task.WaitAsync(ctx.Stopping); // holds on, reads nothing, ends once its producer is stuck
+                DomainChannel channel = await listener.AcceptAsync(ctx.Stopping);
+                await TakeOne(ctx.Argument).Task.WaitAsync(ctx.Stopping);
+                Assert.True(channel.TryReceiveCapability(out _)); // one, then never again
+                await Task.Delay(Timeout.Infinite, ctx.Stopping).ContinueWith(_ => { }, TaskScheduler.Default);
             });
             o.AddProgram("producer", async ctx =>
             {
                 DomainChannel channel = await ctx.BindAsync($"sink-{ctx.Argument}", TimeSpan.FromSeconds(30));
-                int sent = 0;
                 try
                 {
                     while (true)
                     {
                         int buffer = ctx.Capabilities.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
-                        await channel.SendCapabilityAsync(buffer, TransferMode.Move);
-                        sent++;
+                        Task send = channel.SendCapabilityAsync(buffer, TransferMode.Move);
+                        lastSend[ctx.Argument] = send;
+                        await send;
+                        sent.AddOrUpdate(ctx.Argument, 1, (_, n) => n + 1);
                     }
                 }
-                catch (CapabilityException ex)
+                catch (System.Threading.Channels.ChannelClosedException) when (ctx.Stopping.IsCancellationRequested)
                 {
-                    outcomes.Enqueue((ex, sent));
-                    Done(ctx.Argument).SetResult();
+                    // The machine stops: the stalled send fails with the channel, and the producer ends.
+                }
+                catch (Exception e)
+                {
+                    producerErrors.Enqueue(e);
+                    throw;
                 }
             });
             o.AddProgram("bystander", async ctx =>
@@ -164,36 +174,71 @@ public sealed class CapabilityRuntimeTests
                     int frame = ctx.Capabilities.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
                     ctx.Capabilities.GetFrame(frame).Span.Fill(7);
                     ctx.Capabilities.Delete(frame);
-                    Interlocked.Increment(ref bystanderTicks);
+                    Interlocked.Increment(ref ticks[ctx.Argument]);
                     await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
                 }
             });
         });
         try
         {
-            long baselineCore0 = await runtime.FreeRamFramesAsync(0);
-            long baselineCore1 = await runtime.FreeRamFramesAsync(1);
-            await runtime.SpawnAsync(0, "bystander");
-            for (int round = 0; round < Rounds; round++)
+            await runtime.SpawnAsync(0, "bystander", 0);
+            await runtime.SpawnAsync(1, "bystander", 1);
+            await runtime.SpawnAsync(1, "never-takes", 0);
+            await runtime.SpawnAsync(0, "producer", 0);
+            await TestMachine.EventuallyAsync(() => sent.GetValueOrDefault(0UL) >= GrantWindow, "the first producer to fill the grant window");
+            long free0 = await runtime.FreeRamFramesAsync(0);
+            long free1 = await runtime.FreeRamFramesAsync(1);
+
+            // Both cores keep running while the producer is stuck; its send neither completes nor fails.
+            long t0 = Interlocked.Read(ref ticks[0]), t1 = Interlocked.Read(ref ticks[1]);
+            await TestMachine.EventuallyAsync(() => Interlocked.Read(ref ticks[0]) > t0 + 30 && Interlocked.Read(ref ticks[1]) > t1 + 30, "bystanders on both cores to keep running");
+            Assert.Equal(GrantWindow, sent[0]);
+            Task stalled = lastSend[0];
+            Assert.False(stalled.IsCompleted, $"the producer's send should stall, not {stalled.Status}");
+            Assert.Empty(producerErrors);
+            Assert.Equal(free0, await runtime.FreeRamFramesAsync(0)); // flat: nothing more is taken on either core
+            Assert.Equal(free1, await runtime.FreeRamFramesAsync(1));
+
+            // The consumer takes one: exactly one more send goes through, then it stalls again.
+            TakeOne(0).SetResult();
+            await stalled.WaitAsync(TestMachine.Patience);
+            await TestMachine.EventuallyAsync(() => sent[0] == GrantWindow + 1 && !lastSend[0].IsCompleted && !ReferenceEquals(lastSend[0], stalled), "one more send after one grant was taken");
+            t0 = Interlocked.Read(ref ticks[0]);
+            await TestMachine.EventuallyAsync(() => Interlocked.Read(ref ticks[0]) > t0 + 30, "the bystander to keep running");
+            Assert.Equal(GrantWindow + 1, sent[0]);
+
+            // Put it in a loop: new pairs, each stuck on its own window, until the RAM the monitor
+            // hands out is gone. What stops the loop is RAM billing with a clear error.
+            MonitorException? refused = null;
+            for (ulong round = 1; refused is null && round < 200; round++)
             {
-                await runtime.SpawnAsync(1, "never-reads", (ulong)round);
-                await runtime.SpawnAsync(0, "producer", (ulong)round);
-                await TestMachine.EventuallyAsync(() => outcomes.Count == round + 1, $"producer {round} to run out of RAM");
+                try
+                {
+                    await runtime.SpawnAsync(1, "never-takes", round);
+                    await runtime.SpawnAsync(0, "producer", round);
+                }
+                catch (MonitorException e)
+                {
+                    refused = e;
+                    break;
+                }
+
+                ulong r = round;
+                await TestMachine.EventuallyAsync(() => sent.GetValueOrDefault(r) == GrantWindow, $"producer {round} to fill its window");
             }
 
-            Assert.All(outcomes, e => Assert.IsType<OutOfRamException>(e.Error));
-            Assert.All(outcomes, e => Assert.Equal(FramesPerDomain, e.Sent));
-            long ticks = Interlocked.Read(ref bystanderTicks);
-            await TestMachine.EventuallyAsync(() => Interlocked.Read(ref bystanderTicks) > ticks + 10, "the bystander on the producers' core to keep running");
-
-            // Every pair has ended: its RAM, and the frames it moved to the other core, are back.
-            await TestMachine.EventuallyAsync(() => runtime.FreeRamFramesAsync(1).Result == baselineCore1, "core 1's RAM back at its baseline");
-            await TestMachine.EventuallyAsync(() => runtime.FreeRamFramesAsync(0).Result == baselineCore0 - FramesPerDomain, "core 0's RAM back at its baseline (less the bystander's budget)");
+            Assert.NotNull(refused);
+            Assert.Equal(MonitorStatus.OutOfMemory, refused.Status);
+            Assert.Empty(producerErrors);
+            t1 = Interlocked.Read(ref ticks[1]);
+            await TestMachine.EventuallyAsync(() => Interlocked.Read(ref ticks[1]) > t1 + 30, "the bystander on the full core to keep running");
         }
         finally
         {
             await runtime.StopCleanlyAsync();
         }
+
+        Assert.Empty(producerErrors);
     }
 
     [Fact]
