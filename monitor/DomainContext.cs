@@ -1,5 +1,6 @@
 using Multikernel.CpuDriver.Capabilities;
 using Multikernel.CpuDriver.Domains;
+using Multikernel.CpuDriver.Kernel;
 using Multikernel.Monitor.Protocol;
 
 namespace Multikernel.Monitor;
@@ -58,6 +59,26 @@ public sealed class DomainContext
     /// its retransmission timer on every ACK without allocating), clocked by the machine's time source.
     /// </summary>
     public TimeProvider Time => Domain.Kernel.Timers;
+
+    /// <summary>
+    /// Runs <paramref name="service"/> in this core's kernel loop, between domain run steps,
+    /// woken when <paramref name="fileDescriptor"/> becomes readable (a TAP device's descriptor; -1:
+    /// polled every loop iteration). Code in the kernel loop can stall the whole core, so this
+    /// needs device authority: <paramref name="deviceSlot"/> must hold the machine's Nic capability
+    /// (<see cref="NicSlot"/>). The service runs until the returned registration is disposed or
+    /// this domain ends (also when it crashes). Core thread.
+    /// </summary>
+    public IDisposable AddDeviceService(int deviceSlot, IKernelService service, int fileDescriptor = -1)
+    {
+        ArgumentNullException.ThrowIfNull(service);
+        CapabilityInfo info = Capabilities.Inspect(deviceSlot);
+        if (info.Type != CapabilityType.Nic)
+        {
+            throw new CapabilityTypeException($"Adding a device service to core {Core}'s loop needs the Nic capability; slot {deviceSlot} of {Domain} holds a {info.Type}.");
+        }
+
+        return Domain.AddDeviceService(service, fileDescriptor);
+    }
 
     /// <summary>Exports a service name; other domains bind to it.</summary>
     public Task<ServiceListener> ExportAsync(string name, int backlog = 16, CancellationToken cancellationToken = default) =>

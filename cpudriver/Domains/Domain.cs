@@ -20,6 +20,7 @@ public sealed class Domain
 {
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Endpoint> _endpoints = [];
+    private readonly List<DeviceService> _deviceServices = [];
     private Task _completion = Task.CompletedTask;
 
     internal Domain(CoreKernel kernel, ulong id, string name)
@@ -65,6 +66,56 @@ public sealed class Domain
         return endpoint;
     }
 
+    /// <summary>
+    /// Runs <paramref name="service"/> in this core's kernel loop on the domain's behalf, woken when
+    /// <paramref name="fileDescriptor"/> becomes readable (polled every iteration when -1). The
+    /// caller (the monitor) has checked the domain's device authority. The registration goes when
+    /// disposed or when the domain ends, so a crashed driver leaves nothing in the loop. Core thread.
+    /// </summary>
+    internal IDisposable AddDeviceService(IKernelService service, int fileDescriptor)
+    {
+        WakeSource? wake = null;
+        if (fileDescriptor >= 0)
+        {
+            wake = Kernel.RegisterWakeSource(fileDescriptor, service);
+        }
+        else
+        {
+            Kernel.AddService(service);
+        }
+
+        var registration = new DeviceService(this, service, wake);
+        _deviceServices.Add(registration);
+        return registration;
+    }
+
+    private void RemoveDeviceServices()
+    {
+        for (int i = _deviceServices.Count - 1; i >= 0; i--)
+        {
+            _deviceServices[i].Dispose();
+        }
+    }
+
+    private sealed class DeviceService(Domain domain, IKernelService service, WakeSource? wake) : IDisposable
+    {
+        private bool _disposed;
+
+        public void Dispose()
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            domain.Kernel.CheckThread();
+            _disposed = true;
+            wake?.Dispose();
+            domain.Kernel.RemoveService(service);
+            domain._deviceServices.Remove(this);
+        }
+    }
+
     /// <summary>A closed endpoint leaves the domain's list (called by <see cref="Endpoint.Close"/>).</summary>
     internal void ForgetEndpoint(Endpoint endpoint) => _endpoints.Remove(endpoint);
 
@@ -108,6 +159,7 @@ public sealed class Domain
             {
                 var domain = (Domain)s!;
                 domain.Kernel.RemoveDomain(domain);
+                domain.RemoveDeviceServices();
                 // Close removes each endpoint from the list: walk it from the end.
                 for (int i = domain._endpoints.Count - 1; i >= 0; i--)
                 {

@@ -37,4 +37,7 @@ internal static partial class MultikernelLog
 
     [LoggerMessage(11, LogLevel.Error, "Cores did not halt within {Seconds} s; kernel threads were left running and their rings were not freed")]
     public static partial void HaltTimeout(ILogger logger, double seconds);
+
+    [LoggerMessage(12, LogLevel.Warning, "The NIC program on core {Core} ended without its Nic capability ({Reason}); the machine has no Nic to give a restarted NIC program")]
+    public static partial void NicLost(ILogger logger, int core, string reason);
 }

@@ -329,6 +329,23 @@ public sealed class MultikernelRuntime : IAsyncDisposable
             ? context.CoreId
             : -1;
 
+    /// <summary>
+    /// Stops domain <paramref name="domainId"/> (as <see cref="SpawnAsync(int, string, ulong)"/> returned it)
+    /// and waits until it ended and everything it held went back: its RAM, its channels, and the Nic
+    /// when it was the NIC program (then every DevFrame derived from the Nic is revoked, and the
+    /// next spawn of the NIC program gets it again). False when no such domain runs.
+    /// </summary>
+    public Task<bool> StopDomainAsync(ulong domainId)
+    {
+        int core = (int)(domainId >> 32);
+        if ((uint)core >= (uint)Machine.Cores)
+        {
+            return Task.FromResult(false);
+        }
+
+        return RunOnCoreAsync(core, monitor => monitor.StopDomainAsync(domainId));
+    }
+
     /// <summary>Frames of RAM core <paramref name="core"/>'s monitor has left to give out (read on that core).</summary>
     public Task<long> FreeRamFramesAsync(int core) => RunOnCoreAsync(core, m => Task.FromResult(m.Space.FreeRamFrames));
 
@@ -393,6 +410,9 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     internal void OnBooted() => _booted.TrySetResult();
 
     internal void OnDomainsStopped(int abandoned) => _domainsStopped.TrySetResult(abandoned);
+
+    /// <summary>The machine's logger (monitors log through it).</summary>
+    internal ILogger Logger => _logger;
 
     internal void ReportDomainFault(Domain domain, Exception ex)
     {

@@ -39,7 +39,10 @@ internal sealed class CoreMonitor
     private readonly CoreCapabilities _capabilities;
     private readonly CSpace _space;
     private int _nicSlot;
+    private Domain? _nicHolder;
+    private int _nicHolderSlot = -1;
     private readonly int _ramSlot;
+    private readonly Dictionary<ulong, TaskCompletionSource> _cleanedUp = [];
 
     public CoreMonitor(MultikernelRuntime runtime, int core, CoreCapabilities capabilities, FrameRange share)
     {
@@ -681,6 +684,13 @@ internal sealed class CoreMonitor
         }
 
         Domain domain = _kernel.StartDomain(name, d => main(new DomainContext(d, this, argument, nicSlot)), d => d.AttachCapabilities(space, ramSlot));
+        if (nicSlot >= 0)
+        {
+            _nicHolder = domain;
+            _nicHolderSlot = nicSlot;
+        }
+
+        _cleanedUp[domain.Id] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var gauge = new DomainMemoryGauge(space, frames);
         _memoryGauges.Add(gauge);
         gauge.Registration = _runtime.Metrics.TryRegisterDomainMemory(domain.ToString(), Core, gauge.Read);
@@ -720,10 +730,59 @@ internal sealed class CoreMonitor
         gauge.Registration?.Dispose();
         if (domain.Capabilities is { IsDestroyed: false } space)
         {
+            if (ReferenceEquals(domain, _nicHolder))
+            {
+                await ReclaimNicAsync(space);
+            }
+
             // Everything the domain held goes: its RAM returns to the monitor, copies it passed
             // on stay with their holders only if derived elsewhere. Nothing is orphaned.
             await DestroyCapabilitiesAsync(space);
         }
+
+        if (_cleanedUp.Remove(domain.Id, out TaskCompletionSource? cleanedUp))
+        {
+            cleanedUp.TrySetResult();
+        }
+    }
+
+    /// <summary>
+    /// The NIC program ended (or crashed): the Nic comes back to this monitor, and a revoke of it
+    /// takes every DevFrame derived from it from wherever it went, so no domain keeps a window
+    /// into device memory the next NIC program will receive into (seed 003: netd restarts). A
+    /// later spawn of the NIC program gets the Nic again.
+    /// </summary>
+    private async Task ReclaimNicAsync(CSpace holder)
+    {
+        int slot = _nicHolderSlot;
+        _nicHolder = null;
+        _nicHolderSlot = -1;
+        try
+        {
+            _nicSlot = holder.MoveTo(slot, _space);
+        }
+        catch (CapabilityException ex)
+        {
+            // The holder deleted or moved it on: the machine has no Nic to give again.
+            MultikernelLog.NicLost(_runtime.Logger, Core, ex.Message);
+            return;
+        }
+
+        await _space.RevokeAsync(_nicSlot);
+    }
+
+    /// <summary>Stops domain <paramref name="id"/> on this core and waits until it ended and its capabilities went back (its RAM, the Nic). False when no such domain runs here.</summary>
+    public async Task<bool> StopDomainAsync(ulong id)
+    {
+        Domain? domain = _kernel.Domains.FirstOrDefault(d => d.Id == id);
+        if (domain is null || !_cleanedUp.TryGetValue(id, out TaskCompletionSource? cleanedUp))
+        {
+            return false;
+        }
+
+        domain.RequestStop();
+        await cleanedUp.Task;
+        return true;
     }
 
     // The meter reads domain memory from its own thread; the tables belong to this core. So the

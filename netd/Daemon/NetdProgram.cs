@@ -1,6 +1,5 @@
 using System.Threading.Channels;
 using Multikernel.CpuDriver.Capabilities;
-using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
 using Multikernel.Netd.Drivers;
@@ -67,29 +66,12 @@ public sealed class NetdProgram
     // through the core's epoll set; this domain only waits for the machine to stop.
     private static async Task RunDataPathAsync(DomainContext ctx, NetdEngine engine, INetworkDevice device)
     {
-        CoreKernel kernel = ctx.Domain.Kernel;
+        // Running in the kernel loop needs device authority: the Nic capability this domain holds.
         var service = new NetdKernelService(engine, device);
-        WakeSource? wake = null;
-        if (device.WaitFileDescriptor >= 0)
-        {
-            wake = kernel.RegisterWakeSource(device.WaitFileDescriptor, service);
-        }
-        else
-        {
-            kernel.AddService(service); // a device without a descriptor is polled every loop iteration
-        }
-
-        try
-        {
-            var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            using CancellationTokenRegistration registration = ctx.Stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
-            await stopped.Task;
-        }
-        finally
-        {
-            wake?.Dispose();
-            kernel.RemoveService(service);
-        }
+        using IDisposable registration = ctx.AddDeviceService(ctx.NicSlot, service, device.WaitFileDescriptor);
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using CancellationTokenRegistration stopping = ctx.Stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
+        await stopped.Task;
     }
 
     private static async Task AcceptAsync(DomainContext ctx, ServiceListener listener, NetdEngine engine)
