@@ -7,7 +7,7 @@ namespace Multikernel.CpuDriver.Capabilities;
 /// slot number; slots of other domains cannot be named, and no operation takes a kernel object
 /// id from a domain. Every method runs on the domain's core (single-threaded, no locks).
 /// </summary>
-public sealed class CSpace
+public sealed partial class CSpace
 {
     private readonly CoreCapabilities _core;
     internal readonly int[] Slots;
@@ -33,6 +33,7 @@ public sealed class CSpace
         _grantChannels = new uint[grants];
         _grantSlots = new int[grants];
         _grantGenerations = new uint[grants];
+        _revocations = new CapabilityRevocation[slots];
     }
 
     /// <summary>Domain id on its core (an index into the core's domain table; reused after the domain is destroyed).</summary>

@@ -555,10 +555,13 @@ public sealed partial class CoreCapabilities
                 rec.InTransit = false;
             }
 
-            if (!rec.Detached && CopyRevoked is { } revoked && HolderOf(in rec) is not null)
+            if (!rec.Detached && HolderOf(in rec) is { } holder)
             {
-                // The holder did not delete it: tell it (netd removes a revoked filter).
-                revoked(new CapabilityRevocation(rec.Domain, rec.Slot, rec.Type, rec.ObjectId));
+                // The holder did not delete it: tell it (netd removes a revoked filter, a stack
+                // sees its queues' region go), through its own CSpace and the core's hook.
+                var notice = new CapabilityRevocation(rec.Domain, rec.Slot, rec.Type, rec.ObjectId);
+                holder.QueueRevocation(in notice);
+                CopyRevoked?.Invoke(notice);
             }
 
             FreeRef(r);

@@ -368,6 +368,22 @@ public sealed class IsolationRegressionTests
         CapabilitySimulation.Result(revoke);
         CapabilityRevocation note = Assert.Single(revoked);
         Assert.Equal((1, atNetd, CapabilityType.PacketFilter, app.Inspect(filter).ObjectId), (note.Domain, note.Slot, note.Type, note.ObjectId));
+
+        // The holder itself (netd's domain, whose CSpace is all it can reach) gets the same notice,
+        // and only it: the installer revoked, it did not lose anything.
+        CSpace holder = sim.Domains[1][1];
+        Assert.True(holder.WaitForRevocationAsync().IsCompleted);
+        Assert.True(holder.TryTakeRevocation(out CapabilityRevocation own));
+        Assert.Equal(note, own);
+        Assert.False(holder.TryTakeRevocation(out _));
+        Assert.False(app.TryTakeRevocation(out _));
+
+        // A copy its holder deletes is no revocation: no notice.
+        int again = CapabilitySimulation.Result(Run(sim, sim.Send(app, filter, 1, 1, TransferMode.Copy, CapabilityRights.Read)));
+        holder.Delete(again);
+        sim.RunUntilQuiet();
+        Assert.False(holder.TryTakeRevocation(out _));
+        Assert.Single(revoked);
         sim.CheckInvariants();
     }
 
