@@ -55,6 +55,7 @@ public sealed class NetdClient : IAsyncDisposable
     private readonly Queue<Descriptor> _received;
     private readonly Stack<int> _freeTransmit;
     private readonly Queue<Message> _outbox;
+    private readonly Dictionary<int, int> _filterSlots = [];
     private readonly int _outboxLimit;
     private ushort _regionId;
     private TaskCompletionSource<Message>? _control;
@@ -145,7 +146,12 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
-    /// <summary>Installs a filter (text syntax, compiled here to the binary form netd verifies); returns its id.</summary>
+    /// <summary>
+    /// Installs a filter (text syntax, compiled here to the binary form netd verifies); returns its
+    /// id. The filter is a PacketFilter capability retyped from this domain's RAM (it pays for it),
+    /// of which netd gets a copy it can neither pass on nor revoke: <see cref="RemoveFilterAsync"/>
+    /// revokes it, and so does this domain ending.
+    /// </summary>
     public async Task<int> InstallFilterAsync(string filter)
     {
         FilterProgram program = FilterSyntax.Parse(filter);
@@ -155,16 +161,42 @@ public sealed class NetdClient : IAsyncDisposable
             throw new ArgumentException($"The filter's binary form is {binary.Length} bytes; at most {PhysicalMemory.FrameSize}.", nameof(filter));
         }
 
-        binary.CopyTo(_region.Span);
-        Message reply = await RequestAsync(new Descriptor(_regionId, DescriptorFlags.None, 0, (uint)binary.Length, 0).ToMessage(NetdMessages.InstallFilter));
-        var status = (NetdStatus)reply.Word1;
-        if (status != NetdStatus.Ok)
+        int filterSlot = _ctx.Capabilities.Retype(_ctx.RamSlot, CapabilityType.PacketFilter);
+        try
         {
-            string why = status == NetdStatus.FilterRejected ? $" ({(FilterRejection)reply.Word2})" : string.Empty;
-            throw new NetdException($"netd refused the filter '{filter}': {status}{why}.", status);
+            binary.CopyTo(_region.Span);
+            await _channel.SendCapabilityAsync(filterSlot, TransferMode.Copy, CapabilityRights.Read);
+            Message reply = await RequestAsync(new Descriptor(_regionId, DescriptorFlags.None, 0, (uint)binary.Length, 0).ToMessage(NetdMessages.InstallFilter));
+            var status = (NetdStatus)reply.Word1;
+            if (status != NetdStatus.Ok)
+            {
+                string why = status == NetdStatus.FilterRejected ? $" ({(FilterRejection)reply.Word2})" : string.Empty;
+                throw new NetdException($"netd refused the filter '{filter}': {status}{why}.", status);
+            }
+
+            _filterSlots[(int)reply.Word0] = filterSlot;
+            return (int)reply.Word0;
+        }
+        catch
+        {
+            _ctx.Capabilities.Delete(filterSlot);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Removes filter <paramref name="filterId"/> by revoking its PacketFilter capability: netd's
+    /// copy goes, and with it the filter, whatever netd does. Completes when the revoke has.
+    /// </summary>
+    public async Task RemoveFilterAsync(int filterId)
+    {
+        if (!_filterSlots.Remove(filterId, out int slot))
+        {
+            throw new ArgumentException($"Filter {filterId} is not one this client installed.", nameof(filterId));
         }
 
-        return (int)reply.Word0;
+        await _ctx.Capabilities.RevokeAsync(slot);
+        _ctx.Capabilities.Delete(slot);
     }
 
     // ------------------------------------------------------------------ receive

@@ -31,6 +31,7 @@ public sealed class NetdCounters
     internal long TxRefusedField;
     internal long ArpRepliesField;
     internal long EchoRepliesField;
+    internal long FiltersRevokedField;
     internal long SmallCopiesField;
     internal long PageDeliveriesField;
 
@@ -54,6 +55,9 @@ public sealed class NetdCounters
 
     /// <summary>ICMP echo replies netd sent for its own address.</summary>
     public long EchoReplies => Volatile.Read(ref EchoRepliesField);
+
+    /// <summary>Filters removed because their installer revoked the PacketFilter capability.</summary>
+    public long FiltersRevoked => Volatile.Read(ref FiltersRevokedField);
 
     /// <summary>Frames of at most 128 bytes delivered into small buffers.</summary>
     public long SmallDeliveries => Volatile.Read(ref SmallCopiesField);

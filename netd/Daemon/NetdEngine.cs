@@ -24,6 +24,11 @@ internal sealed class NetdEngine
     private readonly int[] _rxLengths;
     private readonly Queue<(Consumer Consumer, Descriptor Descriptor)> _pendingTx;
     private readonly int _maxPendingTx;
+
+    // Each installed filter's PacketFilter capability (the installer's copy held by netd): the
+    // filter lives as long as that copy. Bounded by the classifier's filter limit.
+    private readonly Dictionary<int, (int Slot, ulong Object, int Owner)> _filterCaps = [];
+    private readonly Dictionary<ulong, int> _filterByObject = [];
     private ushort _nextIpId;
 
     public NetdEngine(INetworkDevice device, PacketClassifier classifier, NetdOptions options, Ipv4Address address, FrameHandle rxPool, FrameHandle scratch)
@@ -92,6 +97,16 @@ internal sealed class NetdEngine
     {
         _classifier.RemoveOwner(consumer.Id);
         var slots = new List<int>(consumer.RegionSlots());
+        foreach ((int id, (int slot, ulong obj, int owner)) in _filterCaps.ToList())
+        {
+            if (owner == consumer.Id)
+            {
+                _filterCaps.Remove(id);
+                _filterByObject.Remove(obj);
+                slots.Add(slot);
+            }
+        }
+
         _consumers[consumer.Id - 1] = null;
         if (_pendingTx.Count > 0)
         {
@@ -142,11 +157,14 @@ internal sealed class NetdEngine
                 OnTransmit(consumer, Descriptor.From(in message));
                 return -1;
             case NetdMessages.InstallFilter:
-                OnInstallFilter(consumer, Descriptor.From(in message));
+                // Arrives through OnInstallFilter with the filter's capability, never here.
+                Message refused = Message.Create(NetdMessages.FilterReply, 0, (ulong)NetdStatus.BadCapability, 0);
+                Send(consumer, in refused);
                 return -1;
             case NetdMessages.RemoveFilter:
-                Ack(consumer, message.Type, RemoveFilter(consumer, (int)message.Word0));
-                return -1;
+                NetdStatus removed = RemoveFilter(consumer, (int)message.Word0, out int filterSlot);
+                Ack(consumer, message.Type, removed);
+                return filterSlot;
             case NetdMessages.AddAddress:
                 Ack(consumer, message.Type, AddAddress(consumer, new Ipv4Address((uint)message.Word0)));
                 return -1;
@@ -202,11 +220,25 @@ internal sealed class NetdEngine
         return null;
     }
 
-    private void OnInstallFilter(Consumer consumer, Descriptor d)
+    /// <summary>
+    /// A consumer installs a filter: the program is in its region (the descriptor), and the
+    /// PacketFilter capability it retyped from its own RAM (so it pays for the filter) was granted
+    /// just before, into <paramref name="filterSlot"/> (-1: none came). The filter lives as long as
+    /// netd's copy: revoking it removes the filter (<see cref="OnFilterRevoked"/>). Returns a slot to
+    /// delete from netd's CSpace (the capability of a refused filter), or -1.
+    /// </summary>
+    public int OnInstallFilter(Consumer consumer, in Message message, int filterSlot, ulong filterObject)
     {
-        NetdStatus status = consumer.Resolve(d, d.Length, out Span<byte> program);
+        Descriptor d = Descriptor.From(in message);
+        scoped Span<byte> program = default;
+        NetdStatus status = filterSlot < 0 ? NetdStatus.BadCapability : consumer.Resolve(d, d.Length, out program);
         int filterId = 0;
         ulong reason = 0;
+        if (status == NetdStatus.Ok && _filterByObject.ContainsKey(filterObject))
+        {
+            status = NetdStatus.BadCapability; // one capability, one filter
+        }
+
         if (status == NetdStatus.Ok)
         {
             if (!FilterBinary.TryDecode(program, out FilterProgram? decoded, out FilterProblem problem))
@@ -226,6 +258,8 @@ internal sealed class NetdEngine
                 if (result.Succeeded)
                 {
                     filterId = result.FilterId;
+                    _filterCaps[filterId] = (filterSlot, filterObject, consumer.Id);
+                    _filterByObject[filterObject] = filterId;
                 }
                 else
                 {
@@ -237,6 +271,40 @@ internal sealed class NetdEngine
 
         Message reply = Message.Create(NetdMessages.FilterReply, (ulong)filterId, (ulong)status, reason);
         Send(consumer, in reply);
+        return status == NetdStatus.Ok ? -1 : filterSlot;
+    }
+
+    /// <summary>A revoke took netd's copy of PacketFilter <paramref name="filterObject"/>: its filter goes at once.</summary>
+    public bool OnFilterRevoked(ulong filterObject)
+    {
+        if (!_filterByObject.Remove(filterObject, out int filterId))
+        {
+            return false;
+        }
+
+        _filterCaps.Remove(filterId);
+        Counters.FiltersRevokedField++;
+        return _classifier.Remove(filterId);
+    }
+
+    /// <summary>Filters whose capability slot is no longer there (a revocation notice was lost): removed, as revoked.</summary>
+    public int RemoveFiltersWithout(Func<int, bool> slotIsEmpty)
+    {
+        var gone = new List<ulong>();
+        foreach ((int _, (int slot, ulong obj, int _)) in _filterCaps)
+        {
+            if (slotIsEmpty(slot))
+            {
+                gone.Add(obj);
+            }
+        }
+
+        foreach (ulong obj in gone)
+        {
+            OnFilterRevoked(obj);
+        }
+
+        return gone.Count;
     }
 
     // The IPv4 destination, compared whole: Ethernet header (14) + offset of the destination (16).
@@ -256,17 +324,24 @@ internal sealed class NetdEngine
         return false;
     }
 
-    private NetdStatus RemoveFilter(Consumer consumer, int filterId)
+    private NetdStatus RemoveFilter(Consumer consumer, int filterId, out int filterSlot)
     {
-        foreach (FilterInfo info in _classifier.List())
+        filterSlot = -1;
+        if (!_filterCaps.TryGetValue(filterId, out (int Slot, ulong Object, int Owner) entry))
         {
-            if (info.Id == filterId)
-            {
-                return info.Owner == consumer.Id && _classifier.Remove(filterId) ? NetdStatus.Ok : NetdStatus.Forbidden;
-            }
+            return NetdStatus.BadDescriptor;
         }
 
-        return NetdStatus.BadDescriptor;
+        if (entry.Owner != consumer.Id)
+        {
+            return NetdStatus.Forbidden;
+        }
+
+        _filterCaps.Remove(filterId);
+        _filterByObject.Remove(entry.Object);
+        _classifier.Remove(filterId);
+        filterSlot = entry.Slot;
+        return NetdStatus.Ok;
     }
 
     private int RetireRegion(Consumer consumer, ushort region, bool notify)

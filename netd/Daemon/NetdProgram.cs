@@ -46,6 +46,7 @@ public sealed class NetdProgram
         {
             using ServiceListener listener = await ctx.ExportAsync(NetdMessages.ServiceName, backlog: 16);
             Task accepting = AcceptAsync(ctx, listener, engine);
+            Task revocations = WatchRevocationsAsync(ctx, engine);
             await RunDataPathAsync(ctx, engine, device);
             listener.Dispose();
             try
@@ -72,6 +73,35 @@ public sealed class NetdProgram
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using CancellationTokenRegistration stopping = ctx.Stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
         await stopped.Task;
+    }
+
+    // An installer that revokes its PacketFilter takes netd's copy: the notice lands in netd's own
+    // CSpace and the filter goes (seed 003: the filter's life is its capability's).
+    private static async Task WatchRevocationsAsync(DomainContext ctx, NetdEngine engine)
+    {
+        CSpace caps = ctx.Capabilities;
+        try
+        {
+            while (!ctx.Stopping.IsCancellationRequested)
+            {
+                await caps.WaitForRevocationAsync(ctx.Stopping);
+                while (caps.TryTakeRevocation(out CapabilityRevocation notice))
+                {
+                    if (notice.Type == CapabilityType.PacketFilter)
+                    {
+                        engine.OnFilterRevoked(notice.ObjectId);
+                    }
+                }
+
+                if (caps.RevocationsLost > 0)
+                {
+                    engine.RemoveFiltersWithout(caps.IsEmpty);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+        {
+        }
     }
 
     private static async Task AcceptAsync(DomainContext ctx, ServiceListener listener, NetdEngine engine)
@@ -105,6 +135,35 @@ public sealed class NetdProgram
                 }
 
                 Message m = await channel.Endpoint.ReadAsync();
+                if (m.Type == NetdMessages.InstallFilter)
+                {
+                    // The PacketFilter capability came first (the consumer waited until this core's
+                    // kernel installed it); a filter without one is refused.
+                    int filterSlot = channel.TryReceiveCapability(out int granted) ? granted : -1;
+                    ulong filterObject = 0;
+                    if (filterSlot >= 0)
+                    {
+                        CapabilityInfo info = caps.Inspect(filterSlot);
+                        if (info.Type != CapabilityType.PacketFilter)
+                        {
+                            caps.Delete(filterSlot);
+                            filterSlot = -1;
+                        }
+                        else
+                        {
+                            filterObject = info.ObjectId;
+                        }
+                    }
+
+                    int refusedSlot = engine.OnInstallFilter(consumer, in m, filterSlot, filterObject);
+                    if (refusedSlot >= 0)
+                    {
+                        caps.Delete(refusedSlot);
+                    }
+
+                    continue;
+                }
+
                 if (m.Type == NetdMessages.AddRegion)
                 {
                     // The consumer sent the region's capability first and waited until this core's

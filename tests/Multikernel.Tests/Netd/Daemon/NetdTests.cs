@@ -14,7 +14,7 @@ namespace Multikernel.Tests.Netd.Daemon;
 /// by the test thread) talks to netd itself (ARP, ping) and to consumers (application domains
 /// with a NetdClient) through their filters and posted buffers.
 /// </summary>
-public sealed class NetdTests
+public sealed partial class NetdTests
 {
     private static readonly Ipv4Address NetdIp = Ipv4Address.Parse("10.77.0.254");
     private static readonly Ipv4Address PeerIp = Ipv4Address.Parse("10.77.0.1");
