@@ -33,6 +33,9 @@ public sealed class DomainContext
     /// <summary>The kernel-side dispatcher of this domain (kernel side only).</summary>
     internal Domain Domain { get; }
 
+    /// <summary>This domain's machine-wide id (as <c>SpawnAsync</c> returned it; the host stops a domain by it).</summary>
+    public ulong DomainId => Domain.Id;
+
     /// <summary>The core this domain runs on.</summary>
     public int Core => Domain.Core;
 

@@ -24,8 +24,15 @@ public sealed class NetdClientOptions
     /// <summary>Page buffers for frames to send. Default 64.</summary>
     public int TransmitPages { get; init; } = 64;
 
-    /// <summary>How long to wait for netd to be exported. Default 10 s.</summary>
+    /// <summary>How long to wait for netd to be exported (at connect and after a restart). Default 10 s.</summary>
     public TimeSpan BindTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// When netd goes away (it stopped, crashed or was restarted; seed 003), bind again, register
+    /// the region, claim the address, reinstall the filters and repost the buffers, instead of
+    /// failing. Frames in flight at netd are lost (a stack's retransmission covers them). Default true.
+    /// </summary>
+    public bool Reconnect { get; init; } = true;
 
     internal int SmallPages => (SmallBuffers * NetdLimits.SmallPacket + PhysicalMemory.FrameSize - 1) / PhysicalMemory.FrameSize;
 
@@ -48,14 +55,24 @@ public sealed class NetdException(string message, NetdStatus status) : IOExcepti
 public sealed class NetdClient : IAsyncDisposable
 {
     private readonly DomainContext _ctx;
-    private readonly DomainChannel _channel;
+    private DomainChannel _channel;
     private readonly NetdClientOptions _options;
     private readonly int _regionSlot;
     private readonly FrameHandle _region;
     private readonly Queue<Descriptor> _received;
     private readonly Stack<int> _freeTransmit;
     private readonly Queue<Message> _outbox;
-    private readonly Dictionary<int, int> _filterSlots = [];
+    private readonly Dictionary<int, (int Slot, byte[] Binary, string Text)> _filters = [];
+    private int _nextFilterId = 1;
+
+    // Where each buffer is, so a restarted netd gets back exactly those it held: a receive buffer
+    // is posted (at netd) or with this client (received, not yet released); a transmit page is in
+    // flight (at netd) or with this client.
+    private readonly bool[] _pagePosted;
+    private readonly bool[] _smallPosted;
+    private readonly bool[] _transmitInFlight;
+    private bool _reconnecting;
+    private bool _disposing;
     private readonly int _outboxLimit;
     private ushort _regionId;
     private TaskCompletionSource<Message>? _control;
@@ -73,6 +90,11 @@ public sealed class NetdClient : IAsyncDisposable
         _regionSlot = regionSlot;
         _region = ctx.Capabilities.GetFrame(regionSlot);
         _received = new Queue<Descriptor>(options.ReceivePages + options.SmallBuffers);
+        _pagePosted = new bool[options.ReceivePages];
+        _smallPosted = new bool[options.SmallBuffers];
+        _transmitInFlight = new bool[options.TransmitPages];
+        Array.Fill(_pagePosted, true);
+        Array.Fill(_smallPosted, true);
         _freeTransmit = new Stack<int>(options.TransmitPages);
         for (int i = options.TransmitPages - 1; i >= 0; i--)
         {
@@ -97,6 +119,12 @@ public sealed class NetdClient : IAsyncDisposable
     /// <summary>Frames received and not yet taken.</summary>
     public int PendingReceives => _received.Count;
 
+    /// <summary>Times this client bound netd again after it went away.</summary>
+    public int Reconnects { get; private set; }
+
+    /// <summary>Why netd last went away (null until it did): the clear error the queue saw.</summary>
+    public NetdException? LastDisconnect { get; private set; }
+
     /// <summary>Binds to netd, registers a region retyped from this domain's RAM, claims the address and posts every receive buffer.</summary>
     public static async Task<NetdClient> ConnectAsync(DomainContext ctx, NetdClientOptions options)
     {
@@ -107,42 +135,91 @@ public sealed class NetdClient : IAsyncDisposable
         var client = new NetdClient(ctx, channel, options, slot);
         try
         {
-            Message hello = await channel.Endpoint.ReadAsync();
-            if (hello.Type != NetdMessages.Hello)
-            {
-                throw new NetdException($"netd greeted with message 0x{hello.Type:x4} instead of Hello.", NetdStatus.ProtocolError);
-            }
-
-            client.Mac = Wire.MacAddress.FromUInt64(hello.Word0);
-            client.Mtu = (int)hello.Word1;
-            client._pump = client.PumpAsync();
-
-            // netd gets a copy it can read and write but neither pass on nor revoke; this domain keeps
-            // the original, so revoking it (or ending) takes the region from netd at once.
-            await channel.SendCapabilityAsync(slot, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Write);
-            Message reply = await client.RequestAsync(Message.Create(NetdMessages.AddRegion, 1));
-            Check(reply, (NetdStatus)reply.Word2, "register its region");
-            client._regionId = (ushort)reply.Word1;
-
-            reply = await client.RequestAsync(Message.Create(NetdMessages.AddAddress, options.Address.Value));
-            Check(reply, (NetdStatus)reply.Word1, $"claim {options.Address}");
-
-            for (int i = 0; i < options.ReceivePages; i++)
-            {
-                client.PostPage(i);
-            }
-
-            for (int i = 0; i < options.SmallBuffers; i++)
-            {
-                client.PostSmall(i);
-            }
-
+            await client.RegisterAsync();
             return client;
         }
         catch
         {
             await client.DisposeAsync();
             throw;
+        }
+    }
+
+    // One session with a netd: greet, register the region, claim the address, (re)install the
+    // filters, post every buffer netd should hold. At connect and after every restart.
+    private async Task RegisterAsync()
+    {
+        Message hello = await _channel.Endpoint.ReadAsync();
+        if (hello.Type != NetdMessages.Hello)
+        {
+            throw new NetdException($"netd greeted with message 0x{hello.Type:x4} instead of Hello.", NetdStatus.ProtocolError);
+        }
+
+        Mac = Wire.MacAddress.FromUInt64(hello.Word0);
+        Mtu = (int)hello.Word1;
+        _pump = PumpAsync(_channel);
+
+        // netd gets a copy it can read and write but neither pass on nor revoke; this domain keeps
+        // the original, so revoking it (or ending) takes the region from netd at once.
+        await _channel.SendCapabilityAsync(_regionSlot, TransferMode.Copy, CapabilityRights.Read | CapabilityRights.Write);
+        Message reply = await RequestAsync(Message.Create(NetdMessages.AddRegion, 1));
+        Check(reply, (NetdStatus)reply.Word2, "register its region");
+        _regionId = (ushort)reply.Word1;
+
+        reply = await RequestAsync(Message.Create(NetdMessages.AddAddress, _options.Address.Value));
+        Check(reply, (NetdStatus)reply.Word1, $"claim {_options.Address}");
+
+        foreach ((int _, (int filterSlot, byte[] binary, string text)) in _filters)
+        {
+            await InstallAtNetdAsync(filterSlot, binary, text);
+        }
+
+        for (int i = 0; i < _pagePosted.Length; i++)
+        {
+            if (_pagePosted[i])
+            {
+                PostPage(i);
+            }
+        }
+
+        for (int i = 0; i < _smallPosted.Length; i++)
+        {
+            if (_smallPosted[i])
+            {
+                PostSmall(i);
+            }
+        }
+    }
+
+    // netd went away: every transmit in flight is lost (its page is ours again), the buffers it held
+    // are posted again to the next netd, and whatever was received stays readable here.
+    private async Task ReconnectAsync(NetdException why)
+    {
+        _reconnecting = true;
+        LastDisconnect = why;
+        try
+        {
+            _channel.Endpoint.Close();
+            _outbox.Clear();
+            for (int i = 0; i < _transmitInFlight.Length; i++)
+            {
+                if (_transmitInFlight[i])
+                {
+                    _transmitInFlight[i] = false;
+                    _freeTransmit.Push(i);
+                }
+            }
+
+            Signal(ref _transmitSignal);
+            _channel = await _ctx.BindAsync(NetdMessages.ServiceName, _options.BindTimeout, _ctx.Stopping);
+            _reconnecting = false;
+            await RegisterAsync();
+            Reconnects++;
+        }
+        catch (Exception ex) when (ex is MonitorException or NetdException or ChannelClosedException or TimeoutException or OperationCanceledException or InvalidOperationException or CapabilityException)
+        {
+            _reconnecting = false;
+            Fault(new NetdException($"netd went away ({why.Message}) and could not be bound again: {ex.Message}", why.Status));
         }
     }
 
@@ -161,26 +238,34 @@ public sealed class NetdClient : IAsyncDisposable
             throw new ArgumentException($"The filter's binary form is {binary.Length} bytes; at most {PhysicalMemory.FrameSize}.", nameof(filter));
         }
 
+        ThrowIfFaulted();
         int filterSlot = _ctx.Capabilities.Retype(_ctx.RamSlot, CapabilityType.PacketFilter);
         try
         {
-            binary.CopyTo(_region.Span);
-            await _channel.SendCapabilityAsync(filterSlot, TransferMode.Copy, CapabilityRights.Read);
-            Message reply = await RequestAsync(new Descriptor(_regionId, DescriptorFlags.None, 0, (uint)binary.Length, 0).ToMessage(NetdMessages.InstallFilter));
-            var status = (NetdStatus)reply.Word1;
-            if (status != NetdStatus.Ok)
-            {
-                string why = status == NetdStatus.FilterRejected ? $" ({(FilterRejection)reply.Word2})" : string.Empty;
-                throw new NetdException($"netd refused the filter '{filter}': {status}{why}.", status);
-            }
-
-            _filterSlots[(int)reply.Word0] = filterSlot;
-            return (int)reply.Word0;
+            await InstallAtNetdAsync(filterSlot, binary, filter);
         }
         catch
         {
             _ctx.Capabilities.Delete(filterSlot);
             throw;
+        }
+
+        // The id is this client's, stable across netd restarts (netd numbers its own).
+        int id = _nextFilterId++;
+        _filters[id] = (filterSlot, binary, filter);
+        return id;
+    }
+
+    private async Task InstallAtNetdAsync(int filterSlot, byte[] binary, string text)
+    {
+        binary.CopyTo(_region.Span);
+        await _channel.SendCapabilityAsync(filterSlot, TransferMode.Copy, CapabilityRights.Read);
+        Message reply = await RequestAsync(new Descriptor(_regionId, DescriptorFlags.None, 0, (uint)binary.Length, 0).ToMessage(NetdMessages.InstallFilter));
+        var status = (NetdStatus)reply.Word1;
+        if (status != NetdStatus.Ok)
+        {
+            string why = status == NetdStatus.FilterRejected ? $" ({(FilterRejection)reply.Word2})" : string.Empty;
+            throw new NetdException($"netd refused the filter '{text}': {status}{why}.", status);
         }
     }
 
@@ -190,13 +275,13 @@ public sealed class NetdClient : IAsyncDisposable
     /// </summary>
     public async Task RemoveFilterAsync(int filterId)
     {
-        if (!_filterSlots.Remove(filterId, out int slot))
+        if (!_filters.Remove(filterId, out (int Slot, byte[] Binary, string Text) filter))
         {
             throw new ArgumentException($"Filter {filterId} is not one this client installed.", nameof(filterId));
         }
 
-        await _ctx.Capabilities.RevokeAsync(slot);
-        _ctx.Capabilities.Delete(slot);
+        await _ctx.Capabilities.RevokeAsync(filter.Slot);
+        _ctx.Capabilities.Delete(filter.Slot);
     }
 
     // ------------------------------------------------------------------ receive
@@ -242,13 +327,23 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
-    private void PostPage(int index) =>
-        Send(new Descriptor(_regionId, DescriptorFlags.Page, (uint)((1 + index) * PhysicalMemory.FrameSize), PhysicalMemory.FrameSize, (uint)index).ToMessage(NetdMessages.PostPage));
+    private void PostPage(int index)
+    {
+        _pagePosted[index] = true;
+        if (!_reconnecting)
+        {
+            Send(new Descriptor(_regionId, DescriptorFlags.Page, (uint)((1 + index) * PhysicalMemory.FrameSize), PhysicalMemory.FrameSize, (uint)index).ToMessage(NetdMessages.PostPage));
+        }
+    }
 
     private void PostSmall(int index)
     {
-        uint offset = (uint)((1 + _options.ReceivePages) * PhysicalMemory.FrameSize + index * NetdLimits.SmallPacket);
-        Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
+        _smallPosted[index] = true;
+        if (!_reconnecting)
+        {
+            uint offset = (uint)((1 + _options.ReceivePages) * PhysicalMemory.FrameSize + index * NetdLimits.SmallPacket);
+            Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
+        }
     }
 
     // ------------------------------------------------------------------ transmit
@@ -290,6 +385,16 @@ public sealed class NetdClient : IAsyncDisposable
             throw new ArgumentOutOfRangeException(nameof(length), length, "A frame fits in one page.");
         }
 
+        if (_reconnecting)
+        {
+            // No netd to send it right now (it is being bound again): dropped, as by a NIC whose link is down.
+            TransmitRefusals++;
+            _freeTransmit.Push(buffer.Index);
+            Signal(ref _transmitSignal);
+            return;
+        }
+
+        _transmitInFlight[buffer.Index] = true;
         Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)TransmitOffset(buffer.Index), (uint)length, (uint)buffer.Index).ToMessage(NetdMessages.Transmit));
     }
 
@@ -355,7 +460,12 @@ public sealed class NetdClient : IAsyncDisposable
         }
         catch (Exception ex) when (ex is ChannelClosedException or InvalidOperationException)
         {
-            Fault(new NetdException("netd closed the channel.", NetdStatus.ProtocolError));
+            if (!_options.Reconnect || _disposing)
+            {
+                Fault(new NetdException("netd closed the channel.", NetdStatus.ProtocolError));
+            }
+
+            // Otherwise the pump sees the channel close too and binds netd again.
         }
         finally
         {
@@ -363,13 +473,14 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
-    private async Task PumpAsync()
+    private async Task PumpAsync(DomainChannel channel)
     {
+        NetdException gone;
         try
         {
             while (true)
             {
-                Message m = await _channel.Endpoint.ReadAsync();
+                Message m = await channel.Endpoint.ReadAsync();
                 switch (m.Type)
                 {
                     case NetdMessages.Received:
@@ -381,12 +492,18 @@ public sealed class NetdClient : IAsyncDisposable
                             TransmitRefusals++;
                         }
 
-                        _freeTransmit.Push((int)Descriptor.From(in m).Tag);
-                        Signal(ref _transmitSignal);
+                        int index = (int)Descriptor.From(in m).Tag;
+                        if ((uint)index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
+                        {
+                            _transmitInFlight[index] = false;
+                            _freeTransmit.Push(index);
+                            Signal(ref _transmitSignal);
+                        }
+
                         break;
                     case NetdMessages.RegionGone:
-                        Fault(new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability));
-                        return;
+                        gone = new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
+                        goto Gone;
                     case NetdMessages.RegionReply or NetdMessages.FilterReply or NetdMessages.Ack:
                         _control?.TrySetResult(m);
                         break;
@@ -397,12 +514,36 @@ public sealed class NetdClient : IAsyncDisposable
         }
         catch (ChannelClosedException)
         {
-            Fault(new NetdException("netd closed the channel (it stopped or restarted).", NetdStatus.ProtocolError));
+            gone = new NetdException("netd closed the channel (it stopped or restarted).", NetdStatus.ProtocolError);
+        }
+
+    Gone:
+        if (!ReferenceEquals(channel, _channel))
+        {
+            return; // a session already replaced
+        }
+
+        _control?.TrySetException(gone);
+        if (_options.Reconnect && !_disposing && !_ctx.Stopping.IsCancellationRequested)
+        {
+            await ReconnectAsync(gone);
+        }
+        else
+        {
+            Fault(gone);
         }
     }
 
     private void OnReceived(Descriptor d, NetdStatus status)
     {
+        int index = (int)d.Tag;
+        bool[] posted = (d.Flags & DescriptorFlags.Small) != 0 ? _smallPosted : _pagePosted;
+        if ((uint)index >= (uint)posted.Length || !posted[index])
+        {
+            return; // not a buffer netd holds: ignored
+        }
+
+        posted[index] = false;
         if (status != NetdStatus.Ok)
         {
             return; // a refused post: the buffer is ours again and stays unused
@@ -446,6 +587,7 @@ public sealed class NetdClient : IAsyncDisposable
     /// <summary>Closes the channel and deletes the region (netd loses access to it at once).</summary>
     public async ValueTask DisposeAsync()
     {
+        _disposing = true;
         _channel.Endpoint.Close();
         try
         {

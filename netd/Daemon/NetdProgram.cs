@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Multikernel.CpuDriver.Capabilities;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
+using Multikernel.Monitor.Hosting;
 using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Drivers.Tap;
 using Multikernel.Netd.Filters;
@@ -41,7 +42,7 @@ public sealed class NetdProgram
         int scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
         using INetworkDevice device = _host.OpenDevice(_options);
         var engine = new NetdEngine(device, new PacketClassifier(), _options, Ipv4Address.Parse(_options.NetdIp), caps.GetFrame(poolSlot), caps.GetFrame(scratchSlot));
-        _host.Attach(engine, work => ctx.Domain.Kernel.RunAsync(work));
+        _host.Attach(engine, work => ctx.Domain.Kernel.RunAsync(work), ctx.DomainId);
         try
         {
             using ServiceListener listener = await ctx.ExportAsync(NetdMessages.ServiceName, backlog: 16);
@@ -232,6 +233,8 @@ public sealed class NetdHost : IDisposable
 {
     private NetdEngine? _engine;
     private Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? _onCore;
+    private ulong _domainId;
+    private int _starts;
 
     /// <summary>A host for the in-memory switch <paramref name="switch"/> (null: TAP or a switch made here).</summary>
     public NetdHost(VirtualSwitch? @switch = null) => Switch = @switch;
@@ -271,13 +274,53 @@ public sealed class NetdHost : IDisposable
         return engine is null || onCore is null ? Task.FromResult(Array.Empty<ConsumerStats>()) : onCore(() => [.. engine.ConsumerStats()]);
     }
 
-    internal void Attach(NetdEngine engine, Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>> onCore)
+    /// <summary>The running netd's domain id (0 when none runs).</summary>
+    public ulong DomainId => Volatile.Read(ref _domainId);
+
+    /// <summary>Times netd was started (1 after boot; each restart adds one).</summary>
+    public int Starts => Volatile.Read(ref _starts);
+
+    /// <summary>
+    /// Stops netd and starts it again on its core while applications run (seed 003): its Nic comes
+    /// back to the monitor, every DevFrame and region mapping it had is revoked, and the new
+    /// instance gets the Nic again. Applications see their channel close and bind again
+    /// (<see cref="Client.NetdClientOptions.Reconnect"/>). Completes when the new netd runs.
+    /// </summary>
+    public async Task RestartAsync(MultikernelRuntime runtime, TimeSpan timeout)
     {
+        ArgumentNullException.ThrowIfNull(runtime);
+        ulong id = DomainId;
+        if (id == 0)
+        {
+            throw new InvalidOperationException("netd is not running.");
+        }
+
+        int starts = Starts;
+        int core = (int)(id >> 32);
+        await runtime.StopDomainAsync(id);
+        await runtime.SpawnAsync(core, NetdProgram.ProgramName);
+        using var deadline = new CancellationTokenSource(timeout);
+        while (Starts == starts || DomainId == 0)
+        {
+            await Task.Delay(1, deadline.Token);
+        }
+    }
+
+    internal void Attach(NetdEngine engine, Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>> onCore, ulong domainId)
+    {
+        Volatile.Write(ref _domainId, domainId);
+        Interlocked.Increment(ref _starts);
         Volatile.Write(ref _onCore, onCore);
         Volatile.Write(ref _engine, engine);
     }
 
-    internal void Detach(NetdEngine engine) => Interlocked.CompareExchange(ref _engine, null, engine);
+    internal void Detach(NetdEngine engine)
+    {
+        if (ReferenceEquals(Interlocked.CompareExchange(ref _engine, null, engine), engine))
+        {
+            Volatile.Write(ref _domainId, 0);
+        }
+    }
 
     /// <summary>Disposes the switch this host made.</summary>
     public void Dispose() => Switch?.Dispose();
