@@ -316,6 +316,28 @@ public sealed class NetdHost : IDisposable
     }
 
     /// <summary>
+    /// Managed bytes allocated so far by netd's core thread (its data path, its domain's
+    /// continuations), read on that core: what benchmarks divide by packets to show the data path
+    /// allocates nothing per packet. -1 while netd is not running.
+    /// </summary>
+    public async Task<long> CoreAllocatedBytesAsync()
+    {
+        Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? onCore = Volatile.Read(ref _onCore);
+        if (Volatile.Read(ref _engine) is null || onCore is null)
+        {
+            return -1;
+        }
+
+        long bytes = -1;
+        await onCore(() =>
+        {
+            bytes = GC.GetAllocatedBytesForCurrentThread();
+            return [];
+        });
+        return bytes;
+    }
+
+    /// <summary>
     /// Adds netd's instruments to <paramref name="meter"/> (the runtime's <c>Multikernel</c> meter:
     /// <c>MultikernelRuntime.Metrics.Meter</c>). Once per host; later calls do nothing.
     /// </summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Multikernel.Cli.Bench.Report;
 using Multikernel.CpuDriver.Urpc;
@@ -21,7 +22,11 @@ namespace Multikernel.Cli.Bench;
 /// <param name="UrpcMessagesPerSecond">The same run's raw channel rate: one-way 64-byte messages/s between the same two cores.</param>
 /// <param name="SmallDeliveries">netd's small (copied) deliveries in the window.</param>
 /// <param name="PageDeliveries">netd's page deliveries in the window.</param>
-internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double Seconds, double AllocBytesPerPacket, double UrpcMessagesPerSecond, long SmallDeliveries, long PageDeliveries)
+/// <param name="NoBuffer">Frames netd dropped in the window because the application had no buffer posted.</param>
+/// <param name="QueueFull">Frames the switch dropped in the window because a port's queue was full.</param>
+/// <param name="NetdCoreAllocBytesPerPacket">Bytes allocated by netd's core thread per packet.</param>
+/// <param name="AppCoreAllocBytesPerPacket">Bytes allocated by the application's core thread per packet (its NetdClient and echo loop).</param>
+internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double Seconds, double AllocBytesPerPacket, double UrpcMessagesPerSecond, long SmallDeliveries, long PageDeliveries, long NoBuffer, long QueueFull, double NetdCoreAllocBytesPerPacket, double AppCoreAllocBytesPerPacket)
 {
     public double PacketsPerSecond => Packets / Seconds;
 
@@ -64,6 +69,10 @@ internal static class NetdBench
         new("lost", r => r.Lost),
         new("small_deliveries", r => r.SmallDeliveries),
         new("page_deliveries", r => r.PageDeliveries),
+        new("netd_core_alloc_bytes_per_packet", r => r.NetdCoreAllocBytesPerPacket),
+        new("app_core_alloc_bytes_per_packet", r => r.AppCoreAllocBytesPerPacket),
+        new("no_buffer_drops", r => r.NoBuffer),
+        new("queue_full_drops", r => r.QueueFull),
     ];
 
     public static readonly BenchPlot<NetdBenchResult> Plot = new(
@@ -93,7 +102,8 @@ internal static class NetdBench
             ShutdownTimeout = TimeSpan.FromSeconds(10),
         };
         options.AddNetd(n => n.Core = 1, host);
-        options.AddProgram("bench-echo", ctx => EchoAsync(ctx, echoReady));
+        var appAllocated = new StrongBox<long>();
+        options.AddProgram("bench-echo", ctx => EchoAsync(ctx, echoReady, appAllocated));
         options.AddProgram("bench-urpc-sink", ctx => SinkAsync(ctx, urpc));
         options.AddProgram("bench-urpc-source", ctx => SourceAsync(ctx, urpc));
         options.SpawnAtBoot("bench-echo", core: 0);
@@ -116,7 +126,7 @@ internal static class NetdBench
             foreach (int size in new[] { 64, 1500 })
             {
                 progress?.Invoke(string.Create(CultureInfo.InvariantCulture, $"netd: {size}-byte frames, window {Window}"));
-                results.Add(MeasureNetd(host, generator, netdMac, size, warmup, window, urpcRate));
+                results.Add(MeasureNetd(host, generator, netdMac, size, warmup, window, urpcRate, appAllocated));
             }
         }
         finally
@@ -130,43 +140,58 @@ internal static class NetdBench
 
     // ------------------------------------------------------------------ netd
 
-    private static NetdBenchResult MeasureNetd(NetdHost host, SwitchPort generator, MacAddress netdMac, int size, TimeSpan warmup, TimeSpan window, double urpcRate)
+    private static NetdBenchResult MeasureNetd(NetdHost host, SwitchPort generator, MacAddress netdMac, int size, TimeSpan warmup, TimeSpan window, double urpcRate, StrongBox<long> appAllocated)
     {
         byte[] frame = BuildFrame(netdMac, size);
         var rx = new byte[Window * 2048];
         var lengths = new int[Window];
-        var state = new PumpState();
-        Pump(generator, frame, rx, lengths, state, warmup);
         NetdCounters counters = host.Counters!;
+        long Dropped() => counters.Dropped(RxDropReason.NoBuffer) + counters.Dropped(RxDropReason.Unclaimed) + QueueFull(host, generator);
+        var state = new PumpState { DroppedBefore = Dropped() };
+        Pump(generator, frame, rx, lengths, state, warmup, Dropped);
         long small0 = counters.SmallDeliveries, pages0 = counters.PageDeliveries;
+        long noBuffer0 = counters.Dropped(RxDropReason.NoBuffer);
+        long queueFull0 = QueueFull(host, generator);
         long sent0 = state.Sent, got0 = state.Received;
+        long netdCore0 = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult();
+        long app0 = Volatile.Read(ref appAllocated.Value);
         long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
         long start = Stopwatch.GetTimestamp();
-        Pump(generator, frame, rx, lengths, state, window);
+        Pump(generator, frame, rx, lengths, state, window, Dropped);
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         long alloc = GC.GetTotalAllocatedBytes(precise: true) - alloc0;
+        long app = Volatile.Read(ref appAllocated.Value) - app0;
         long packets = state.Received - got0;
+        long netdCore = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult() - netdCore0;
         long lost = Math.Max(0, state.Sent - sent0 - packets - state.InFlight);
         Drain(generator, rx, lengths, state);
         return new NetdBenchResult(size, packets, lost, seconds, packets == 0 ? double.NaN : (double)alloc / packets, urpcRate,
-            counters.SmallDeliveries - small0, counters.PageDeliveries - pages0);
+            counters.SmallDeliveries - small0, counters.PageDeliveries - pages0,
+            counters.Dropped(RxDropReason.NoBuffer) - noBuffer0, QueueFull(host, generator) - queueFull0,
+            packets == 0 ? double.NaN : (double)netdCore / packets, packets == 0 ? double.NaN : (double)app / packets);
     }
+
+    private static long QueueFull(NetdHost host, SwitchPort generator) =>
+        (host.DeviceCounters?.Dropped(DropReason.QueueFull) ?? 0) + generator.Counters.Dropped(DropReason.QueueFull);
 
     private sealed class PumpState
     {
         public long Sent;
         public long Received;
         public int InFlight;
+        public long DroppedBefore;
     }
 
     // Keeps Window frames in flight: sends while fewer are out, takes back what returned. A frame
-    // lost on the way (counted by netd or the switch) would shrink the window forever, so after
-    // 20 ms without any reply the window is refilled from scratch.
-    private static void Pump(SwitchPort port, byte[] frame, byte[] rx, int[] lengths, PumpState state, TimeSpan duration)
+    // dropped on the way is counted exactly (netd's no-buffer drops, the switch's full queues), so
+    // when replies pause the window is recomputed from those counts instead of guessed; only after
+    // 500 ms of silence is it refilled from scratch.
+    private static void Pump(SwitchPort port, byte[] frame, byte[] rx, int[] lengths, PumpState state, TimeSpan duration, Func<long> dropped)
     {
         long end = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
         long quietSince = Stopwatch.GetTimestamp();
-        long stall = Stopwatch.Frequency / 50;
+        long recount = Stopwatch.Frequency / 200;
+        long giveUp = Stopwatch.Frequency / 2;
         while (true)
         {
             long now = Stopwatch.GetTimestamp();
@@ -189,10 +214,15 @@ internal static class NetdBench
                 state.Received += n;
                 quietSince = now;
             }
-            else if (now - quietSince > stall)
+            else if (now - quietSince > giveUp)
             {
                 state.InFlight = 0;
                 quietSince = now;
+            }
+            else if (now - quietSince > recount)
+            {
+                state.InFlight = (int)Math.Clamp(state.Sent - state.Received - (dropped() - state.DroppedBefore), 0, Window);
+                Thread.Yield();
             }
             else
             {
@@ -236,7 +266,7 @@ internal static class NetdBench
     }
 
     // The application: every frame its filter claims goes back with addresses swapped.
-    private static async Task EchoAsync(DomainContext ctx, TaskCompletionSource ready)
+    private static async Task EchoAsync(DomainContext ctx, TaskCompletionSource ready, StrongBox<long> allocated)
     {
         try
         {
@@ -255,6 +285,9 @@ internal static class NetdBench
                     client.Release(frame);
                     client.Transmit(tx, length);
                 }
+
+                // This core thread's allocations so far (the echo loop and its NetdClient), for the report.
+                Volatile.Write(ref allocated.Value, GC.GetAllocatedBytesForCurrentThread());
             }
         }
         catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
@@ -355,11 +388,11 @@ internal static class NetdBench
         }
 
         text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"netd round trip, in-memory NIC -> netd (core 1) -> application (core 0) -> back, window {Window}; raw channel one-way: {results[0].UrpcMessagesPerSecond / 1e6:F3} M messages/s"));
-        text.AppendLine("size   packets/s     vs raw channel   alloc B/packet   lost   small/page deliveries");
+        text.AppendLine("size   packets/s     vs raw channel   alloc B/packet (process / netd core / app core)   lost   small/page deliveries   drops no-buffer/queue-full");
         foreach (NetdBenchResult r in results)
         {
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Size,4}   {r.PacketsPerSecond,10:F0}   {r.VsUrpc,12:F3}x   {r.AllocBytesPerPacket,14:F2}   {r.Lost,4}   {r.SmallDeliveries}/{r.PageDeliveries}"));
+                $"{r.Size,4}   {r.PacketsPerSecond,10:F0}   {r.VsUrpc,12:F3}x   {r.AllocBytesPerPacket,10:F2} / {r.NetdCoreAllocBytesPerPacket,6:F2} / {r.AppCoreAllocBytesPerPacket,6:F2}               {r.Lost,4}   {r.SmallDeliveries}/{r.PageDeliveries}   {r.NoBuffer}/{r.QueueFull}"));
         }
 
         NetdBenchResult? small = results.FirstOrDefault(r => r.Size == 64);
