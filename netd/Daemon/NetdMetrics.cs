@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Diagnostics.Metrics;
 using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Filters;
@@ -51,7 +52,7 @@ public static class NetdMetrics
     /// <summary>Instrument name.</summary>
     public const string CapturePackets = "multikernel.netd.capture.packets";
 
-    private static readonly (RxDropReason Reason, string Name)[] RxReasons =
+    private static readonly ImmutableArray<(RxDropReason Reason, string Name)> RxReasons =
     [
         (RxDropReason.Unclaimed, "unclaimed"), (RxDropReason.Malformed, "malformed"),
         (RxDropReason.NoBuffer, "no_buffer"), (RxDropReason.RegionGone, "region_gone"),
