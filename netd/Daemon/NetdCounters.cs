@@ -34,6 +34,7 @@ public sealed class NetdCounters
     internal long FiltersRevokedField;
     internal long SmallCopiesField;
     internal long PageDeliveriesField;
+    internal int PendingTxField;
 
     /// <summary>Frames received from the device.</summary>
     public long RxPackets => Volatile.Read(ref RxPacketsField);
@@ -65,10 +66,41 @@ public sealed class NetdCounters
     /// <summary>Larger frames delivered into page buffers.</summary>
     public long PageDeliveries => Volatile.Read(ref PageDeliveriesField);
 
+    /// <summary>Transmit descriptors waiting for a busy device now (all consumers).</summary>
+    public int PendingTransmits => Volatile.Read(ref PendingTxField);
+
     /// <summary>Frames dropped for <paramref name="reason"/> (all consumers).</summary>
     public long Dropped(RxDropReason reason) => Volatile.Read(ref _drops[(int)reason]);
 
     internal void Drop(RxDropReason reason) => _drops[(int)reason]++;
+}
+
+/// <summary>Tag names of netd's spans and instruments (next to <see cref="CpuDriver.Diagnostics.TelemetryTags"/>).</summary>
+public static class NetdTags
+{
+    /// <summary>The NIC's name (<c>netd</c> on the in-memory switch, the TAP interface's name).</summary>
+    public const string Device = "multikernel.netd.device";
+
+    /// <summary>received | transmitted.</summary>
+    public const string Direction = "multikernel.netd.direction";
+
+    /// <summary>Why a frame was dropped (<c>unclaimed</c>, <c>malformed</c>, <c>no_buffer</c>, ...).</summary>
+    public const string Reason = "multikernel.netd.reason";
+
+    /// <summary>small | page (deliveries), arp | echo (netd's own replies), small | page (posted buffers).</summary>
+    public const string Kind = "multikernel.netd.kind";
+
+    /// <summary>An installed filter's id.</summary>
+    public const string Filter = "multikernel.netd.filter";
+
+    /// <summary>The filter's text (instrument tags only: people read the filter list).</summary>
+    public const string FilterText = "multikernel.netd.filter.text";
+
+    /// <summary>A consumer's id.</summary>
+    public const string Consumer = "multikernel.netd.consumer";
+
+    /// <summary>The length of a frame (journey spans).</summary>
+    public const string FrameLength = "multikernel.netd.frame.length";
 }
 
 /// <summary>One consumer's counters, as listed by <c>run --stats</c> and the meter.</summary>

@@ -1,6 +1,10 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Memory;
 using Multikernel.CpuDriver.Urpc;
+using Multikernel.Netd.Capture;
 using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Filters;
 using Multikernel.Netd.Wire;
@@ -24,6 +28,9 @@ internal sealed class NetdEngine
     private readonly int[] _rxLengths;
     private readonly Queue<(Consumer Consumer, Descriptor Descriptor)> _pendingTx;
     private readonly int _maxPendingTx;
+    private readonly PcapWriter? _capture;
+    private readonly MessageSampler? _sampler;
+    private readonly int _core;
 
     // Each installed filter's PacketFilter capability (the installer's copy held by netd): the
     // filter lives as long as that copy. Bounded by the classifier's filter limit.
@@ -31,7 +38,16 @@ internal sealed class NetdEngine
     private readonly Dictionary<ulong, int> _filterByObject = [];
     private ushort _nextIpId;
 
-    public NetdEngine(INetworkDevice device, PacketClassifier classifier, NetdOptions options, Ipv4Address address, FrameHandle rxPool, FrameHandle scratch)
+    /// <param name="device">The NIC.</param>
+    /// <param name="classifier">The merged packet filters.</param>
+    /// <param name="options">Bounds.</param>
+    /// <param name="address">netd's own IPv4 address.</param>
+    /// <param name="rxPool">The receive pool (netd's DevFrames): <see cref="NetdOptions.RxBurst"/> page buffers.</param>
+    /// <param name="scratch">A page for netd's own replies.</param>
+    /// <param name="capture">Where both directions are recorded (<c>--pcap</c>), or null.</param>
+    /// <param name="sampler">netd's core's message sampler: the same head-sampling decision for a packet's journey as for a root message (null: let the SDK decide).</param>
+    /// <param name="core">netd's core (the span's track).</param>
+    public NetdEngine(INetworkDevice device, PacketClassifier classifier, NetdOptions options, Ipv4Address address, FrameHandle rxPool, FrameHandle scratch, PcapWriter? capture = null, MessageSampler? sampler = null, int core = 0)
     {
         if (rxPool.Length < options.RxBurst * NetdLimits.PageBuffer)
         {
@@ -48,7 +64,28 @@ internal sealed class NetdEngine
         _rxLengths = new int[options.RxBurst];
         _maxPendingTx = options.MaxConsumers * options.MaxTransmitsInFlight;
         _pendingTx = new Queue<(Consumer, Descriptor)>(Math.Min(_maxPendingTx, 4096));
+        _capture = capture;
+        _sampler = sampler;
+        _core = core;
+        DeviceCounters = device switch
+        {
+            SwitchPort port => port.Counters,
+            Drivers.Tap.TapDevice tap => tap.Counters,
+            _ => null,
+        };
     }
+
+    /// <summary>The device's own counters (rx/tx at the driver, drops by <see cref="DropReason"/>), when it has them.</summary>
+    public DeviceCounters? DeviceCounters { get; }
+
+    /// <summary>The device's name (<c>netd</c> on the switch, the TAP interface's name).</summary>
+    public string DeviceName => _device.Name;
+
+    /// <summary>The capture file's writer (<c>--pcap</c>), or null.</summary>
+    public PcapWriter? Capture => _capture;
+
+    /// <summary>Transmit descriptors waiting for the device (all consumers).</summary>
+    public int PendingTransmits => Volatile.Read(ref Counters.PendingTxField);
 
     /// <summary>netd's own address.</summary>
     public Ipv4Address Address { get; }
@@ -59,6 +96,25 @@ internal sealed class NetdEngine
     public NetdCounters Counters { get; } = new();
 
     public PacketClassifier Classifier => _classifier;
+
+    /// <summary>
+    /// The installed filters' live counters for the meter's reader thread: the classifier's current
+    /// filter array (replaced, never changed, when the set changes) whose match counts netd's core
+    /// bumps; a reader sees them slightly stale, never torn.
+    /// </summary>
+    internal InstalledFilter[] InstalledFilters => _classifier.Installed;
+
+    /// <summary>Consumers bound now, for a reader off netd's core (the meter): slots are read once each; their counters are racy reads.</summary>
+    internal IEnumerable<Consumer> ConsumersForReaders()
+    {
+        for (int i = 0; i < _consumers.Length; i++)
+        {
+            if (Volatile.Read(ref _consumers[i]) is { } c)
+            {
+                yield return c;
+            }
+        }
+    }
 
     /// <summary>Consumers bound now.</summary>
     public IEnumerable<ConsumerStats> ConsumerStats()
@@ -119,6 +175,8 @@ internal sealed class NetdEngine
                     _pendingTx.Enqueue(item);
                 }
             }
+
+            Counters.PendingTxField = _pendingTx.Count;
         }
 
         return slots;
@@ -370,6 +428,7 @@ internal sealed class NetdEngine
         if (_pendingTx.Count > 0 || !TrySendFrame(consumer, d))
         {
             _pendingTx.Enqueue((consumer, d));
+            Counters.PendingTxField = _pendingTx.Count;
         }
     }
 
@@ -392,6 +451,7 @@ internal sealed class NetdEngine
             Counters.TxPacketsField++;
             Counters.TxBytesField += frame.Length;
             consumer.TxPackets++;
+            _capture?.Write(frame, CaptureDirection.Transmitted);
         }
         else
         {
@@ -444,6 +504,11 @@ internal sealed class NetdEngine
             n++;
         }
 
+        if (n > 0)
+        {
+            Counters.PendingTxField = _pendingTx.Count;
+        }
+
         return n;
     }
 
@@ -461,6 +526,7 @@ internal sealed class NetdEngine
             Span<byte> frame = pool.Slice(i * NetdLimits.PageBuffer, _rxLengths[i]);
             Counters.RxPacketsField++;
             Counters.RxBytesField += frame.Length;
+            _capture?.Write(frame, CaptureDirection.Received);
             Dispatch(frame);
         }
 
@@ -478,7 +544,16 @@ internal sealed class NetdEngine
         ClassifyResult claim = _classifier.Classify(frame);
         if (claim.Matched && (uint)(claim.Owner - 1) < (uint)_consumers.Length && _consumers[claim.Owner - 1] is { } owner)
         {
+            // One volatile read when nobody traces; a sampled journey span otherwise, current
+            // while the completion is sent, so the channel's send span (and the application's
+            // process span on the other core) continue the packet's trace: NIC -> netd -> application.
+            Activity? journey = ActivitySources.Netd.HasListeners() ? StartJourney(frame.Length, claim, owner) : null;
             Deliver(owner, frame);
+            if (journey is not null)
+            {
+                StopJourney(journey);
+            }
+
             return;
         }
 
@@ -542,6 +617,57 @@ internal sealed class NetdEngine
             return;
         }
     }
+
+    /// <summary>The span name of a received packet's way through netd.</summary>
+    public const string JourneySpanName = "netd receive";
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Activity? StartJourney(int length, ClassifyResult claim, Consumer owner)
+    {
+        Activity? activity;
+        if (Activity.Current is not null || _sampler is not { IsGating: true })
+        {
+            activity = ActivitySources.Netd.StartActivity(JourneySpanName, ActivityKind.Consumer);
+        }
+        else
+        {
+            // The same head sampling as a root message of this core: decided before anything is built.
+            if (!_sampler.SampleRoot())
+            {
+                return null;
+            }
+
+            activity = ActivitySources.Netd.StartActivity(
+                ActivityKind.Consumer,
+                parentContext: default,
+                tags: [new(MessageSampler.KernelSampledTag, MessageSampler.KernelSampledValue)],
+                name: JourneySpanName);
+        }
+
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(TelemetryTags.Core, _core);
+            activity.SetTag(NetdTags.Device, _device.Name);
+            activity.SetTag(NetdTags.Filter, claim.FilterId);
+            activity.SetTag(NetdTags.Consumer, owner.Id);
+            activity.SetTag(NetdTags.FrameLength, length);
+        }
+
+        return activity;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void StopJourney(Activity journey)
+    {
+        Activity? parent = journey.Parent;
+        journey.Stop();
+        Activity.Current = parent;
+    }
+
+    // ------------------------------------------------------------------ filters (for people)
+
+    /// <summary>The installed filters with their counters (netd's core only: the classifier belongs to it).</summary>
+    public IReadOnlyList<FilterInfo> Filters() => _classifier.List();
 
     // ------------------------------------------------------------------ netd's own handlers
 
@@ -620,6 +746,7 @@ internal sealed class NetdEngine
 
         Counters.TxPacketsField++;
         Counters.TxBytesField += frame.Length;
+        _capture?.Write(frame, CaptureDirection.Transmitted);
         return true;
     }
 

@@ -11,10 +11,22 @@ public static class NetdMultikernelExtensions
     /// </summary>
     public static NetdHost AddNetd(this MultikernelOptions options, Action<NetdOptions>? configure = null, NetdHost? host = null)
     {
-        ArgumentNullException.ThrowIfNull(options);
         var netd = new NetdOptions();
         configure?.Invoke(netd);
+        return options.AddNetd(netd, host);
+    }
+
+    /// <summary>
+    /// Registers the netd program with <paramref name="netd"/> (bound from <c>Multikernel:Netd</c>
+    /// and the command line) and spawns it at boot on <see cref="NetdOptions.Core"/>.
+    /// </summary>
+    public static NetdHost AddNetd(this MultikernelOptions options, NetdOptions netd, NetdHost? host = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(netd);
         host ??= new NetdHost();
+        host.IsAdded = true;
+        host.Options = netd;
         var program = new NetdProgram(netd, host);
         options.AddProgram(NetdProgram.ProgramName, program.RunAsync);
         // netd is the machine's NIC program: its core's monitor makes the Nic at boot, over a

@@ -3,6 +3,7 @@ using Multikernel.CpuDriver.Capabilities;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
 using Multikernel.Monitor.Hosting;
+using Multikernel.Netd.Capture;
 using Multikernel.Netd.Drivers;
 using Multikernel.Netd.Drivers.Tap;
 using Multikernel.Netd.Filters;
@@ -40,27 +41,60 @@ public sealed class NetdProgram
         // page for netd's own ARP and echo replies comes from its own RAM.
         int poolSlot = caps.Retype(ctx.NicSlot, CapabilityType.DevFrame, _options.RxBurst);
         int scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
-        using INetworkDevice device = _host.OpenDevice(_options);
-        var engine = new NetdEngine(device, new PacketClassifier(), _options, Ipv4Address.Parse(_options.NetdIp), caps.GetFrame(poolSlot), caps.GetFrame(scratchSlot));
-        _host.Attach(engine, work => ctx.Domain.Kernel.RunAsync(work), ctx.DomainId);
+
+        // The device is opened here, on netd's core, in its domain: a TAP's descriptor then joins
+        // this core's epoll set, and it is closed (the kernel removes the interface) when this
+        // domain ends, however it ends.
+        INetworkDevice device;
+        PcapWriter? capture = null;
         try
         {
-            using ServiceListener listener = await ctx.ExportAsync(NetdMessages.ServiceName, backlog: 16);
-            Task accepting = AcceptAsync(ctx, listener, engine);
-            Task revocations = WatchRevocationsAsync(ctx, engine);
-            await RunDataPathAsync(ctx, engine, device);
-            listener.Dispose();
+            device = _host.OpenDevice(_options);
             try
             {
-                await accepting;
+                capture = _options.Pcap is { } path ? PcapWriter.Create(path, new PcapOptions { MaxBytes = _options.PcapMaxBytes }, ctx.Time) : null;
             }
-            catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+            catch
             {
+                device.Dispose();
+                throw;
             }
         }
-        finally
+        catch (Exception ex) when (ex is TapDeviceException or IOException or UnauthorizedAccessException or ArgumentException or PlatformNotSupportedException)
         {
-            _host.Detach(engine);
+            // One clear line for whoever started the machine (the CLI prints it and exits 2).
+            if (_host.Fail(ex))
+            {
+                return;
+            }
+
+            throw;
+        }
+
+        using (device)
+        using (capture)
+        {
+            var engine = new NetdEngine(device, new PacketClassifier(), _options, Ipv4Address.Parse(_options.NetdIp), caps.GetFrame(poolSlot), caps.GetFrame(scratchSlot), capture, ctx.Domain.Kernel.Sampler, ctx.Core);
+            _host.Attach(engine, work => ctx.Domain.Kernel.RunAsync(work), ctx.DomainId);
+            try
+            {
+                using ServiceListener listener = await ctx.ExportAsync(NetdMessages.ServiceName, backlog: 16);
+                Task accepting = AcceptAsync(ctx, listener, engine);
+                Task revocations = WatchRevocationsAsync(ctx, engine);
+                await RunDataPathAsync(ctx, engine, device);
+                listener.Dispose();
+                try
+                {
+                    await accepting;
+                }
+                catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+                {
+                }
+            }
+            finally
+            {
+                _host.Detach(engine);
+            }
         }
     }
 
@@ -227,14 +261,17 @@ public sealed class NetdProgram
 
 /// <summary>
 /// What the host side knows of netd: how to open its device (the in-memory switch the host
-/// owns, or a TAP device) and where its counters are, for <c>run --stats</c> and tests.
+/// owns, or a TAP device), whether it started, and where its counters, filters and consumers
+/// are, for <c>run --stats</c>, the <c>Multikernel</c> meter and tests.
 /// </summary>
 public sealed class NetdHost : IDisposable
 {
+    private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private NetdEngine? _engine;
     private Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? _onCore;
     private ulong _domainId;
     private int _starts;
+    private int _metricsRegistered;
 
     /// <summary>A host for the in-memory switch <paramref name="switch"/> (null: TAP or a switch made here).</summary>
     public NetdHost(VirtualSwitch? @switch = null) => Switch = @switch;
@@ -242,8 +279,37 @@ public sealed class NetdHost : IDisposable
     /// <summary>The in-memory NIC's switch (null for TAP until netd opens it).</summary>
     public VirtualSwitch? Switch { get; private set; }
 
+    /// <summary>True once <c>AddNetd</c> added netd to a machine with this host.</summary>
+    public bool IsAdded { get; internal set; }
+
+    /// <summary>The options netd was added with (null until then).</summary>
+    public NetdOptions? Options { get; internal set; }
+
+    /// <summary>
+    /// Completes when netd first opened its device and runs; faults with the reason (a
+    /// <see cref="TapDeviceException"/> naming what is missing, an <see cref="IOException"/> for
+    /// the capture file, ...) when it could not start.
+    /// </summary>
+    public Task Started => _started.Task;
+
+    /// <summary>
+    /// True when whoever started the machine reports <see cref="Started"/>'s failure itself (the
+    /// CLI prints it as one line): netd then ends quietly instead of also faulting its domain
+    /// (a fault is logged with its stack trace). Default false.
+    /// </summary>
+    public bool ReportsStartFailures { get; set; }
+
     /// <summary>netd's counters, once it runs.</summary>
     public NetdCounters? Counters => Volatile.Read(ref _engine)?.Counters;
+
+    /// <summary>The device's own counters (driver-level packets, bytes and drops by reason), once netd runs.</summary>
+    public DeviceCounters? DeviceCounters => Volatile.Read(ref _engine)?.DeviceCounters;
+
+    /// <summary>The device's name once netd runs (<c>netd</c> on the switch, the TAP interface's name).</summary>
+    public string? DeviceName => Volatile.Read(ref _engine)?.DeviceName;
+
+    /// <summary>The capture writer (<c>--pcap</c>) once netd runs, or null.</summary>
+    public PcapWriter? Capture => Volatile.Read(ref _engine)?.Capture;
 
     /// <summary>netd's station address, once it runs.</summary>
     public Wire.MacAddress? Mac => Volatile.Read(ref _engine)?.Mac;
@@ -273,6 +339,62 @@ public sealed class NetdHost : IDisposable
         Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? onCore = Volatile.Read(ref _onCore);
         return engine is null || onCore is null ? Task.FromResult(Array.Empty<ConsumerStats>()) : onCore(() => [.. engine.ConsumerStats()]);
     }
+
+    /// <summary>The installed filters with their match counters (packets, bytes), read on netd's core; empty while netd is not running.</summary>
+    public async Task<IReadOnlyList<FilterInfo>> FiltersAsync()
+    {
+        NetdEngine? engine = Volatile.Read(ref _engine);
+        Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? onCore = Volatile.Read(ref _onCore);
+        if (engine is null || onCore is null)
+        {
+            return [];
+        }
+
+        IReadOnlyList<FilterInfo> filters = [];
+        await onCore(() =>
+        {
+            filters = engine.Filters();
+            return [];
+        });
+        return filters;
+    }
+
+    /// <summary>
+    /// Managed bytes allocated so far by netd's core thread (its data path, its domain's
+    /// continuations), read on that core: what benchmarks divide by packets to show the data path
+    /// allocates nothing per packet. -1 while netd is not running.
+    /// </summary>
+    public async Task<long> CoreAllocatedBytesAsync()
+    {
+        Func<Func<ConsumerStats[]>, Task<ConsumerStats[]>>? onCore = Volatile.Read(ref _onCore);
+        if (Volatile.Read(ref _engine) is null || onCore is null)
+        {
+            return -1;
+        }
+
+        long bytes = -1;
+        await onCore(() =>
+        {
+            bytes = GC.GetAllocatedBytesForCurrentThread();
+            return [];
+        });
+        return bytes;
+    }
+
+    /// <summary>
+    /// Adds netd's instruments to <paramref name="meter"/> (the runtime's <c>Multikernel</c> meter:
+    /// <c>MultikernelRuntime.Metrics.Meter</c>). Once per host; later calls do nothing.
+    /// </summary>
+    public void RegisterMetrics(System.Diagnostics.Metrics.Meter meter)
+    {
+        ArgumentNullException.ThrowIfNull(meter);
+        if (Interlocked.Exchange(ref _metricsRegistered, 1) == 0)
+        {
+            NetdMetrics.Register(meter, this);
+        }
+    }
+
+    internal NetdEngine? Engine => Volatile.Read(ref _engine);
 
     /// <summary>The running netd's domain id (0 when none runs).</summary>
     public ulong DomainId => Volatile.Read(ref _domainId);
@@ -312,6 +434,7 @@ public sealed class NetdHost : IDisposable
         Interlocked.Increment(ref _starts);
         Volatile.Write(ref _onCore, onCore);
         Volatile.Write(ref _engine, engine);
+        _started.TrySetResult();
     }
 
     internal void Detach(NetdEngine engine)
@@ -320,6 +443,13 @@ public sealed class NetdHost : IDisposable
         {
             Volatile.Write(ref _domainId, 0);
         }
+    }
+
+    /// <summary>netd could not start; true when the failure is reported through <see cref="Started"/> alone.</summary>
+    internal bool Fail(Exception reason)
+    {
+        bool first = _started.TrySetException(reason);
+        return first && ReportsStartFailures;
     }
 
     /// <summary>Disposes the switch this host made.</summary>

@@ -207,6 +207,9 @@ public sealed class PacketClassifier
         return NoMatch;
     }
 
+    /// <summary>The installed filters by trie slot, for counters read off netd's core (the array is replaced, never changed, when the set changes).</summary>
+    internal InstalledFilter[] Installed => Volatile.Read(ref _trie).Filters;
+
     /// <summary>The program of an installed filter, or null.</summary>
     public FilterProgram? GetProgram(int filterId) => _filters.Find(f => f.Id == filterId)?.Program;
 

@@ -15,6 +15,7 @@ internal static class BenchCommand
         command.Subcommands.Add(Shootdown());
         command.Subcommands.Add(Classify());
         command.Subcommands.Add(BenchScenarioCommands.Updates());
+        command.Subcommands.Add(BenchScenarioCommands.Netd());
         command.Subcommands.Add(Timers());
         command.Subcommands.Add(Wakeup());
         command.Subcommands.Add(ShardedCalls());

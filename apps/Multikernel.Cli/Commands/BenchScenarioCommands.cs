@@ -86,6 +86,24 @@ internal static class BenchScenarioCommands
         return command;
     }
 
+    public static Command Netd()
+    {
+        var common = new Common();
+        var command = new Command(NetdBench.Scenario, "netd: packets/s through the in-memory NIC -> netd -> an application on another core -> back, for 64- and 1500-byte frames, bytes allocated per packet, and the same run's raw channel one-way message rate.");
+        command.Options.Add(common.Out);
+        command.Options.Add(common.Json);
+        command.Options.Add(common.Quick);
+        command.SetAction(parse =>
+        {
+            bool quick = parse.GetValue(common.Quick);
+            Console.Error.WriteLine(quick ? "netd: about 3 s" : "netd: about 15 s");
+            IReadOnlyList<NetdBenchResult> results = NetdBench.Run(quick, m => Console.Error.WriteLine(m));
+            Console.WriteLine(NetdBench.Render(results));
+            return Report(parse.GetValue(common.Out)!, parse.GetValue(common.Json), NetdBench.Scenario, results, NetdBench.Columns, NetdBench.Plot);
+        });
+        return command;
+    }
+
     internal static int Report<TRow>(string outDir, string? json, string scenario, IReadOnlyList<TRow> rows, IReadOnlyList<BenchColumn<TRow>> columns, BenchPlot<TRow>? plot)
     {
         BenchCommand.WriteReport(outDir, scenario, rows, columns, plot);

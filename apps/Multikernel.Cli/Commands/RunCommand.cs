@@ -32,13 +32,21 @@ internal static class RunCommand
         {
             cores, duration, stats, traceFile, memory,
         };
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), ct));
+        var netd = new RunNetdOptions();
+        netd.AddTo(command);
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), netd.Overrides(parse), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, Dictionary<string, string?> netdOverrides, CancellationToken cancellationToken)
     {
-        using IHost? host = CliHost.TryBuild(CliHost.Overrides(cores, traceFile, memory), out int unusable);
+        Dictionary<string, string?> overrides = CliHost.Overrides(cores, traceFile, memory);
+        foreach ((string key, string? value) in netdOverrides)
+        {
+            overrides[key] = value;
+        }
+
+        using IHost? host = CliHost.TryBuild(overrides, out int unusable, services: RunNetdOptions.AddServices);
         if (host is null)
         {
             return unusable;
@@ -47,6 +55,11 @@ internal static class RunCommand
         if (await CliHost.TryStartAsync(host, cancellationToken) is int failed)
         {
             return failed;
+        }
+
+        if (await RunNetdOptions.WaitForNetdAsync(host, cancellationToken) is int netdFailed)
+        {
+            return netdFailed;
         }
 
         var runtime = host.Services.GetRequiredService<MultikernelRuntime>();
@@ -59,7 +72,7 @@ internal static class RunCommand
 
         if (stats)
         {
-            await ShowStatsAsync(runtime, stop.Token);
+            await ShowStatsAsync(runtime, host.Services.GetRequiredService<Multikernel.Netd.Daemon.NetdHost>(), stop.Token);
         }
         else
         {
@@ -76,7 +89,7 @@ internal static class RunCommand
         return 0;
     }
 
-    private static async Task ShowStatsAsync(MultikernelRuntime runtime, CancellationToken stop)
+    private static async Task ShowStatsAsync(MultikernelRuntime runtime, Multikernel.Netd.Daemon.NetdHost netd, CancellationToken stop)
     {
         TimeProvider time = runtime.Time;
         using var meter = new MetricsSnapshotReader();
@@ -95,10 +108,12 @@ internal static class RunCommand
                 }
 
                 MachineSnapshot now = MachineSnapshot.Take(runtime.Machine, time);
+                IReadOnlyList<MetricValue> values = meter.Collect();
                 live.UpdateTarget(new Rows(
                     StatsRenderer.CoreTable(previous, now, time, runtime.Machine.Oversubscribed),
                     StatsRenderer.Matrix(previous, now, time),
-                    StatsRenderer.MeterTables(meter.Collect())));
+                    StatsRenderer.MeterTables(values),
+                    await NetdStatsRenderer.TablesAsync(values, netd)));
                 previous = now;
             }
         });
