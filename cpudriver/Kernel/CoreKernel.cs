@@ -678,6 +678,7 @@ public sealed class CoreKernel
         }
 
         System.Threading.SynchronizationContext.SetSynchronizationContext(SynchronizationContext);
+        _timers.SetCaching(true);
         int idle = 0;
         long idleStart = 0;
         long phaseStart = _time.GetTimestamp();
@@ -686,6 +687,7 @@ public sealed class CoreKernel
         {
             while (true)
             {
+                _timers.Invalidate(); // after a park or a long iteration, arms read the clock afresh
                 int work = PollInbound();
                 work += PollServices();
                 work += DrainForeign();
@@ -748,6 +750,7 @@ public sealed class CoreKernel
         }
         finally
         {
+            _timers.SetCaching(false);
             // Work posted before this point runs; later posts fail their callers.
             _foreign.Close();
             _foreign.DrainClosed(item => Invoke(in item));
@@ -915,6 +918,9 @@ public sealed class CoreKernel
         {
             ReportUnhandled(ex);
         }
+
+        // A timer armed by the next item counts from a fresh clock read (CoreTimers, the cached now).
+        _timers.Invalidate();
     }
 
     internal void ReportUnhandled(Exception ex)
