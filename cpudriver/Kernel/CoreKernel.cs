@@ -59,7 +59,7 @@ public sealed class CoreKernel
         Id = id;
         Cpu = cpu;
         CoreCount = cores;
-        _options = options.IsReadOnly ? options : options.Snapshot();
+        _options = options.Snapshot(); // its own, even when handed a read-only one: no options object is shared between cores
         _time = time;
         _inbound = inbound;
         _outbound = outbound;
