@@ -60,7 +60,7 @@ public sealed class CoreKernel
         Id = id;
         Cpu = cpu;
         CoreCount = cores;
-        _options = options.IsReadOnly ? options : options.Snapshot();
+        _options = options.Snapshot(); // its own, even when handed a read-only one: no options object is shared between cores
         _time = time;
         _inbound = inbound;
         _outbound = outbound;
@@ -679,6 +679,7 @@ public sealed class CoreKernel
         }
 
         System.Threading.SynchronizationContext.SetSynchronizationContext(SynchronizationContext);
+        _timers.SetCaching(true);
         int idle = 0;
         long idleStart = 0;
         long phaseStart = _time.GetTimestamp();
@@ -687,6 +688,7 @@ public sealed class CoreKernel
         {
             while (true)
             {
+                _timers.Invalidate(); // after a park or a long iteration, arms read the clock afresh
                 int work = PollInbound();
                 work += PollServices();
                 work += DrainForeign();
@@ -749,6 +751,7 @@ public sealed class CoreKernel
         }
         finally
         {
+            _timers.SetCaching(false);
             // Work posted before this point runs; later posts fail their callers.
             _foreign.Close();
             _foreign.DrainClosed(item => Invoke(in item));
@@ -916,6 +919,9 @@ public sealed class CoreKernel
         {
             ReportUnhandled(ex);
         }
+
+        // A timer armed by the next item counts from a fresh clock read (CoreTimers, the cached now).
+        _timers.Invalidate();
     }
 
     internal void ReportUnhandled(Exception ex)

@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+
 namespace Multikernel.CpuDriver.Kernel;
 
 /// <summary>
@@ -5,48 +8,98 @@ namespace Multikernel.CpuDriver.Kernel;
 /// <see cref="TimeProvider"/>, a pool of delay entries, and the conversions between the clock's
 /// timestamps and wheel ticks. Core thread only; other threads reach it through posted work.
 /// </summary>
+/// <remarks>
+/// <para><b>The cached now.</b> Arming reads <see cref="Now"/>, which reads the clock once and
+/// then serves that tick until the kernel loop invalidates it: at the top of every loop
+/// iteration, after every work item, and before firing. So a work item that re-arms a thousand
+/// timers (a TCP stack processing a batch of ACKs) reads the clock once, not a thousand times.
+/// The price: a timer armed late in a work item counts from the item's first clock read, so it
+/// can fire early by at most how long that item had already run — the same kind of error as
+/// <see cref="TimeProvider.System"/>'s timers, which count from a coarse millisecond clock that
+/// lags real time by up to a scheduler tick. Before the loop starts (boot-time setup on another
+/// thread) nothing is cached.</para>
+/// <para>The clock is read with <see cref="Stopwatch.GetTimestamp"/> directly when the kernel's
+/// provider is <see cref="TimeProvider.System"/> (no virtual call), through the provider
+/// otherwise (a test's manual clock).</para>
+/// </remarks>
 internal sealed class CoreTimers
 {
     private const int PoolRetained = 256;
 
     private readonly TimeProvider _clock;
+    private readonly bool _systemClock;
     private readonly long _divisor;
     private readonly double _scale;
     private readonly Stack<DelayTimer> _pool = new();
+    private long _now;
+    private bool _nowValid;
+    private bool _caching;
 
     public CoreTimers(CoreKernel kernel, TimeProvider clock, int capacity)
     {
         Kernel = kernel;
         _clock = clock;
+        _systemClock = ReferenceEquals(clock, TimeProvider.System);
         long frequency = clock.TimestampFrequency;
         _divisor = frequency % 1_000_000 == 0 ? frequency / 1_000_000 : 0;
         _scale = 1_000_000.0 / frequency;
-        Wheel = new TimerWheel(NowTick(), capacity);
+        Wheel = new TimerWheel(ReadClock(), capacity);
     }
 
     public CoreKernel Kernel { get; }
 
     public TimerWheel Wheel { get; }
 
-    /// <summary>The clock now, in wheel ticks (µs).</summary>
-    public long NowTick()
+    /// <summary>Now in wheel ticks (µs), cached until the loop's next <see cref="Invalidate"/> (see the remarks).</summary>
+    public long Now
     {
-        long timestamp = _clock.GetTimestamp();
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _nowValid ? _now : Refresh();
+    }
+
+    /// <summary>Loop thread: from now on <see cref="Now"/> is cached between invalidations (false: read every time).</summary>
+    public void SetCaching(bool caching)
+    {
+        _caching = caching;
+        _nowValid = false;
+    }
+
+    /// <summary>The next <see cref="Now"/> reads the clock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Invalidate() => _nowValid = false;
+
+    /// <summary>The clock now, in wheel ticks (µs), read now.</summary>
+    public long ReadClock()
+    {
+        long timestamp = _systemClock ? Stopwatch.GetTimestamp() : _clock.GetTimestamp();
         return _divisor > 0 ? timestamp / _divisor : (long)(timestamp * _scale);
     }
 
-    /// <summary>The tick <paramref name="delay"/> from now (rounded up to whole µs; negative = now).</summary>
-    public long DueTick(TimeSpan delay)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long Refresh()
     {
-        long micros = delay.Ticks <= 0 ? 0 : (delay.Ticks + 9) / 10;
-        return NowTick() + micros;
+        long now = ReadClock();
+        _now = now;
+        _nowValid = _caching;
+        return now;
     }
 
-    /// <summary>Fires what is due; returns how many fired.</summary>
-    public int Fire() => Wheel.Count == 0 ? 0 : Wheel.Advance(NowTick());
+    /// <summary>Microseconds in <paramref name="timeSpanTicks"/> (100 ns ticks), rounded up (negative = 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long Micros(long timeSpanTicks) => timeSpanTicks <= 0 ? 0 : (timeSpanTicks + 9) / 10;
 
-    /// <summary>True when a timer is due now.</summary>
-    public bool HasDue => Wheel.Count > 0 && Wheel.NextEventTick() <= NowTick();
+    /// <summary>The tick <paramref name="delay"/> from now (rounded up to whole µs; negative = now).</summary>
+    public long DueTick(TimeSpan delay) => Now + Micros(delay.Ticks);
+
+    /// <summary>Fires what is due (against a fresh clock read); returns how many fired.</summary>
+    public int Fire()
+    {
+        _nowValid = false;
+        return Wheel.Count == 0 ? 0 : Wheel.Advance(Now);
+    }
+
+    /// <summary>True when a timer is due now (a fresh clock read: the park path).</summary>
+    public bool HasDue => Wheel.Count > 0 && Wheel.NextEventTick() <= ReadClock();
 
     /// <summary>Nanoseconds until the wheel next needs the core (a firing or a cascade), or -1 when empty.</summary>
     public long NanosecondsUntilNext()
@@ -57,7 +110,7 @@ internal sealed class CoreTimers
             return -1;
         }
 
-        long micros = next - NowTick();
+        long micros = next - ReadClock();
         return micros <= 0 ? 0 : micros * 1000;
     }
 
@@ -168,6 +221,7 @@ internal sealed class CoreTimer : WheelTimer, ITimer
     private readonly CoreTimers _timers;
     private readonly TimerCallback _callback;
     private readonly object? _state;
+    private const long InfiniteTicks = -TimeSpan.TicksPerMillisecond; // Timeout.InfiniteTimeSpan
     private long _periodTicks;
     private bool _disposed;
 
@@ -180,43 +234,49 @@ internal sealed class CoreTimer : WheelTimer, ITimer
 
     public bool Change(TimeSpan dueTime, TimeSpan period)
     {
-        Validate(dueTime, nameof(dueTime));
-        Validate(period, nameof(period));
+        long due = dueTime.Ticks;
+        long every = period.Ticks;
+        if ((due < 0 && due != InfiniteTicks) || (every < 0 && every != InfiniteTicks))
+        {
+            ThrowNegative(dueTime, period);
+        }
+
         if (_disposed)
         {
             return false;
         }
 
-        if (_timers.Kernel.IsOwnerThread)
+        CoreTimers timers = _timers;
+        if (!timers.Kernel.IsOwnerThread)
         {
-            Apply(dueTime, period);
+            PostChange(dueTime, period);
+            return true;
+        }
+
+        // The hot path (a TCP stack's re-arm on every ACK): no clock read (the cached now), no
+        // virtual call, no allocation; the wheel unlinks and links integers.
+        _periodTicks = every <= 0 ? 0 : CoreTimers.Micros(every);
+        if (due < 0)
+        {
+            timers.Wheel.Cancel(this);
         }
         else
         {
-            _timers.Kernel.Post(static s =>
-            {
-                var (timer, due, p) = ((CoreTimer, TimeSpan, TimeSpan))s!;
-                if (!timer._disposed)
-                {
-                    timer.Apply(due, p);
-                }
-            }, (this, dueTime, period));
+            timers.Wheel.Schedule(this, timers.Now + CoreTimers.Micros(due));
         }
 
         return true;
     }
 
-    private void Apply(TimeSpan dueTime, TimeSpan period)
-    {
-        _periodTicks = period == Timeout.InfiniteTimeSpan || period == TimeSpan.Zero ? 0 : Math.Max(1, (period.Ticks + 9) / 10);
-        if (dueTime == Timeout.InfiniteTimeSpan)
+    private void PostChange(TimeSpan dueTime, TimeSpan period) =>
+        _timers.Kernel.Post(static s =>
         {
-            _timers.Wheel.Cancel(this);
-            return;
-        }
-
-        _timers.Wheel.Schedule(this, _timers.DueTick(dueTime));
-    }
+            var (timer, due, p) = ((CoreTimer, TimeSpan, TimeSpan))s!;
+            if (!timer._disposed)
+            {
+                timer.Change(due, p);
+            }
+        }, (this, dueTime, period));
 
     internal override void Expire()
     {
@@ -263,12 +323,11 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         return ValueTask.CompletedTask;
     }
 
-    private static void Validate(TimeSpan value, string name)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNegative(TimeSpan dueTime, TimeSpan period)
     {
-        if (value < TimeSpan.Zero && value != Timeout.InfiniteTimeSpan)
-        {
-            throw new ArgumentOutOfRangeException(name, value, "A timer's due time and period are non-negative or Timeout.InfiniteTimeSpan.");
-        }
+        bool badDue = dueTime < TimeSpan.Zero && dueTime != Timeout.InfiniteTimeSpan;
+        throw new ArgumentOutOfRangeException(badDue ? nameof(dueTime) : nameof(period), badDue ? dueTime : period, "A timer's due time and period are non-negative or Timeout.InfiniteTimeSpan.");
     }
 }
 
@@ -316,6 +375,9 @@ public sealed class CoreTimeProvider : TimeProvider
         timer.Change(dueTime, period);
         return timer;
     }
+
+    /// <summary>Benchmarks: the next arm on this core reads the clock (as the first arm of a work item does).</summary>
+    internal void InvalidateCachedNow() => _timers.Invalidate();
 
     /// <summary>Completes after <paramref name="delay"/>, on this core; pooled, allocation-free when not cancelled. Core thread only.</summary>
     public ValueTask Delay(TimeSpan delay, CancellationToken cancellationToken = default)

@@ -1,26 +1,26 @@
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace Multikernel.CpuDriver.Kernel;
 
 /// <summary>
-/// An entry of a core's <see cref="TimerWheel"/>: an intrusive doubly-linked node, so arming,
-/// re-arming and cancelling unlink and link in O(1) without allocating. Subclasses say what
-/// expiry does (complete a delay, call a <see cref="System.Threading.ITimer"/> callback).
+/// A timer of a core's <see cref="TimerWheel"/>. While armed it owns a node of the wheel's node
+/// array (<see cref="Node"/>); the wheel's lists link nodes by index, so arming, re-arming and
+/// cancelling store integers into one array and never a reference into another object (no GC
+/// write barrier, no pointer chase through scattered timer objects). Subclasses say what expiry
+/// does (complete a delay, call a <see cref="System.Threading.ITimer"/> callback).
 /// </summary>
 internal abstract class WheelTimer
 {
-    internal WheelTimer? Next;
-    internal WheelTimer? Previous;
+    /// <summary>The wheel node this timer holds while armed, -1 otherwise.</summary>
+    internal int Node = -1;
 
-    /// <summary>Tick (µs) at which the timer fires.</summary>
+    /// <summary>Tick (µs) at which the timer fires (as last scheduled).</summary>
     internal long Expires;
 
-    /// <summary>level * 64 + slot while armed, -1 otherwise.</summary>
-    internal int Bucket = -1;
-
     /// <summary>True while the timer is in the wheel.</summary>
-    internal bool IsArmed => Bucket >= 0;
+    internal bool IsArmed => Node >= 0;
 
     /// <summary>Called on the core's thread once the timer is out of the wheel and due.</summary>
     internal abstract void Expire();
@@ -34,6 +34,13 @@ internal abstract class WheelTimer
 /// at most six times before it fires, and fires in exactly its tick.
 /// </summary>
 /// <remarks>
+/// <para>Storage: one array of nodes (expiry, next, previous, bucket), an array of bucket heads,
+/// an array of owners and a stack of free node numbers, all indexed by node number. A re-arm is
+/// an unlink and a link of integers in the node array (or nothing, when the new expiry lands in
+/// the bucket the timer is already in); popping a free node depends on no node's contents, so
+/// back-to-back arms do not wait on each other's loads. The arrays grow by doubling up to the
+/// capacity, so a core that arms few timers holds little memory; growth is the only allocation
+/// and happens at most log2(capacity) times in a wheel's life.</para>
 /// <para>Each level keeps a 64-bit map of its non-empty slots, so <see cref="NextEventTick"/> (the
 /// next tick at which a slot fires or cascades) is a rotate and a trailing-zero count per level:
 /// the core jumps straight to it instead of stepping tick by tick, and parks until it.</para>
@@ -41,7 +48,9 @@ internal abstract class WheelTimer
 /// a heap makes each re-arm O(log n) with sift moves, the wheel one unlink and one link.</para>
 /// <para>Invariant: every tick before <see cref="Now"/> has been processed; a timer in level
 /// <c>l</c> ≥ 1 sits in the slot of its 64^l block, which cascades when the wheel reaches that
-/// block's first tick.</para>
+/// block's first tick. Timers due in the tick being processed sit on a firing list (one more
+/// bucket, outside the levels), so a callback that cancels or re-arms another timer due in the
+/// same tick unlinks it from that list like from any other.</para>
 /// </remarks>
 internal sealed class TimerWheel
 {
@@ -49,18 +58,46 @@ internal sealed class TimerWheel
     private const int Slots = 1 << SlotBits;
     private const int Levels = 7;
     private const long Span = 1L << (SlotBits * Levels);
+    private const int FiringBucket = Levels * Slots;
+    private const int None = -1;
 
-    private readonly WheelTimer?[] _heads = new WheelTimer?[Levels * Slots];
+    private struct Entry
+    {
+        public long Expires;
+        public int Next;
+        public int Previous;
+        public int Bucket;
+    }
+
+    private readonly int[] _heads = new int[FiringBucket + 1];
     private readonly ulong[] _occupied = new ulong[Levels];
     private readonly int _capacity;
+    // A struct around the owner reference: storing into an array of a class type pays a
+    // covariance check per store; into an array of structs it is a plain store.
+    private struct Owner
+    {
+        public WheelTimer? Timer;
+    }
+
+    private Entry[] _nodes;
+    private Owner[] _owners;
+    private int[] _free; // a stack of free node numbers: popping it depends on no node's contents
+    private int _freeCount;
     private long _now;
     private int _count;
 
     /// <summary>A wheel whose first unprocessed tick is <paramref name="now"/>, holding at most <paramref name="capacity"/> timers.</summary>
     public TimerWheel(long now, int capacity)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         _now = now;
         _capacity = capacity;
+        int initial = Math.Min(capacity, 64);
+        _nodes = new Entry[initial];
+        _owners = new Owner[initial];
+        _free = new int[initial];
+        PushFresh(0, initial);
+        _heads.AsSpan().Fill(None);
     }
 
     /// <summary>The next tick to process (every earlier tick has fired).</summary>
@@ -73,36 +110,45 @@ internal sealed class TimerWheel
     public int Capacity => _capacity;
 
     /// <summary>Arms or re-arms <paramref name="timer"/> for tick <paramref name="expires"/> (a past tick fires at the next advance).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Schedule(WheelTimer timer, long expires)
     {
-        if (timer.IsArmed)
+        timer.Expires = expires;
+        int node = timer.Node;
+        if (node < 0)
         {
-            Unlink(timer);
-        }
-        else if (_count >= _capacity)
-        {
-            ThrowFull();
+            node = Allocate(timer);
         }
         else
         {
-            _count++;
+            int bucket = BucketOf(expires, out int level);
+            ref Entry entry = ref _nodes[node];
+            if (entry.Bucket == bucket)
+            {
+                entry.Expires = expires; // same bucket: where it sits in the list does not matter
+                return;
+            }
+
+            Unlink(node);
+            LinkAt(node, expires, bucket, level);
+            return;
         }
 
-        timer.Expires = expires;
-        Link(timer);
+        Link(node, expires);
     }
 
     /// <summary>Disarms <paramref name="timer"/>; false when it was not armed.</summary>
     public bool Cancel(WheelTimer timer)
     {
-        if (!timer.IsArmed)
+        int node = timer.Node;
+        if (node < 0)
         {
             return false;
         }
 
-        Unlink(timer);
-        timer.Bucket = -1;
-        _count--;
+        Unlink(node);
+        Free(node);
+        timer.Node = None;
         return true;
     }
 
@@ -178,30 +224,39 @@ internal sealed class TimerWheel
             int shift = SlotBits * level;
             if ((tick & ((1L << shift) - 1)) == 0)
             {
-                int bucket = (level * Slots) + (int)((tick >> shift) & (Slots - 1));
-                WheelTimer? list = Detach(bucket, level);
-                while (list is not null)
+                int node = Detach((level * Slots) + (int)((tick >> shift) & (Slots - 1)), level);
+                while (node != None)
                 {
-                    WheelTimer timer = list;
-                    list = timer.Next;
-                    Link(timer); // Expires is unchanged: only the place moves
+                    int next = _nodes[node].Next;
+                    Link(node, _nodes[node].Expires); // the expiry is unchanged: only the place moves
+                    node = next;
                 }
             }
         }
 
-        int fired = 0;
-        int slot = (int)(tick & (Slots - 1));
-        WheelTimer? due = Detach(slot, 0);
-        // Timers armed by the callbacks below belong to later ticks.
+        // The slot due now becomes the firing list; timers armed by the callbacks below belong
+        // to later ticks (now is past this one), and a callback that cancels or re-arms a timer
+        // still on the firing list unlinks it from there.
+        int due = Detach((int)(tick & (Slots - 1)), 0);
         _now = tick + 1;
-        while (due is not null)
+        if (due == None)
         {
-            WheelTimer timer = due;
-            due = timer.Next;
-            timer.Next = null;
-            timer.Previous = null;
-            timer.Bucket = -1;
-            _count--;
+            return 0;
+        }
+
+        _heads[FiringBucket] = due;
+        for (int n = due; n != None; n = _nodes[n].Next)
+        {
+            _nodes[n].Bucket = FiringBucket;
+        }
+
+        int fired = 0;
+        for (int node = _heads[FiringBucket]; node != None; node = _heads[FiringBucket])
+        {
+            Unlink(node);
+            WheelTimer timer = _owners[node].Timer!;
+            Free(node);
+            timer.Node = None;
             fired++;
             timer.Expire();
         }
@@ -209,78 +264,147 @@ internal sealed class TimerWheel
         return fired;
     }
 
-    // Takes a whole slot's list (singly linked through Next from here on).
-    private WheelTimer? Detach(int bucket, int level)
+    // Takes a whole slot's list; its nodes keep their links (Bucket is stale until relinked).
+    private int Detach(int bucket, int level)
     {
-        WheelTimer? head = _heads[bucket];
-        if (head is not null)
+        int head = _heads[bucket];
+        if (head != None)
         {
-            _heads[bucket] = null;
+            _heads[bucket] = None;
             _occupied[level] &= ~(1UL << (bucket & (Slots - 1)));
         }
 
         return head;
     }
 
-    private void Link(WheelTimer timer)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int BucketOf(long expires, out int level)
     {
-        long expires = timer.Expires < _now ? _now : timer.Expires;
         long delta = expires - _now;
-        int level;
-        if (delta < Slots)
+        if ((ulong)delta >= Span)
         {
-            level = 0;
-        }
-        else if (delta >= Span)
-        {
-            level = Levels - 1;
-            expires = _now + Span - 1; // beyond the wheel: wait in the top level, placed again on cascade
-        }
-        else
-        {
-            level = (63 - BitOperations.LeadingZeroCount((ulong)delta)) / SlotBits;
+            return OutsideBucketOf(expires, delta, out level);
         }
 
-        int bucket = (level * Slots) + (int)((expires >> (SlotBits * level)) & (Slots - 1));
-        WheelTimer? head = _heads[bucket];
-        timer.Previous = null;
-        timer.Next = head;
-        if (head is not null)
+        // Level = floor(log64(delta)), 0 below 64; the slot is the expiry's digit at that level.
+        level = (63 - BitOperations.LeadingZeroCount((ulong)delta | 1)) / SlotBits;
+        return (level * Slots) + (int)((expires >> (SlotBits * level)) & (Slots - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int OutsideBucketOf(long expires, long delta, out int level)
+    {
+        if (delta < 0)
         {
-            head.Previous = timer;
+            level = 0; // already past: fires at the next tick processed
+            return (int)(_now & (Slots - 1));
         }
 
-        _heads[bucket] = timer;
-        timer.Bucket = bucket;
+        // Beyond the wheel: wait in the top level's last slot of the span, placed again on cascade.
+        level = Levels - 1;
+        long placed = _now + Span - 1;
+        return (level * Slots) + (int)((placed >> (SlotBits * level)) & (Slots - 1));
+    }
+
+    private void Link(int node, long expires)
+    {
+        int bucket = BucketOf(expires, out int level);
+        LinkAt(node, expires, bucket, level);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void LinkAt(int node, long expires, int bucket, int level)
+    {
+        int head = _heads[bucket];
+        ref Entry entry = ref _nodes[node];
+        entry.Expires = expires;
+        entry.Previous = None;
+        entry.Next = head;
+        entry.Bucket = bucket;
+        if (head != None)
+        {
+            _nodes[head].Previous = node;
+        }
+
+        _heads[bucket] = node;
         _occupied[level] |= 1UL << (bucket & (Slots - 1));
     }
 
-    private void Unlink(WheelTimer timer)
+    private void Unlink(int node)
     {
-        int bucket = timer.Bucket;
-        Debug.Assert(bucket >= 0, "unlinking a timer that is not armed");
-        if (timer.Previous is { } previous)
+        ref Entry entry = ref _nodes[node];
+        int bucket = entry.Bucket;
+        Debug.Assert(bucket is >= 0 and <= FiringBucket, "unlinking a node that is not in a list");
+        int next = entry.Next;
+        int previous = entry.Previous;
+        if (previous != None)
         {
-            previous.Next = timer.Next;
+            _nodes[previous].Next = next;
         }
         else
         {
-            _heads[bucket] = timer.Next;
-            if (timer.Next is null)
+            _heads[bucket] = next;
+            if (next == None && bucket < FiringBucket)
             {
                 _occupied[bucket >> SlotBits] &= ~(1UL << (bucket & (Slots - 1)));
             }
         }
 
-        if (timer.Next is { } next)
+        if (next != None)
         {
-            next.Previous = timer.Previous;
+            _nodes[next].Previous = previous;
         }
-
-        timer.Next = null;
-        timer.Previous = null;
     }
 
+    private int Allocate(WheelTimer timer)
+    {
+        if (_freeCount == 0)
+        {
+            Grow();
+        }
+
+        int node = _free[--_freeCount];
+        _owners[node].Timer = timer;
+        timer.Node = node;
+        _count++;
+        return node;
+    }
+
+    private void Free(int node)
+    {
+        ref Entry entry = ref _nodes[node];
+        entry.Bucket = None;
+        _free[_freeCount++] = node;
+        _owners[node].Timer = null;
+        _count--;
+    }
+
+    // Nodes [from, to) are new: stack them so the lowest number is handed out first.
+    private void PushFresh(int from, int to)
+    {
+        for (int node = to - 1; node >= from; node--)
+        {
+            _nodes[node].Bucket = None;
+            _free[_freeCount++] = node;
+        }
+    }
+
+    private void Grow()
+    {
+        if (_count >= _capacity)
+        {
+            ThrowFull();
+        }
+
+        int old = _nodes.Length;
+        int size = (int)Math.Min((long)old * 2, _capacity);
+        Array.Resize(ref _nodes, size);
+        Array.Resize(ref _owners, size);
+        Array.Resize(ref _free, size);
+        PushFresh(old, size);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowFull() =>
         throw new InvalidOperationException($"This core has {_count} armed timers (MaxTimersPerCore = {_capacity}).");
 }

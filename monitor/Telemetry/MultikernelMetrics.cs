@@ -16,7 +16,11 @@ namespace Multikernel.Monitor.Telemetry;
 /// core's: they read only the kernels' racy counters (<see cref="CoreCounters"/> uses volatile
 /// reads; endpoint counts are single 64-bit fields written by one core), so a value may be a few
 /// messages stale but is never torn and nothing on the cores waits.</para>
-/// <para>Registration tables are bounded (<c>maxChannels</c>, <c>maxDomains</c>); at the limit a
+/// <para>Registration tables are per core, like everything a core writes: a channel or a domain is
+/// registered (and unregistered) by its own core's thread into that core's table, in O(1) and
+/// without a lock, so a bind or close on one core never touches a line another core writes. The
+/// exporter reads every core's table racily (each slot is published with a release write).
+/// Each core's tables are bounded (<c>maxChannels</c>, <c>maxDomains</c> per core); at the limit a
 /// registration is refused and counted in <see cref="RejectedRegistrations"/>, and the kernel
 /// carries on untouched.</para>
 /// <para>Instrument names (unit): <c>multikernel.urpc.messages.sent</c>, <c>.received</c>
@@ -37,29 +41,25 @@ public sealed class MultikernelMetrics : IDisposable
     /// <summary>Name of the meter.</summary>
     public const string MeterName = "Multikernel";
 
-    /// <summary>Default bound on registered channels.</summary>
+    /// <summary>Default bound on registered channels per core.</summary>
     public const int DefaultMaxChannels = 4096;
 
-    /// <summary>Default bound on registered domains.</summary>
+    /// <summary>Default bound on registered domains per core.</summary>
     public const int DefaultMaxDomains = 4096;
 
     private readonly IReadOnlyList<CoreKernel> _kernels;
     private readonly object[] _boxedCores;
     private readonly bool _ownsMeter;
-    private readonly int _maxChannels;
-    private readonly int _maxDomains;
-    private readonly Lock _gate = new();
-    private readonly List<Endpoint> _channels = [];
-    private readonly List<DomainMemory> _domains = [];
+    private readonly CoreTable<Endpoint>[] _channels;
+    private readonly CoreTable<DomainMemory>[] _domains;
     private readonly Counter<long> _monitorOperations;
     private readonly Counter<long> _capabilityOperations;
-    private long _rejected;
 
     /// <summary>Creates the meter and its instruments over <paramref name="kernels"/> (index = core id).</summary>
     /// <param name="kernels">Every core's kernel, in core order.</param>
     /// <param name="meterFactory">Creates the meter (the host's factory); null creates a meter this object owns and disposes.</param>
-    /// <param name="maxChannels">Bound on registered channels.</param>
-    /// <param name="maxDomains">Bound on registered domain memory sources.</param>
+    /// <param name="maxChannels">Bound on registered channels per core.</param>
+    /// <param name="maxDomains">Bound on registered domain memory sources per core.</param>
     public MultikernelMetrics(IReadOnlyList<CoreKernel> kernels, IMeterFactory? meterFactory = null, int maxChannels = DefaultMaxChannels, int maxDomains = DefaultMaxDomains)
     {
         ArgumentNullException.ThrowIfNull(kernels);
@@ -74,8 +74,14 @@ public sealed class MultikernelMetrics : IDisposable
         }
 
         _kernels = kernels;
-        _maxChannels = maxChannels;
-        _maxDomains = maxDomains;
+        _channels = new CoreTable<Endpoint>[kernels.Count];
+        _domains = new CoreTable<DomainMemory>[kernels.Count];
+        for (int i = 0; i < kernels.Count; i++)
+        {
+            _channels[i] = new CoreTable<Endpoint>(maxChannels);
+            _domains[i] = new CoreTable<DomainMemory>(maxDomains);
+        }
+
         _boxedCores = new object[kernels.Count];
         for (int i = 0; i < _boxedCores.Length; i++)
         {
@@ -113,82 +119,92 @@ public sealed class MultikernelMetrics : IDisposable
     /// <summary>The meter (for readers and tests).</summary>
     public Meter Meter { get; }
 
-    /// <summary>Registrations refused because a table was full.</summary>
-    public long RejectedRegistrations => Interlocked.Read(ref _rejected);
+    /// <summary>Registrations refused because a table was full (the sum of the cores' racy counts).</summary>
+    public long RejectedRegistrations
+    {
+        get
+        {
+            long rejected = 0;
+            for (int i = 0; i < _kernels.Count; i++)
+            {
+                rejected += _channels[i].Rejected + _domains[i].Rejected;
+            }
 
-    /// <summary>Channels registered now.</summary>
+            return rejected;
+        }
+    }
+
+    /// <summary>True when some listener collects the operation counters (tests: the no-listener path is only measurable without one).</summary>
+    internal bool OperationCountersEnabled => _monitorOperations.Enabled || _capabilityOperations.Enabled;
+
+    /// <summary>Channels registered now (the sum of the cores' racy counts).</summary>
     public int ChannelCount
     {
         get
         {
-            lock (_gate)
+            int count = 0;
+            foreach (CoreTable<Endpoint> table in _channels)
             {
-                return _channels.Count;
+                count += table.Count;
             }
+
+            return count;
         }
     }
 
-    // ------------------------------------------------------------------ registration (any thread)
+    // ------------------------------------------------------------------ registration (the owning core's thread)
 
     /// <summary>
-    /// Reports <paramref name="endpoint"/>'s traffic and queue depth from now on. Any thread (the
-    /// monitor calls it when it binds a channel). False, and counted, when <c>maxChannels</c> are
-    /// registered already; registering twice is a no-op that returns true.
+    /// Reports <paramref name="endpoint"/>'s traffic and queue depth from now on. Called on the
+    /// endpoint's core's thread (the monitor does at bind), or before that core starts; O(1),
+    /// no lock. False, and counted, when that core has <c>maxChannels</c> registered already;
+    /// registering twice is a no-op that returns true.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Called from another thread while the core runs.</exception>
     public bool TryRegisterChannel(Endpoint endpoint)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
-        lock (_gate)
-        {
-            if (_channels.Contains(endpoint))
-            {
-                return true;
-            }
-
-            if (_channels.Count >= _maxChannels)
-            {
-                _rejected++;
-                return false;
-            }
-
-            _channels.Add(endpoint);
-            return true;
-        }
+        return TableOf(_channels, endpoint.Core).TryAdd(endpoint) >= 0;
     }
 
-    /// <summary>Stops reporting <paramref name="endpoint"/> (call when it is closed). False when it was not registered.</summary>
+    /// <summary>Stops reporting <paramref name="endpoint"/> (its core calls this when it is closed). False when it was not registered. Same thread rule as <see cref="TryRegisterChannel"/>.</summary>
     public bool UnregisterChannel(Endpoint endpoint)
     {
-        lock (_gate)
-        {
-            return _channels.Remove(endpoint);
-        }
+        ArgumentNullException.ThrowIfNull(endpoint);
+        return TableOf(_channels, endpoint.Core).Remove(endpoint);
     }
 
     /// <summary>
     /// Reports the memory a domain holds. <paramref name="bytesInUse"/> is called on the metric
     /// reader's thread, so it must read a racy counter (a volatile long the domain's core updates),
-    /// never walk the core's structures. Returns null, and counts it, when the table is full;
-    /// dispose the registration when the domain exits.
+    /// never walk the core's structures. Called on <paramref name="core"/>'s thread (or before it
+    /// starts), like disposing the registration when the domain exits. Returns null, and counts it,
+    /// when that core's table is full.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Called from another thread while the core runs.</exception>
     public IDisposable? TryRegisterDomainMemory(string domain, int core, Func<long> bytesInUse)
     {
         ArgumentException.ThrowIfNullOrEmpty(domain);
         ArgumentNullException.ThrowIfNull(bytesInUse);
         CheckCore(core);
-        lock (_gate)
-        {
-            if (_domains.Count >= _maxDomains)
-            {
-                _rejected++;
-                return null;
-            }
-
-            var registration = new DomainMemory(this, domain, core, bytesInUse);
-            _domains.Add(registration);
-            return registration;
-        }
+        var registration = new DomainMemory(this, domain, core, bytesInUse);
+        return TableOf(_domains, core).TryAdd(registration) >= 0 ? registration : null;
     }
+
+    private CoreTable<T> TableOf<T>(CoreTable<T>[] tables, int core)
+        where T : class
+    {
+        CheckCore(core);
+        if (!_kernels[core].IsOwnerThread)
+        {
+            ThrowNotOwner(core);
+        }
+
+        return tables[core];
+    }
+
+    private static void ThrowNotOwner(int core) =>
+        throw new InvalidOperationException($"Metrics registrations for core {core} are made on core {core}'s thread (each core owns its own table).");
 
     // ------------------------------------------------------------------ operations (core threads)
 
@@ -320,13 +336,13 @@ public sealed class MultikernelMetrics : IDisposable
 
     private List<Measurement<long>> ObserveChannels(Func<Endpoint, long> read)
     {
-        Endpoint[] channels;
-        lock (_gate)
+        var channels = new List<Endpoint>();
+        foreach (CoreTable<Endpoint> table in _channels)
         {
-            channels = [.. _channels];
+            table.CopyTo(channels);
         }
 
-        var measurements = new List<Measurement<long>>(channels.Length);
+        var measurements = new List<Measurement<long>>(channels.Count);
         foreach (Endpoint endpoint in channels)
         {
             // Racy by design: single-writer fields of the endpoint's core, read without a fence.
@@ -342,13 +358,13 @@ public sealed class MultikernelMetrics : IDisposable
 
     private List<Measurement<long>> ObserveDomainMemory()
     {
-        DomainMemory[] domains;
-        lock (_gate)
+        var domains = new List<DomainMemory>();
+        foreach (CoreTable<DomainMemory> table in _domains)
         {
-            domains = [.. _domains];
+            table.CopyTo(domains);
         }
 
-        var measurements = new List<Measurement<long>>(domains.Length);
+        var measurements = new List<Measurement<long>>(domains.Count);
         foreach (DomainMemory domain in domains)
         {
             measurements.Add(new Measurement<long>(domain.Read(), new(TelemetryTags.Domain, domain.Name), CoreTag(domain.Core)));
@@ -381,11 +397,89 @@ public sealed class MultikernelMetrics : IDisposable
 
         public long Read() => read();
 
-        public void Dispose()
+        public void Dispose() => owner.TableOf(owner._domains, Core).Remove(this);
+    }
+
+    /// <summary>
+    /// One core's registrations: written only by that core's thread (a slot array, a stack of
+    /// free slots and an index, all O(1)), read by the exporter without a lock — each slot is
+    /// published with a release write and read with an acquire read, so the reader sees either
+    /// nothing or a whole registration, at worst one collection late.
+    /// </summary>
+    private sealed class CoreTable<T>
+        where T : class
+    {
+        private readonly T?[] _slots;
+        private readonly int[] _free;
+        private readonly Dictionary<T, int> _index = new(ReferenceEqualityComparer.Instance);
+        private int _freeCount;
+        private int _used; // high-water mark: the reader scans [0, _used)
+        private int _count;
+        private long _rejected;
+
+        public CoreTable(int capacity)
         {
-            lock (owner._gate)
+            _slots = new T?[capacity];
+            _free = new int[capacity];
+        }
+
+        public int Count => Volatile.Read(ref _count);
+
+        public long Rejected => Volatile.Read(ref _rejected);
+
+        /// <summary>The item's slot, or -1 (counted) when full.</summary>
+        public int TryAdd(T item)
+        {
+            if (_index.TryGetValue(item, out int existing))
             {
-                owner._domains.Remove(this);
+                return existing;
+            }
+
+            int slot;
+            if (_freeCount > 0)
+            {
+                slot = _free[--_freeCount];
+            }
+            else if (_used < _slots.Length)
+            {
+                slot = _used;
+                Volatile.Write(ref _used, _used + 1);
+            }
+            else
+            {
+                Volatile.Write(ref _rejected, _rejected + 1);
+                return -1;
+            }
+
+            _index.Add(item, slot);
+            Volatile.Write(ref _slots[slot], item);
+            Volatile.Write(ref _count, _count + 1);
+            return slot;
+        }
+
+        public bool Remove(T item)
+        {
+            if (!_index.Remove(item, out int slot))
+            {
+                return false;
+            }
+
+            Volatile.Write(ref _slots[slot], null);
+            _free[_freeCount++] = slot;
+            Volatile.Write(ref _count, _count - 1);
+            return true;
+        }
+
+        /// <summary>The exporter's racy read.</summary>
+        public void CopyTo(List<T> into)
+        {
+            int used = Volatile.Read(ref _used);
+            for (int i = 0; i < used; i++)
+            {
+                if (Volatile.Read(ref _slots[i]) is { } item)
+                {
+                    into.Add(item);
+                }
             }
         }
     }

@@ -110,5 +110,10 @@ public sealed class BoundedQueueTests
         Assert.True(machine.Kernels[0].Options.IsReadOnly);
         Assert.NotSame(machine.Kernels[0].Options, machine.Kernels[1].Options);
         Assert.Throws<InvalidOperationException>(() => machine.Kernels[0].Options.RingSlots = 8);
+
+        // Handed a read-only snapshot, each kernel still takes its own.
+        using var shared = new Machine(2, options.Snapshot(), TimeProvider.System, cpuCount: 2);
+        Assert.NotSame(shared.Kernels[0].Options, shared.Kernels[1].Options);
+        Assert.Equal(64, shared.Kernels[1].Options.RingSlots);
     }
 }

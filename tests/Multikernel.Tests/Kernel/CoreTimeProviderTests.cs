@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using Multikernel.CpuDriver.Kernel;
+
 namespace Multikernel.Tests.Kernel;
 
 public sealed class CoreTimeProviderTests
@@ -84,5 +87,112 @@ public sealed class CoreTimeProviderTests
             return GC.GetAllocatedBytesForCurrentThread() - before;
         });
         Assert.True(allocated < 1024, $"2000 delays allocated {allocated} bytes");
+    }
+
+    /// <summary>A clock that counts its reads and can be moved forward (the rest of the machine keeps real time).</summary>
+    private sealed class SteppedClock : TimeProvider
+    {
+        private long _offset;
+        private long _reads;
+
+        public long Reads => Interlocked.Read(ref _reads);
+
+        public void Step(TimeSpan by) => Interlocked.Add(ref _offset, (long)(by.TotalSeconds * Stopwatch.Frequency));
+
+        public override long GetTimestamp()
+        {
+            Interlocked.Increment(ref _reads);
+            return Stopwatch.GetTimestamp() + Interlocked.Read(ref _offset);
+        }
+
+        public override long TimestampFrequency => Stopwatch.Frequency;
+    }
+
+    [Fact]
+    public async Task ArmsInOneWorkItem_ReadTheClockOnce()
+    {
+        var clock = new SteppedClock();
+        var machine = new Machine(1, new KernelOptions { PinThreads = false, MaxPark = TimeSpan.FromSeconds(5) }, clock, cpuCount: 2);
+        try
+        {
+            machine.StartCore(0);
+            CoreKernel core = machine.Kernels[0];
+            long reads = await core.RunAsync(() =>
+            {
+                var timers = new ITimer[200];
+                for (int i = 0; i < timers.Length; i++)
+                {
+                    timers[i] = core.Timers.CreateTimer(static _ => { }, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                }
+
+                long before = clock.Reads;
+                for (int round = 0; round < 5; round++)
+                {
+                    foreach (ITimer timer in timers)
+                    {
+                        timer.Change(TimeSpan.FromSeconds(10 + round), Timeout.InfiniteTimeSpan);
+                    }
+                }
+
+                long used = clock.Reads - before;
+                foreach (ITimer timer in timers)
+                {
+                    timer.Dispose();
+                }
+
+                return used;
+            }).WaitAsync(KernelRig.Patience);
+            Assert.True(reads <= 1, $"1000 arms in one work item read the clock {reads} times");
+        }
+        finally
+        {
+            if (machine.HaltAll(KernelRig.Patience))
+            {
+                machine.Dispose(); // only once the core thread has left its loop
+            }
+        }
+    }
+
+    [Fact]
+    public async Task TheNextWorkItem_ArmsFromAFreshClockRead_NotTheLastItemsTime()
+    {
+        var clock = new SteppedClock();
+        var machine = new Machine(1, new KernelOptions { PinThreads = false, MaxPark = TimeSpan.FromSeconds(5) }, clock, cpuCount: 2);
+        try
+        {
+            machine.StartCore(0);
+            CoreKernel core = machine.Kernels[0];
+            ITimer first = await core.RunAsync(() => core.Timers.CreateTimer(static _ => { }, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan)).WaitAsync(KernelRig.Patience);
+            ITimer second = await core.RunAsync(() => core.Timers.CreateTimer(static _ => { }, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan)).WaitAsync(KernelRig.Patience);
+
+            // Hold the core inside one item while two more are queued behind it, so the loop runs
+            // those two back to back in the same pass over its work from other threads.
+            using var gate = new ManualResetEventSlim();
+            Task<int> blocker = core.RunAsync(() => { gate.Wait(KernelRig.Patience); return 0; });
+            Task<long> armFirst = core.RunAsync(() =>
+            {
+                first.Change(TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+                clock.Step(TimeSpan.FromSeconds(60)); // a minute passes inside this item
+                return ((WheelTimer)first).Expires;
+            });
+            Task<long> armSecond = core.RunAsync(() =>
+            {
+                second.Change(TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+                return ((WheelTimer)second).Expires;
+            });
+            gate.Set();
+            await blocker.WaitAsync(KernelRig.Patience);
+            long a = await armFirst.WaitAsync(KernelRig.Patience);
+            long b = await armSecond.WaitAsync(KernelRig.Patience);
+            Assert.InRange(b - a, 60_000_000, 61_000_000);
+            await core.RunAsync(() => { first.Dispose(); second.Dispose(); return 0; }).WaitAsync(KernelRig.Patience);
+        }
+        finally
+        {
+            if (machine.HaltAll(KernelRig.Patience))
+            {
+                machine.Dispose(); // only once the core thread has left its loop
+            }
+        }
     }
 }

@@ -1,4 +1,7 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
 using Multikernel.CpuDriver.Kernel;
+using Multikernel.CpuDriver.Urpc;
 
 namespace Multikernel.Tests.Kernel;
 
@@ -99,5 +102,42 @@ public sealed class DoorbellTests
 
         Assert.True(owner.Join(TimeSpan.FromMinutes(1)));
         Assert.Equal(Rounds, Volatile.Read(ref seen));
+    }
+
+    [Fact]
+    public void TheDoorbellFlag_SitsAloneOnItsOwn128BytePair()
+    {
+        Type line = typeof(Doorbell).GetNestedType("PaddedState", BindingFlags.NonPublic)!;
+        FieldInfo state = line.GetField("State")!;
+        int offset = state.GetCustomAttribute<FieldOffsetAttribute>()!.Value;
+        int size = line.StructLayoutAttribute!.Size;
+        // Whatever the object's alignment, every 128-byte-aligned block holding the flag lies
+        // inside the padding: 128 bytes before it, at least 124 after it.
+        Assert.True(offset >= 128, $"only {offset} bytes pad the doorbell flag before it");
+        Assert.True(size - offset - sizeof(int) >= 124, $"only {size - offset - sizeof(int)} bytes pad it after");
+        Assert.Single(line.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic));
+    }
+
+    [Fact]
+    public unsafe void RingIndexLines_Are128ByteAligned_AndEachOnItsOwnPair()
+    {
+        using var ring = new UrpcRing(16);
+        string[] lines = ["_producer", "_consumer", "_shared", "_stall"];
+        var addresses = new List<long>();
+        foreach (string name in lines)
+        {
+            FieldInfo field = typeof(UrpcRing).GetField(name, BindingFlags.Instance | BindingFlags.NonPublic)!;
+            long address = (long)Pointer.Unbox(field.GetValue(ring)!);
+            Assert.Equal(0, address % 128);
+            Assert.Equal(128, field.FieldType.GetElementType()!.StructLayoutAttribute!.Size);
+            addresses.Add(address);
+        }
+
+        long slots = (long)Pointer.Unbox(typeof(UrpcRing).GetField("_slots", BindingFlags.Instance | BindingFlags.NonPublic)!.GetValue(ring)!);
+        addresses.Add(slots);
+        for (int i = 1; i < addresses.Count; i++)
+        {
+            Assert.Equal(128, addresses[i] - addresses[i - 1]);
+        }
     }
 }

@@ -14,9 +14,12 @@ public sealed class TimerWheelTests
 
         public TimerWheel? Wheel;
 
+        public Action<Probe>? OnFire;
+
         internal override void Expire()
         {
             Fired++;
+            OnFire?.Invoke(this);
             // The wheel processes one tick at a time and has moved past it when timers fire.
             FiredAt = Wheel is null ? Clock : Wheel.Now - 1;
             log.Add((this, FiredAt));
@@ -154,5 +157,99 @@ public sealed class TimerWheelTests
         Assert.True(wheel.Cancel(b));
         wheel.Schedule(new Probe(log), 5);
         Assert.Equal(2, wheel.Count);
+    }
+
+    [Fact]
+    public void ACallbackCancellingTimersDueInTheSameTick_TheyDoNotFire_AndTheCountStaysRight()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 16);
+        Probe[] probes = [.. Enumerable.Range(0, 5).Select(_ => new Probe(log) { Wheel = wheel })];
+        foreach (Probe p in probes)
+        {
+            p.OnFire = self =>
+            {
+                foreach (Probe other in probes)
+                {
+                    if (other != self)
+                    {
+                        wheel.Cancel(other);
+                    }
+                }
+            };
+            wheel.Schedule(p, 100);
+        }
+
+        var bystander = new Probe(log) { Wheel = wheel };
+        wheel.Schedule(bystander, 100 + 64); // same level-0 slot index, a later lap
+
+        Assert.Equal(1, wheel.Advance(100));
+        Assert.Equal(1, probes.Sum(p => p.Fired));
+        Assert.Equal(1, wheel.Count);
+        Assert.Equal(1, wheel.Advance(200));
+        Assert.Equal(164, bystander.FiredAt);
+        Assert.Equal(0, wheel.Count);
+    }
+
+    [Fact]
+    public void ACallbackReArmingATimerDueInTheSameTick_MovesIt_ItFiresOnceAtItsNewTick()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 16);
+        var a = new Probe(log) { Wheel = wheel };
+        var b = new Probe(log) { Wheel = wheel };
+        a.OnFire = _ => { if (b.IsArmed) { wheel.Schedule(b, 150); } };
+        b.OnFire = _ => { if (a.IsArmed) { wheel.Schedule(a, 150); } };
+        wheel.Schedule(a, 100);
+        wheel.Schedule(b, 100);
+
+        Assert.Equal(1, wheel.Advance(120));
+        Assert.Equal(1, wheel.Count);
+        Assert.Equal(1, wheel.Advance(150));
+        Assert.Equal(1, a.Fired);
+        Assert.Equal(1, b.Fired);
+        Assert.Equal(150, Math.Max(a.FiredAt, b.FiredAt));
+        Assert.Equal(100, Math.Min(a.FiredAt, b.FiredAt));
+    }
+
+    [Fact]
+    public void ResetWithinTheSameBucket_KeepsTheNewExpiry()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var p = new Probe(log) { Wheel = wheel };
+        wheel.Schedule(p, 100_000);
+        wheel.Schedule(p, 100_010); // level 2 (4096 µs slots): the same bucket
+        long t = 0;
+        while (p.Fired == 0)
+        {
+            t = wheel.NextEventTick();
+            wheel.Advance(t);
+        }
+
+        Assert.Equal(100_010, p.FiredAt);
+    }
+
+    [Fact]
+    public void NodeStorage_GrowsToTheCapacity_AndReusesFreedNodes()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 1000);
+        Probe[] probes = [.. Enumerable.Range(0, 1000).Select(_ => new Probe(log) { Wheel = wheel })];
+        for (int round = 0; round < 3; round++)
+        {
+            long start = wheel.Now;
+            for (int i = 0; i < probes.Length; i++)
+            {
+                wheel.Schedule(probes[i], start + 10 + (i * 37 % 5000));
+            }
+
+            Assert.Throws<InvalidOperationException>(() => wheel.Schedule(new Probe(log), 1));
+            Assert.Equal(1000, wheel.Count);
+            Assert.Equal(1000, new HashSet<int>(probes.Select(p => p.Node)).Count);
+            wheel.Advance(start + 6000);
+            Assert.Equal(0, wheel.Count);
+            Assert.All(probes, p => Assert.Equal(round + 1, p.Fired));
+        }
     }
 }

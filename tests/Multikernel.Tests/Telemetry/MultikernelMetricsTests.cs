@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.DependencyInjection;
+using Multikernel.CpuDriver.Channels;
 using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor.Telemetry;
@@ -18,8 +19,8 @@ public sealed class MultikernelMetricsTests
         using var rig = new TwoCoreRig();
         using var metrics = new MultikernelMetrics([rig.Core0, rig.Core1]);
         using var reader = new MetricsSnapshotReader();
-        Assert.True(metrics.TryRegisterChannel(rig.Sender));
-        Assert.True(metrics.TryRegisterChannel(rig.Receiver));
+        Assert.True(await TwoCoreRig.On(rig.Core0, () => metrics.TryRegisterChannel(rig.Sender)));
+        Assert.True(await TwoCoreRig.On(rig.Core1, () => metrics.TryRegisterChannel(rig.Receiver)));
         const int Messages = 20; // more than the window (8): credits flow back
 
         Task receive = TwoCoreRig.RunOn(rig.Core1, async () =>
@@ -85,6 +86,7 @@ public sealed class MultikernelMetricsTests
         using var rig = new TwoCoreRig();
         using var metrics = new MultikernelMetrics([rig.Core0, rig.Core1]);
         metrics.RecordMonitorOperation(0, "warm-up");
+        Assert.False(metrics.OperationCountersEnabled, "a meter listener left attached by an earlier test collects the Multikernel meter; this test measures the path without one");
 
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 10_000; i++)
@@ -97,32 +99,47 @@ public sealed class MultikernelMetricsTests
     }
 
     [Fact]
-    public void ChannelTable_IsBounded_RefusesAndCountsAtTheLimit()
+    public async Task ChannelTables_ArePerCore_BoundedPerCore_RefuseAndCountAtTheLimit()
     {
         using var rig = new TwoCoreRig();
         using var metrics = new MultikernelMetrics([rig.Core0, rig.Core1], maxChannels: 1, maxDomains: 1);
+        Endpoint extra = await TwoCoreRig.On(rig.Core0, () => rig.Core0.CreateEndpoint("extra"));
 
-        Assert.True(metrics.TryRegisterChannel(rig.Sender));
-        Assert.True(metrics.TryRegisterChannel(rig.Sender)); // idempotent
-        Assert.False(metrics.TryRegisterChannel(rig.Receiver));
+        Assert.True(await TwoCoreRig.On(rig.Core0, () => metrics.TryRegisterChannel(rig.Sender)));
+        Assert.True(await TwoCoreRig.On(rig.Core0, () => metrics.TryRegisterChannel(rig.Sender))); // idempotent
+        Assert.True(await TwoCoreRig.On(rig.Core1, () => metrics.TryRegisterChannel(rig.Receiver))); // core 1's own table
+        Assert.False(await TwoCoreRig.On(rig.Core0, () => metrics.TryRegisterChannel(extra)));
         Assert.Equal(1, metrics.RejectedRegistrations);
-        Assert.Equal(1, metrics.ChannelCount);
+        Assert.Equal(2, metrics.ChannelCount);
 
-        Assert.True(metrics.UnregisterChannel(rig.Sender));
-        Assert.False(metrics.UnregisterChannel(rig.Sender));
-        Assert.True(metrics.TryRegisterChannel(rig.Receiver));
+        Assert.True(await TwoCoreRig.On(rig.Core0, () => metrics.UnregisterChannel(rig.Sender)));
+        Assert.False(await TwoCoreRig.On(rig.Core0, () => metrics.UnregisterChannel(rig.Sender)));
+        Assert.True(await TwoCoreRig.On(rig.Core0, () => metrics.TryRegisterChannel(extra))); // the freed slot
+        Assert.Equal(2, metrics.ChannelCount);
 
         long inUse = 8192;
         using var reader = new MetricsSnapshotReader();
-        IDisposable? registration = metrics.TryRegisterDomainMemory("echo", 1, () => Volatile.Read(ref inUse));
+        IDisposable? registration = await TwoCoreRig.On(rig.Core1, () => metrics.TryRegisterDomainMemory("echo", 1, () => Volatile.Read(ref inUse)));
         Assert.NotNull(registration);
-        Assert.Null(metrics.TryRegisterDomainMemory("kv", 0, () => 0));
+        Assert.Null(await TwoCoreRig.On(rig.Core1, () => metrics.TryRegisterDomainMemory("kv", 1, () => 0)));
         Assert.Equal(2, metrics.RejectedRegistrations);
         Assert.Equal(8192, Value(reader.Collect(), "multikernel.domain.memory.usage", (TelemetryTags.Domain, "echo"), (TelemetryTags.Core, 1)));
 
-        registration.Dispose();
+        await TwoCoreRig.On(rig.Core1, () => { registration.Dispose(); return 0; });
         Assert.DoesNotContain(reader.Collect(), v => v.Instrument == "multikernel.domain.memory.usage");
-        Assert.NotNull(metrics.TryRegisterDomainMemory("kv", 0, () => 0));
+        Assert.NotNull(await TwoCoreRig.On(rig.Core1, () => metrics.TryRegisterDomainMemory("kv", 1, () => 0)));
+    }
+
+    [Fact]
+    public void Registration_FromAnotherThreadThanTheCores_IsRefusedWithAClearError()
+    {
+        using var rig = new TwoCoreRig();
+        using var metrics = new MultikernelMetrics([rig.Core0, rig.Core1]);
+        var error = Assert.Throws<InvalidOperationException>(() => metrics.TryRegisterChannel(rig.Sender));
+        Assert.Contains("core 0's thread", error.Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidOperationException>(() => metrics.UnregisterChannel(rig.Receiver));
+        Assert.Throws<InvalidOperationException>(() => metrics.TryRegisterDomainMemory("echo", 1, () => 0));
+        Assert.Equal(0, metrics.ChannelCount);
     }
 
     [Fact]

@@ -33,8 +33,8 @@ public sealed class OtlpEndToEndTests
                 using (TelemetryPipeline pipeline = TelemetrySetup.Start(new TelemetryOptions { TraceFile = traceFile }, variables.GetValueOrDefault))
                 {
                     Assert.Equal(new Uri(receiver.Endpoint, "/v1/traces"), pipeline.Plan.OtlpTracesEndpoint);
-                    Assert.True(metrics.TryRegisterChannel(rig.Sender));
-                    Assert.True(metrics.TryRegisterChannel(rig.Receiver));
+                    Assert.True(await TwoCoreRig.On(rig.Core0, () => metrics.TryRegisterChannel(rig.Sender)));
+                    Assert.True(await TwoCoreRig.On(rig.Core1, () => metrics.TryRegisterChannel(rig.Receiver)));
 
                     Task participant = TwoCoreRig.RunOn(rig.Core1, async () =>
                     {

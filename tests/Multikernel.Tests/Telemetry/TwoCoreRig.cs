@@ -38,6 +38,9 @@ internal sealed class TwoCoreRig : IDisposable
     /// <summary>The channel end on core 1.</summary>
     public Endpoint Receiver { get; }
 
+    /// <summary>Runs <paramref name="work"/> on <paramref name="core"/>'s thread and waits (bounded) for its result.</summary>
+    public static Task<T> On<T>(CoreKernel core, Func<T> work) => core.RunAsync(work).WaitAsync(TimeSpan.FromSeconds(15));
+
     /// <summary>Runs <paramref name="body"/> as a domain on <paramref name="core"/>.</summary>
     public static Task RunOn(CoreKernel core, Func<Task> body)
     {
