@@ -144,7 +144,7 @@ internal static partial class BenchScenarioCommands
             text.Append(CultureInfo.InvariantCulture, $" plus {string.Join(", ", unknown)}");
         }
 
-        text.Append(CultureInfo.InvariantCulture, $": {string.Join(", ", parts)}.");
+        text.Append(CultureInfo.InvariantCulture, $": {string.Join(", ", parts)}; {MachineLoad()}.");
         string[] outside = [.. bench.Subcommands.Where(c => !ReferenceEquals(c, all) && !IsScenario(c)).Select(c => c.Name)];
         if (outside.Length > 0)
         {

@@ -79,9 +79,34 @@ internal static partial class BenchScenarioCommands
         }
     }
 
-    /// <summary>Prints how long a scenario is about to take (before it starts).</summary>
+    /// <summary>Prints how long a scenario is about to take (before it starts) and how busy the machine is.</summary>
     internal static void Announce(string scenario, TimeSpan estimate) =>
-        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{scenario}: about {Math.Max(1, Math.Round(estimate.TotalSeconds)):F0} s"));
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{scenario}: about {Math.Max(1, Math.Round(estimate.TotalSeconds)):F0} s; {MachineLoad()}"));
+
+    /// <summary>
+    /// The CPUs and the 1-minute load average (Linux): a load above the CPU count means other work
+    /// competes for them, and every figure of the run is then a figure of a shared machine.
+    /// </summary>
+    internal static string MachineLoad()
+    {
+        int cpus = Environment.ProcessorCount;
+        try
+        {
+            string[] fields = File.ReadAllText("/proc/loadavg").Split(' ');
+            if (fields.Length > 0 && double.TryParse(fields[0], NumberStyles.Float, CultureInfo.InvariantCulture, out double load))
+            {
+                return string.Create(CultureInfo.InvariantCulture, $"{cpus} CPUs, load average {load:F2}{(load > cpus ? " (busy: other work competes for the CPUs)" : string.Empty)}");
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+
+        return string.Create(CultureInfo.InvariantCulture, $"{cpus} CPUs");
+    }
 
     public static Command Updates()
     {
