@@ -14,6 +14,7 @@ var root = new RootCommand("multikernel: a Barrelfish-style multikernel for .NET
     RunCommand.Create(),
     DemoCommand.Create(),
     BenchCommand.Create(),
+    HealthCommand.Create(),
 };
 
 ParseResult parse = root.Parse(args);

@@ -3,22 +3,17 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
-using System.Text.Json.Serialization;
 using Multikernel.Netd.Filters;
 
 namespace Multikernel.Cli.Bench;
 
 /// <summary>One row of bench classify: nanoseconds per packet with this many filters installed.</summary>
 public sealed record ClassifyBenchResult(
-    [property: JsonPropertyName("filters")] int Filters,
-    [property: JsonPropertyName("trie_ns")] double TrieNs,
-    [property: JsonPropertyName("naive_ns")] double NaiveNs,
-    [property: JsonPropertyName("trie_nodes")] int TrieNodes,
-    [property: JsonPropertyName("matched_fraction")] double MatchedFraction);
-
-[JsonSerializable(typeof(List<ClassifyBenchResult>))]
-[JsonSourceGenerationOptions(WriteIndented = true)]
-internal sealed partial class ClassifyBenchJsonContext : JsonSerializerContext;
+    int Filters,
+    double TrieNs,
+    double NaiveNs,
+    int TrieNodes,
+    double MatchedFraction);
 
 /// <summary>
 /// netd's demultiplexing cost: the merged trie (<see cref="PacketClassifier.Classify"/>) against
@@ -218,8 +213,13 @@ public static class ClassifyBench
         return text.ToString();
     }
 
-    public static void WriteJson(IReadOnlyList<ClassifyBenchResult> results, string path) =>
-        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize([.. results], ClassifyBenchJsonContext.Default.ListClassifyBenchResult));
+    /// <summary>About how long <see cref="Run"/> takes: the warm-up and, per filter count, two settling and 2 × runs timed passes of each way.</summary>
+    public static TimeSpan EstimatedDuration(bool quick)
+    {
+        int runs = quick ? 3 : 9;
+        TimeSpan budget = TimeSpan.FromMilliseconds(quick ? 20 : 100);
+        return (budget * 10) + (budget * (FilterCounts.Length * (2 + (2 * runs)))) + TimeSpan.FromMilliseconds(300);
+    }
 
     private static double Median(List<double> values)
     {

@@ -10,92 +10,21 @@ internal static class BenchCommand
     public static Command Create()
     {
         var command = new Command("bench", "Side-by-side measurements (ratios against a baseline in the same run).");
+        // The suite: every subcommand with --out and --quick is a scenario `bench all` runs, in
+        // this order. A new scenario is one line here.
         command.Subcommands.Add(Urpc());
-        command.Subcommands.Add(Endpoint());
-        command.Subcommands.Add(Shootdown());
-        command.Subcommands.Add(Classify());
+        command.Subcommands.Add(BenchScenarioCommands.Scale());
         command.Subcommands.Add(BenchScenarioCommands.Updates());
+        command.Subcommands.Add(Shootdown());
+        command.Subcommands.Add(BenchScenarioCommands.Classify());
+        command.Subcommands.Add(BenchScenarioCommands.Timers());
+        command.Subcommands.Add(BenchScenarioCommands.Wakeup());
+        command.Subcommands.Add(Endpoint());
         command.Subcommands.Add(BenchScenarioCommands.Netd());
-        command.Subcommands.Add(Timers());
-        command.Subcommands.Add(Wakeup());
+
+        // Not in the suite (no report files): a table only.
         command.Subcommands.Add(ShardedCalls());
-        return command;
-    }
-
-    private static Command Classify()
-    {
-        var json = new Option<string?>("--json") { Description = "Also write an array of {filters, trie_ns, naive_ns, ...}." };
-        var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
-        var command = new Command("classify", "netd's packet classifier: ns per packet with 1, 10, 100 and 1000 installed filters, merged trie vs evaluating each filter in turn, in the same run.")
-        {
-            json, quick,
-        };
-        command.SetAction(parse =>
-        {
-            IReadOnlyList<ClassifyBenchResult> results = ClassifyBench.Run(parse.GetValue(quick), m => Console.Error.WriteLine(m));
-            Console.WriteLine(ClassifyBench.Render(results));
-            if (parse.GetValue(json) is { } path)
-            {
-                ClassifyBench.WriteJson(results, path);
-                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
-            }
-
-            return 0;
-        });
-        return command;
-    }
-
-    private static Command Timers()
-    {
-        var json = new Option<string?>("--json") { Description = "Also write an array of {name, arms_per_s, resets_per_s, cancels_per_s, alloc_bytes_per_op}." };
-        var rounds = new Option<int>("--rounds") { Description = "Rounds of 4096 arms, resets and cancels on the core.", DefaultValueFactory = _ => 200 };
-        var command = new Command("timers", "Timer arm/reset/cancel through ITimer.Change: a core's timer wheel vs TimeProvider.System, same run.") { json, rounds };
-        command.SetAction(parse =>
-        {
-            int n = parse.GetValue(rounds);
-            if (n is < 1 or > 100_000)
-            {
-                Console.Error.WriteLine("multikernel: --rounds must be between 1 and 100000.");
-                return CliHost.UsageError;
-            }
-
-            IReadOnlyList<TimerBenchResult> results = TimerBench.Run(n, m => Console.Error.WriteLine(m));
-            Console.WriteLine(TimerBench.Render(results));
-            if (parse.GetValue(json) is { } path)
-            {
-                TimerBench.WriteJson(results, path);
-                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
-            }
-
-            return 0;
-        });
-        return command;
-    }
-
-    private static Command Wakeup()
-    {
-        var json = new Option<string?>("--json") { Description = "Also write an array of {name, samples, p50_us, p99_us, mean_us}." };
-        var samples = new Option<int>("--samples") { Description = "Wake-ups per variant (1 ms apart).", DefaultValueFactory = _ => 500 };
-        var command = new Command("wakeup", "Wake-up latency of a parked core: the old semaphore park vs the epoll park woken by a doorbell and by a descriptor.") { json, samples };
-        command.SetAction(parse =>
-        {
-            int n = parse.GetValue(samples);
-            if (n is < 10 or > 100_000)
-            {
-                Console.Error.WriteLine("multikernel: --samples must be between 10 and 100000.");
-                return CliHost.UsageError;
-            }
-
-            IReadOnlyList<WakeupBenchResult> results = WakeupBench.Run(n, m => Console.Error.WriteLine(m));
-            Console.WriteLine(WakeupBench.Render(results));
-            if (parse.GetValue(json) is { } path)
-            {
-                WakeupBench.WriteJson(results, path);
-                Console.WriteLine($"wrote {Path.GetFullPath(path)}");
-            }
-
-            return 0;
-        });
+        command.Subcommands.Add(BenchScenarioCommands.All(command));
         return command;
     }
 
@@ -115,17 +44,20 @@ internal static class BenchCommand
 
     private static Command Shootdown()
     {
-        var cores = new Option<string>("--cores") { Description = "Core counts to measure, comma-separated.", DefaultValueFactory = _ => "1,2,4,8" };
+        var cores = new Option<string?>("--cores") { Description = "Core counts to measure, comma-separated (default 1,2,4,8; --quick 1,2,4)." };
         var json = new Option<string?>("--json") { Description = "Also write an array of {protocol, cores, latency_ns, oversubscribed}." };
-        var iterations = new Option<int>("--iterations") { Description = "Revokes per protocol and core count.", DefaultValueFactory = _ => 200 };
+        var iterations = new Option<int?>("--iterations") { Description = "Revokes per protocol and core count (default 200; --quick 10)." };
+        var quick = new Option<bool>("--quick") { Description = "Cores 1,2,4 and 10 revokes each (a smoke test, not figures)." };
         var outDir = OutOption();
-        var command = new Command("shootdown", "Revoke a frame capability copied to every core and wait for every acknowledgement: unicast vs multicast tree vs a shared-memory/lock baseline, by core count (the multikernel paper's figures 6-7).")
+        var command = new ScenarioCommand("shootdown", "Revoke a frame capability copied to every core and wait for every acknowledgement: unicast vs multicast tree vs a shared-memory/lock baseline, by core count (the multikernel paper's figures 6-7).",
+            q => ShootdownEstimate(q ? [1, 2, 4] : [1, 2, 4, 8], q ? 10 : 200))
         {
-            cores, json, iterations, outDir,
+            cores, json, iterations, quick, outDir,
         };
         command.SetAction(parse =>
         {
-            string list = parse.GetValue(cores)!;
+            bool q = parse.GetValue(quick);
+            string list = parse.GetValue(cores) ?? (q ? "1,2,4" : "1,2,4,8");
             var counts = new List<int>();
             foreach (string part in list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
             {
@@ -138,12 +70,14 @@ internal static class BenchCommand
                 counts.Add(n);
             }
 
-            int n2 = parse.GetValue(iterations);
+            int n2 = parse.GetValue(iterations) ?? (q ? 10 : 200);
             if (counts.Count == 0 || n2 < 1 || n2 > 100_000)
             {
                 Console.Error.WriteLine("multikernel: give at least one core count and --iterations between 1 and 100000.");
                 return CliHost.UsageError;
             }
+
+            BenchScenarioCommands.Announce("shootdown", ShootdownEstimate(counts, n2));
 
             IReadOnlyList<ShootdownResult> results = ShootdownBench.Run(counts, n2, m => Console.Error.WriteLine(m));
             Console.WriteLine(ShootdownBench.Render(results));
@@ -165,7 +99,8 @@ internal static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
         var outDir = OutOption();
         var tracing = new Option<string>("--tracing") { Description = "Which tracing settings to measure: off, 1%, 100% (comma-separated).", DefaultValueFactory = _ => "off,1%,100%" };
-        var command = new Command("endpoint", "Domain-to-domain messaging through two kernels with tracing off, sampled at 1% (OpenTelemetry SDK) and always on: the cost of the instrumentation in the path.")
+        var command = new ScenarioCommand("endpoint", "Domain-to-domain messaging through two kernels with tracing off, sampled at 1% (OpenTelemetry SDK) and always on: the cost of the instrumentation in the path.",
+            q => q ? TimeSpan.FromSeconds(3) : TimeSpan.FromSeconds(25))
         {
             json, quick, tracing, outDir,
         };
@@ -179,9 +114,10 @@ internal static class BenchCommand
                 return CliHost.UsageError;
             }
 
+            BenchScenarioCommands.Announce("endpoint", q ? TimeSpan.FromSeconds(3) : TimeSpan.FromSeconds(25));
             IReadOnlyList<EndpointBenchResult> results = EndpointBench.Run(q ? 1 : 5, q ? 20_000 : 200_000, q ? 200_000 : 2_000_000, m => Console.Error.WriteLine(m), modes);
             Console.WriteLine(EndpointBench.Render(results));
-            WriteReport(parse.GetValue(outDir)!, "endpoint", results, ScenarioReports.EndpointColumns, plot: null);
+            WriteReport(parse.GetValue(outDir)!, "endpoint", results, ScenarioReports.EndpointColumns, ScenarioReports.EndpointPlot);
             if (parse.GetValue(json) is { } path)
             {
                 EndpointBench.WriteJson(results, path);
@@ -200,7 +136,8 @@ internal static class BenchCommand
         var slots = new Option<int>("--ring-slots") { Description = "Slots of the URPC ring under test (power of two).", DefaultValueFactory = _ => 256 };
         var quick = new Option<bool>("--quick") { Description = "Fewer, shorter runs (a smoke test, not figures)." };
         var outDir = OutOption();
-        var command = new Command("urpc", "URPC ring vs Channel.CreateBounded (async and TryWrite/TryRead) vs Channel.CreateUnbounded vs ConcurrentQueue vs a shared cache line: round trip, one-way streaming, allocation, wake-up cost. Two pinned threads, 64-byte messages, under two minutes.")
+        var command = new ScenarioCommand("urpc", "URPC ring vs Channel.CreateBounded (async and TryWrite/TryRead) vs Channel.CreateUnbounded vs ConcurrentQueue vs a shared cache line: round trip, one-way streaming, allocation, wake-up cost. Two pinned threads, 64-byte messages, under two minutes.",
+            q => UrpcEstimate(q))
         {
             json, cpus, slots, quick, outDir,
         };
@@ -238,6 +175,7 @@ internal static class BenchCommand
             return CliHost.UsageError;
         }
 
+        BenchScenarioCommands.Announce("urpc", UrpcEstimate(quick));
         IReadOnlyList<UrpcBenchResult> results = UrpcBench.Run(settings, message => Console.Error.WriteLine(message));
         Console.WriteLine(UrpcBench.RenderTable(results));
         WriteReport(outDir, "urpc", results, ScenarioReports.UrpcColumns, ScenarioReports.UrpcPlot);
@@ -249,6 +187,13 @@ internal static class BenchCommand
 
         return 0;
     }
+
+    // Measured on the 2-CPU development machine (the variants' runs plus their warm-ups).
+    private static TimeSpan UrpcEstimate(bool quick) => quick ? TimeSpan.FromSeconds(4) : TimeSpan.FromSeconds(30);
+
+    // A boot and a shutdown per core count, then three protocols of revokes at ~0.2 ms each.
+    private static TimeSpan ShootdownEstimate(IReadOnlyList<int> counts, int iterations) =>
+        TimeSpan.FromMilliseconds(counts.Sum(n => 400 + (3 * iterations * 0.2 * Math.Max(1, n / 2.0))));
 
     /// <summary>The <c>--out DIR</c> option every scenario shares.</summary>
     internal static Option<string> OutOption() =>

@@ -63,6 +63,7 @@ internal static class RunCommand
         }
 
         var runtime = host.Services.GetRequiredService<MultikernelRuntime>();
+        Hosting.SystemdNotify.Ready($"{runtime.Cores} cores booted");
         var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping, cancellationToken);
         if (durationSeconds is double seconds)
@@ -85,6 +86,7 @@ internal static class RunCommand
             }
         }
 
+        Hosting.SystemdNotify.Stopping("stopping the cores");
         await host.StopAsync(CancellationToken.None);
         return 0;
     }

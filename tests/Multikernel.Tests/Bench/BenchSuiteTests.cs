@@ -69,9 +69,81 @@ public sealed class BenchSuiteTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Scale_Quick_WritesEveryModeMixAndCoreCount_Oversubscribed()
+    {
+        string json = Path.Combine(_out, "extra", "s.json");
+        int over = Environment.ProcessorCount + 1;
+        var (code, stdout, stderr) = await RunAsync($"bench scale --quick --cores 1,{over} --keys 4096 --batch 8 --window 2 --out \"{_out}\" --json \"{json}\"");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains("scale: about", stderr, StringComparison.Ordinal);
+        Assert.Contains("sharded/shared", stdout, StringComparison.Ordinal);
+        Assert.Contains("oversubscribed", stdout, StringComparison.Ordinal);
+
+        JsonElement[] rows = CheckFiles("scale", ScaleColumns);
+        Assert.Equal(2 * 2 * 2, rows.Length);
+        foreach (string mix in new[] { "read-heavy", "write-heavy" })
+        {
+            foreach (int cores in new[] { 1, over })
+            {
+                JsonElement sharded = Assert.Single(rows, r => r.GetProperty("mode").GetString() == "sharded" && r.GetProperty("mix").GetString() == mix && r.GetProperty("cores").GetInt32() == cores);
+                JsonElement shared = Assert.Single(rows, r => r.GetProperty("mode").GetString() == "shared" && r.GetProperty("mix").GetString() == mix && r.GetProperty("cores").GetInt32() == cores);
+                foreach (JsonElement row in new[] { sharded, shared })
+                {
+                    Assert.True(row.GetProperty("ops_per_s").GetDouble() > 0, $"{row} made no progress");
+                    Assert.Equal(cores > Environment.ProcessorCount, row.GetProperty("oversubscribed").GetBoolean());
+                    Assert.Equal(4096, row.GetProperty("keys").GetInt32());
+                    Assert.True(row.GetProperty("cpus_used").GetDouble() > 0, $"{row} used no CPU");
+                }
+
+                Assert.Equal(8, sharded.GetProperty("batch").GetInt32());
+                Assert.Equal(2, sharded.GetProperty("window").GetInt32());
+                Assert.Equal(JsonValueKind.Null, shared.GetProperty("batch").ValueKind);
+                double ratio = sharded.GetProperty("ops_per_s").GetDouble() / shared.GetProperty("ops_per_s").GetDouble();
+                Assert.Equal(ratio, sharded.GetProperty("vs_shared").GetDouble(), 2);
+                if (cores == 1)
+                {
+                    Assert.Equal(1.0, sharded.GetProperty("scaling").GetDouble(), 3);
+                }
+            }
+        }
+
+        Assert.Equal(File.ReadAllText(Path.Combine(_out, "scale.json")), File.ReadAllText(json));
+    }
+
+    [Fact]
+    public async Task All_Quick_RunsEveryScenarioIntoOneDirectory()
+    {
+        string json = Path.Combine(_out, "all.json");
+        var (code, stdout, stderr) = await RunAsync($"bench all --quick --out \"{_out}\" --json \"{json}\"", TimeSpan.FromMinutes(6));
+        Assert.True(code == 0, $"exit {code}: {stderr}\n{stdout}");
+        // The plan (with its duration) comes before the first scenario starts.
+        int plan = stderr.IndexOf("bench all --quick:", StringComparison.Ordinal);
+        Assert.True(plan >= 0 && plan < stderr.IndexOf("== bench ", StringComparison.Ordinal), stderr);
+        Assert.Matches(@"bench all --quick: \d+ scenarios, about \d+ (s|min)", stderr);
+
+        using JsonDocument combined = JsonDocument.Parse(File.ReadAllText(json));
+        foreach ((string scenario, string[] columns) in Suite)
+        {
+            Assert.Matches($@"(?m)^{scenario} +[0-9.]+ s  ok$", stdout);
+            JsonElement[] rows = CheckFiles(scenario, columns);
+            Assert.Equal(rows.Length, combined.RootElement.GetProperty(scenario).GetArrayLength());
+        }
+
+        string[] timers = [.. CheckFiles("timers", Suite["timers"]).Select(r => r.GetProperty("name").GetString()!)];
+        Assert.Equal(["core-timers", "system-timeprovider", "core-timers-clock-per-op", "null-itimer"], timers);
+        Assert.Equal(3, CheckFiles("wakeup", Suite["wakeup"]).Length);
+        Assert.Equal([1, 10, 100, 1000], CheckFiles("classify", Suite["classify"]).Select(r => r.GetProperty("filters").GetInt32()));
+    }
+
     [Theory]
     [InlineData("bench updates --cores 0", "--cores must be a comma-separated list of numbers between 1 and 64")]
     [InlineData("bench updates --lines 2,x", "--lines must be a comma-separated list")]
+    [InlineData("bench scale --cores 2,a", "--cores must be a comma-separated list of numbers between 1 and 64")]
+    [InlineData("bench scale --window 0", "--window must be between 1 and 16")]
+    [InlineData("bench scale --batch 5000", "--batch must be between 1 and 4096")]
+    [InlineData("bench all --only scale,nosuch", "--only: no scenario 'nosuch'")]
+    [InlineData("bench timers --rounds 0", "--rounds must be between 1 and 100000")]
     public async Task BadScenarioOptions_StopWithOneClearLine(string arguments, string expected)
     {
         var (code, _, stderr) = await RunAsync(arguments);
@@ -79,6 +151,22 @@ public sealed class BenchSuiteTests : IDisposable
         Assert.Contains(expected, stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
     }
+
+    private static readonly string[] ScaleColumns = ["mode", "mix", "cores", "ops_per_s", "oversubscribed", "keys", "batch", "window", "scaling", "vs_shared", "cpus_used", "ops_per_cpu_s"];
+
+    // Every scenario `bench all` must run, with the columns its rows carry.
+    private static readonly Dictionary<string, string[]> Suite = new()
+    {
+        ["urpc"] = ["name", "rtt_ns", "msgs_per_s", "bytes_per_msg", "alloc_bytes_per_msg", "rtt_vs_floor", "msgs_vs_bounded_channel", "p90_ns", "batch", "runs", "pinned"],
+        ["scale"] = ScaleColumns,
+        ["updates"] = ["mode", "cores", "lines", "ops_per_s", "ns_per_op", "oversubscribed"],
+        ["shootdown"] = ["protocol", "cores", "latency_ns", "p90_ns", "iterations", "oversubscribed"],
+        ["classify"] = ["filters", "trie_ns", "naive_ns", "trie_nodes", "matched_fraction", "naive_vs_trie"],
+        ["timers"] = ["name", "arms_per_s", "resets_per_s", "cancels_per_s", "alloc_bytes_per_op"],
+        ["wakeup"] = ["name", "samples", "p50_us", "p99_us", "mean_us"],
+        ["endpoint"] = ["name", "tracing", "rtt_ns", "msgs_per_s", "alloc_bytes_per_msg", "oversubscribed"],
+        ["netd"] = ["size", "packets_per_s", "alloc_bytes_per_packet", "urpc_messages_per_s", "vs_urpc", "packets", "lost", "small_deliveries", "page_deliveries", "netd_core_alloc_bytes_per_packet", "app_core_alloc_bytes_per_packet", "no_buffer_drops", "queue_full_drops"],
+    };
 
     /// <summary>Checks the four files of a scenario and returns its JSON rows.</summary>
     private JsonElement[] CheckFiles(string scenario, string[] columns)
@@ -102,6 +190,6 @@ public sealed class BenchSuiteTests : IDisposable
         return rows;
     }
 
-    private static Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments) =>
-        Cli.CliProcess.RunAsync(arguments, timeout: TimeSpan.FromMinutes(3));
+    private static Task<(int ExitCode, string Out, string Err)> RunAsync(string arguments, TimeSpan? timeout = null) =>
+        Cli.CliProcess.RunAsync(arguments, timeout: timeout ?? TimeSpan.FromMinutes(3));
 }

@@ -19,7 +19,21 @@ internal sealed record BenchColumn<TRow>(string Name, Func<TRow, object?> Value)
 /// <param name="Series">Series a row belongs to (its legend text).</param>
 /// <param name="LogY">Plot Y on a log10 scale (latencies spanning decades).</param>
 /// <param name="Bars">One bar per row, labelled by its series (variants side by side) instead of lines over X.</param>
-internal sealed record BenchPlot<TRow>(string Title, string XLabel, string YLabel, Func<TRow, double> X, Func<TRow, double> Y, Func<TRow, string> Series, bool LogY = false, bool Bars = false);
+/// <param name="LogX">Plot X on a log10 scale (filter counts 1, 10, 100, 1000).</param>
+/// <param name="MarkOversubscribed">X is a core or thread count: label the counts above this machine's CPUs "oversubscribed" and draw a line at the CPU count.</param>
+/// <param name="BarMetrics">With <paramref name="Bars"/>: a group of bars per row, one per metric (its legend text and value), instead of one bar of <paramref name="Y"/>.</param>
+internal sealed record BenchPlot<TRow>(
+    string Title,
+    string XLabel,
+    string YLabel,
+    Func<TRow, double> X,
+    Func<TRow, double> Y,
+    Func<TRow, string> Series,
+    bool LogY = false,
+    bool Bars = false,
+    bool LogX = false,
+    bool MarkOversubscribed = false,
+    IReadOnlyList<(string Name, Func<TRow, double> Value)>? BarMetrics = null);
 
 /// <summary>
 /// Writes one scenario's rows as CSV, JSON and a plot (SVG and PNG) under an output directory:
@@ -33,7 +47,11 @@ internal static class BenchReport
     public const string DefaultDirectory = "bench-results";
 
     /// <summary>Writes the four files and returns their paths.</summary>
-    public static IReadOnlyList<string> Write<TRow>(string directory, string scenario, IReadOnlyList<TRow> rows, IReadOnlyList<BenchColumn<TRow>> columns, BenchPlot<TRow>? plot)
+    public static IReadOnlyList<string> Write<TRow>(string directory, string scenario, IReadOnlyList<TRow> rows, IReadOnlyList<BenchColumn<TRow>> columns, BenchPlot<TRow>? plot) =>
+        Write(directory, scenario, rows, columns, rows, plot);
+
+    /// <summary>As <see cref="Write{TRow}(string, string, IReadOnlyList{TRow}, IReadOnlyList{BenchColumn{TRow}}, BenchPlot{TRow}?)"/>, plotting points derived from the rows (two lines from one row, say).</summary>
+    public static IReadOnlyList<string> Write<TRow, TPoint>(string directory, string scenario, IReadOnlyList<TRow> rows, IReadOnlyList<BenchColumn<TRow>> columns, IReadOnlyList<TPoint> points, BenchPlot<TPoint>? plot)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         Directory.CreateDirectory(directory);
@@ -46,7 +64,7 @@ internal static class BenchReport
         written.Add(basePath + ".json");
         if (plot is not null)
         {
-            written.AddRange(Plotting.Save(basePath, rows, plot));
+            written.AddRange(Plotting.Save(basePath, points, plot));
         }
 
         return written;

@@ -59,4 +59,78 @@ internal static class ScenarioReports
         new("alloc_bytes_per_msg", r => r.AllocBytesPerMessage),
         new("oversubscribed", r => r.Oversubscribed),
     ];
+
+    public static readonly BenchPlot<EndpointBenchResult> EndpointPlot = new(
+        "Domain-to-domain messages through two kernels by tracing setting",
+        "tracing",
+        "messages per second (millions)",
+        _ => 0,
+        r => r.MsgsPerSecond / 1e6,
+        r => $"tracing {r.Tracing}",
+        Bars: true);
+
+    public static readonly IReadOnlyList<BenchColumn<ClassifyBenchResult>> ClassifyColumns =
+    [
+        new("filters", r => r.Filters),
+        new("trie_ns", r => r.TrieNs),
+        new("naive_ns", r => r.NaiveNs),
+        new("trie_nodes", r => r.TrieNodes),
+        new("matched_fraction", r => r.MatchedFraction),
+        new("naive_vs_trie", r => r.NaiveNs / r.TrieNs),
+    ];
+
+    // Both lines come from the same rows: the plot's series split each row in two.
+    public static readonly BenchPlot<ClassifyPoint> ClassifyPlot = new(
+        "netd's classifier: ns per packet, merged trie vs each filter in turn",
+        "installed filters",
+        "ns per packet",
+        p => p.Filters,
+        p => p.Ns,
+        p => p.Way,
+        LogY: true,
+        LogX: true);
+
+    public static IReadOnlyList<ClassifyPoint> ClassifyPoints(IReadOnlyList<ClassifyBenchResult> rows) =>
+        [.. rows.Select(r => new ClassifyPoint("merged trie", r.Filters, r.TrieNs)), .. rows.Select(r => new ClassifyPoint("each filter in turn", r.Filters, r.NaiveNs))];
+
+    public static readonly IReadOnlyList<BenchColumn<TimerBenchResult>> TimerColumns =
+    [
+        new("name", r => r.Name),
+        new("arms_per_s", r => r.ArmsPerSecond),
+        new("resets_per_s", r => r.ResetsPerSecond),
+        new("cancels_per_s", r => r.CancelsPerSecond),
+        new("alloc_bytes_per_op", r => r.AllocBytesPerOp),
+    ];
+
+    public static readonly BenchPlot<TimerBenchResult> TimerPlot = new(
+        "Timer operations through ITimer.Change: a core's wheel vs TimeProvider.System",
+        "timers",
+        "operations per second (millions)",
+        _ => 0,
+        _ => double.NaN,
+        r => r.Name,
+        Bars: true,
+        BarMetrics: [("arm", r => r.ArmsPerSecond / 1e6), ("reset", r => r.ResetsPerSecond / 1e6), ("cancel", r => r.CancelsPerSecond / 1e6)]);
+
+    public static readonly IReadOnlyList<BenchColumn<WakeupBenchResult>> WakeupColumns =
+    [
+        new("name", r => r.Name),
+        new("samples", r => r.Samples),
+        new("p50_us", r => r.P50Us),
+        new("p99_us", r => r.P99Us),
+        new("mean_us", r => r.MeanUs),
+    ];
+
+    public static readonly BenchPlot<WakeupBenchResult> WakeupPlot = new(
+        "Wake-up latency of a parked core (published -> running)",
+        "park and wake-up path",
+        "latency (µs)",
+        _ => 0,
+        _ => double.NaN,
+        r => r.Name,
+        Bars: true,
+        BarMetrics: [("p50", r => r.P50Us), ("mean", r => r.MeanUs), ("p99", r => r.P99Us)]);
 }
+
+/// <summary>One point of the classify plot: one of the two ways at one filter count.</summary>
+internal sealed record ClassifyPoint(string Way, int Filters, double Ns);
