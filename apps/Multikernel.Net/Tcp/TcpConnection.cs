@@ -22,9 +22,9 @@ public sealed partial class TcpConnection : IDisposable
     private readonly NetworkStackOptions _o;
     private readonly TcpListener? _listener;
     private readonly ITimer _timer;
-    private readonly AsyncSlot<int> _read = new();
-    private readonly AsyncSlot<int> _write = new();
-    private readonly AsyncSlot<TcpConnection> _connect = new();
+    private readonly AsyncSlot<int> _read;
+    private readonly AsyncSlot<int> _write;
+    private readonly AsyncSlot<TcpConnection> _connect;
     private readonly SackBlock[] _scoreboard = new SackBlock[8];
 
     private SendRing? _send;
@@ -104,6 +104,9 @@ public sealed partial class TcpConnection : IDisposable
     {
         _table = table;
         _stack = table.Stack;
+        _read = new AsyncSlot<int>(_stack.Home);
+        _write = new AsyncSlot<int>(_stack.Home);
+        _connect = new AsyncSlot<TcpConnection>(_stack.Home);
         _o = _stack.Options;
         _listener = listener;
         Key = key;
