@@ -9,7 +9,7 @@ using Spectre.Console;
 namespace Multikernel.Cli.Commands;
 
 /// <summary><c>multikernel run</c>: boot N cores and keep them running until Ctrl-C, SIGTERM or the duration ends.</summary>
-internal static class RunCommand
+internal static partial class RunCommand
 {
     public static Command Create()
     {
@@ -32,13 +32,14 @@ internal static class RunCommand
         {
             cores, duration, stats, traceFile, memory,
         };
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), ct));
+        Func<ParseResult, AppRequest> apps = AddAppOptions(command);
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), apps(parse), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, AppRequest apps, CancellationToken cancellationToken)
     {
-        using IHost? host = CliHost.TryBuild(CliHost.Overrides(cores, traceFile, memory), out int unusable);
+        using IHost? host = CliHost.TryBuild(CliHost.Overrides(cores, traceFile, memory), out int unusable, services: s => ConfigureApps(s, apps));
         if (host is null)
         {
             return unusable;
