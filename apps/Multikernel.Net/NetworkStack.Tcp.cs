@@ -7,7 +7,7 @@ namespace Multikernel.Net;
 public sealed partial class NetworkStack
 {
     private readonly TcpTable _tcp;
-    private readonly AsyncSlot<bool> _shutdown = new();
+    private readonly AsyncSlot<bool> _shutdown;
     private ITimer? _shutdownTimer;
     private bool _shuttingDown;
 
@@ -20,6 +20,7 @@ public sealed partial class NetworkStack
     /// <summary>Listens on <paramref name="port"/>; at most <paramref name="backlog"/> connections wait for accept and as many half-open ones exist.</summary>
     public TcpListener Listen(ushort port, int backlog = 128)
     {
+        ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfZero(port);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(backlog);
@@ -37,6 +38,7 @@ public sealed partial class NetworkStack
     /// <summary>Opens a connection (active open); completes on the stack's thread when established. Throws <see cref="SocketException"/> when refused or timed out.</summary>
     public ValueTask<TcpConnection> ConnectAsync(Ipv4Endpoint remote, CancellationToken cancellationToken = default)
     {
+        ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfZero(remote.Port);
         if (remote.Address.IsAny || remote.Address.IsBroadcast || remote.Address.IsMulticast || IsSubnetBroadcast(remote.Address))
@@ -84,6 +86,7 @@ public sealed partial class NetworkStack
     /// </summary>
     public ValueTask ShutdownAsync(TimeSpan timeout)
     {
+        ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero);
         if (_shutdown.IsPending)

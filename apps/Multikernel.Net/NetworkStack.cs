@@ -26,21 +26,37 @@ public sealed partial class NetworkStack : IDisposable
     private readonly Reassembler _reassembler;
     private readonly Dictionary<ushort, UdpSocket> _udp = [];
     private ushort _ipIdentification;
+    private readonly SynchronizationContext _home;
+    private readonly int _threadId;
     private bool _started;
     private bool _disposed;
 
-    /// <summary>Creates a stack; call <see cref="Start"/> to announce it.</summary>
-    public NetworkStack(NetworkStackOptions options, ILinkPort link, TimeProvider time)
+    /// <summary>
+    /// Creates a stack on the calling thread, which becomes its thread; call <see cref="Start"/>
+    /// to announce it. <paramref name="context"/> is the thread's synchronization context — on a
+    /// core, the core's own (the default: <see cref="SynchronizationContext.Current"/>); every
+    /// socket continuation is posted to it and adapters marshal calls from other threads onto it.
+    /// </summary>
+    public NetworkStack(NetworkStackOptions options, ILinkPort link, TimeProvider time, SynchronizationContext? context = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(link);
         ArgumentNullException.ThrowIfNull(time);
+        context ??= SynchronizationContext.Current;
+        if (context is null || context.GetType() == typeof(SynchronizationContext))
+        {
+            throw new InvalidOperationException("A network stack runs on one thread with its own synchronization context (a core's): create it on its core, or pass the context.");
+        }
+
         options.Validate();
         if (link.Mtu is < 576 or > 9000)
         {
             throw new ArgumentException($"The link's MTU must be 576..9000 (was {link.Mtu}).", nameof(link));
         }
 
+        _home = context;
+        _threadId = Environment.CurrentManagedThreadId;
+        _shutdown = new AsyncSlot<bool>(context);
         Options = options;
         _link = link;
         Time = time;
@@ -79,6 +95,24 @@ public sealed partial class NetworkStack : IDisposable
 
     internal byte[] IsnSecret => _isnSecret;
 
+    /// <summary>The stack's home: the synchronization context of its thread (its core).</summary>
+    internal SynchronizationContext Home => _home;
+
+    /// <summary>True on the stack's own thread, the only one that may touch its state.</summary>
+    public bool IsOnStackThread => Environment.CurrentManagedThreadId == _threadId;
+
+    /// <summary>Refuses a call from another thread with a clear error (the stack takes no locks).</summary>
+    internal void ThrowIfNotOnStackThread()
+    {
+        if (Environment.CurrentManagedThreadId != _threadId)
+        {
+            ThrowWrongThread();
+        }
+    }
+
+    private static void ThrowWrongThread() =>
+        throw new InvalidOperationException("A network stack is used only on its own core's thread; from other threads use a connection's AsStream()/AsPipe() adapters, which marshal onto the core.");
+
     /// <summary>Milliseconds since the stack was created (the clock of every TCP timer and timestamp).</summary>
     internal long NowMs => (long)Time.GetElapsedTime(_start).TotalMilliseconds;
 
@@ -107,6 +141,7 @@ public sealed partial class NetworkStack : IDisposable
     /// </summary>
     public void Receive(ReadOnlySpan<byte> frame)
     {
+        ThrowIfNotOnStackThread();
         if (_disposed)
         {
             return;
@@ -299,6 +334,7 @@ public sealed partial class NetworkStack : IDisposable
     /// <summary>Opens a UDP socket on <paramref name="port"/> (0 picks an ephemeral port).</summary>
     public UdpSocket BindUdp(ushort port)
     {
+        ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (port == 0)
         {

@@ -9,7 +9,7 @@ using Spectre.Console;
 namespace Multikernel.Cli.Commands;
 
 /// <summary><c>multikernel run</c>: boot N cores and keep them running until Ctrl-C, SIGTERM or the duration ends.</summary>
-internal static class RunCommand
+internal static partial class RunCommand
 {
     public static Command Create()
     {
@@ -34,11 +34,12 @@ internal static class RunCommand
         };
         var netd = new RunNetdOptions();
         netd.AddTo(command);
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), netd.Overrides(parse), ct));
+        Func<ParseResult, AppRequest> apps = AddAppOptions(command);
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(cores), parse.GetValue(duration), parse.GetValue(stats), parse.GetValue(traceFile), parse.GetValue(memory), netd.Overrides(parse), apps(parse), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, Dictionary<string, string?> netdOverrides, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(string? cores, double? durationSeconds, bool stats, string? traceFile, string? memory, Dictionary<string, string?> netdOverrides, AppRequest apps, CancellationToken cancellationToken)
     {
         Dictionary<string, string?> overrides = CliHost.Overrides(cores, traceFile, memory);
         foreach ((string key, string? value) in netdOverrides)
@@ -46,7 +47,12 @@ internal static class RunCommand
             overrides[key] = value;
         }
 
-        using IHost? host = CliHost.TryBuild(overrides, out int unusable, services: RunNetdOptions.AddServices);
+        // netd's options first: the applications add the in-memory netd only when --nic chose none.
+        using IHost? host = CliHost.TryBuild(overrides, out int unusable, services: s =>
+        {
+            RunNetdOptions.AddServices(s);
+            ConfigureApps(s, apps);
+        });
         if (host is null)
         {
             return unusable;

@@ -12,6 +12,7 @@ public sealed partial class TcpConnection
     /// </summary>
     public ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        _stack.ThrowIfNotOnStackThread();
         if (_appClosed)
         {
             return ValueTask.FromException<int>(new ObjectDisposedException(nameof(TcpConnection)));
@@ -46,6 +47,7 @@ public sealed partial class TcpConnection
     /// </summary>
     public ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
     {
+        _stack.ThrowIfNotOnStackThread();
         if (_error is not null)
         {
             return ValueTask.FromException(_error);
@@ -84,6 +86,7 @@ public sealed partial class TcpConnection
     /// </summary>
     public void Shutdown()
     {
+        _stack.ThrowIfNotOnStackThread();
         if (_destroyed || _finQueued)
         {
             return;
@@ -122,6 +125,7 @@ public sealed partial class TcpConnection
     /// </summary>
     public void Close()
     {
+        _stack.ThrowIfNotOnStackThread();
         if (_appClosed)
         {
             return;
@@ -175,7 +179,7 @@ public sealed partial class TcpConnection
     public void Dispose() => Close();
 
     /// <summary>A <see cref="System.IO.Stream"/> over this connection (asynchronous calls only: a synchronous read would block the core).</summary>
-    public TcpStream AsStream() => new(this);
+    public TcpStream AsStream() => new(this, _stack);
 
     /// <summary>True while the stack still holds the connection (not CLOSED).</summary>
     public bool IsOpen => !_destroyed;

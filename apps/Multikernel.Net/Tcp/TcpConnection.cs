@@ -22,9 +22,9 @@ public sealed partial class TcpConnection : IDisposable
     private readonly NetworkStackOptions _o;
     private readonly TcpListener? _listener;
     private readonly ITimer _timer;
-    private readonly AsyncSlot<int> _read = new();
-    private readonly AsyncSlot<int> _write = new();
-    private readonly AsyncSlot<TcpConnection> _connect = new();
+    private readonly AsyncSlot<int> _read;
+    private readonly AsyncSlot<int> _write;
+    private readonly AsyncSlot<TcpConnection> _connect;
     private readonly SackBlock[] _scoreboard = new SackBlock[8];
 
     private SendRing? _send;
@@ -104,6 +104,9 @@ public sealed partial class TcpConnection : IDisposable
     {
         _table = table;
         _stack = table.Stack;
+        _read = new AsyncSlot<int>(_stack.Home);
+        _write = new AsyncSlot<int>(_stack.Home);
+        _connect = new AsyncSlot<TcpConnection>(_stack.Home);
         _o = _stack.Options;
         _listener = listener;
         Key = key;
@@ -414,6 +417,12 @@ public sealed partial class TcpConnection : IDisposable
         bool acceptable = segLen == 0
             ? (window == 0 ? seg.Seq == _rcvNxt : seg.Seq.InWindow(_rcvNxt, (uint)window))
             : window != 0 && (seg.Seq.InWindow(_rcvNxt, (uint)window) || (seg.Seq + (segLen - 1)).InWindow(_rcvNxt, (uint)window));
+        // RFC 9293 §3.10.7.4: with a zero receive window no segment is acceptable, "but special
+        // allowance should be made to accept valid ACKs": data at exactly RCV.NXT is dropped but
+        // its ACK (and window) is processed, as Linux does. Without it, a peer whose every segment
+        // carries data (a retransmission, a probe with a byte) could never tell us that our own
+        // data arrived, while our application waits on that to read and open the window: a deadlock.
+        bool ackOnly = !acceptable && window == 0 && segLen > 0 && seg.Seq == _rcvNxt && !rst && !syn && seg.Has(TcpFlags.Ack);
         if (!acceptable)
         {
             counters.Drop(DropReason.TcpOutOfWindow);
@@ -430,7 +439,10 @@ public sealed partial class TcpConnection : IDisposable
                 }
             }
 
-            return;
+            if (!ackOnly)
+            {
+                return;
+            }
         }
 
         // 2. RST (RFC 5961 §3): only the exact next sequence number resets; any other in-window RST gets a challenge ACK.
@@ -581,8 +593,8 @@ public sealed partial class TcpConnection : IDisposable
                 break;
         }
 
-        // 7. Segment text.
-        if (seg.PayloadLength > 0 || seg.Has(TcpFlags.Fin))
+        // 7. Segment text (none from a zero-window segment whose ACK alone was taken).
+        if (!ackOnly && (seg.PayloadLength > 0 || seg.Has(TcpFlags.Fin)))
         {
             OnText(in seg);
         }

@@ -16,12 +16,13 @@ public sealed class TcpListener : IDisposable
     private readonly TcpTable _table;
     private readonly Queue<TcpConnection> _ready;
     private readonly LinkedList<TcpConnection> _halfOpen = new();
-    private readonly AsyncSlot<TcpConnection> _accept = new();
+    private readonly AsyncSlot<TcpConnection> _accept;
     private bool _disposed;
 
     internal TcpListener(TcpTable table, ushort port, int backlog)
     {
         _table = table;
+        _accept = new AsyncSlot<TcpConnection>(table.Stack.Home);
         Port = port;
         Backlog = backlog;
         _ready = new Queue<TcpConnection>(backlog);
@@ -40,6 +41,7 @@ public sealed class TcpListener : IDisposable
     /// <summary>The next established connection; completes on the stack's thread.</summary>
     public ValueTask<TcpConnection> AcceptAsync(CancellationToken cancellationToken = default)
     {
+        _table.Stack.ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_ready.TryDequeue(out TcpConnection? c))
         {

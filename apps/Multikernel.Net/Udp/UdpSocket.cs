@@ -12,13 +12,14 @@ public sealed class UdpSocket : IDisposable
 {
     private readonly NetworkStack _stack;
     private readonly Queue<(Ipv4Endpoint From, BufferSlice Data)> _queue;
-    private readonly AsyncSlot<UdpReceiveResult> _receive = new();
+    private readonly AsyncSlot<UdpReceiveResult> _receive;
     private Memory<byte> _pending;
     private bool _disposed;
 
     internal UdpSocket(NetworkStack stack, ushort port)
     {
         _stack = stack;
+        _receive = new AsyncSlot<UdpReceiveResult>(stack.Home);
         LocalPort = port;
         _queue = new Queue<(Ipv4Endpoint, BufferSlice)>(stack.Options.UdpReceiveQueue);
     }
@@ -34,6 +35,7 @@ public sealed class UdpSocket : IDisposable
     /// </summary>
     public ValueTask<UdpReceiveResult> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        _stack.ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_queue.TryDequeue(out (Ipv4Endpoint From, BufferSlice Data) item))
         {
@@ -47,6 +49,7 @@ public sealed class UdpSocket : IDisposable
     /// <summary>Sends one datagram (fragmented when it exceeds the MTU). False when it could not be sent now (no route, ARP pending full, link full); UDP does not retry.</summary>
     public bool TrySend(Ipv4Endpoint to, ReadOnlySpan<byte> payload)
     {
+        _stack.ThrowIfNotOnStackThread();
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentOutOfRangeException.ThrowIfZero(to.Port);
         return _stack.SendUdp(LocalPort, to, payload);

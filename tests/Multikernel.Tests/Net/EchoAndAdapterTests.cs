@@ -67,7 +67,7 @@ public sealed class EchoAndAdapterTests
         Assert.Equal(new Ipv4Endpoint(server.Ip, 7), r.Remote);
     }
 
-    [Fact(Skip = "Known gap: BCL readers (StreamReader, StreamPipeReader) await with ConfigureAwait(false), so their continuations leave the simulation's single-threaded context; the adapters need a context-preserving wrapper before this runs deterministically.")]
+    [Fact]
     public void Stream_Adapter_CarriesLinesBothWays()
     {
         using var net = new SimNetwork(64);
@@ -93,7 +93,7 @@ public sealed class EchoAndAdapterTests
         Assert.Throws<NotSupportedException>(() => client.AsStream().Read(new byte[1], 0, 1));
     }
 
-    [Fact(Skip = "Known gap: as Stream_Adapter_CarriesLinesBothWays (StreamPipeReader awaits with ConfigureAwait(false)).")]
+    [Fact]
     public void StreamAndPipe_Adapters_CarryLinesBothWays()
     {
         using var net = new SimNetwork(62);

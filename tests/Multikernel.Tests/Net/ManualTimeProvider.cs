@@ -115,10 +115,35 @@ internal sealed class ManualTimeProvider : TimeProvider
 internal sealed class SimSynchronizationContext : SynchronizationContext
 {
     private readonly Queue<(SendOrPostCallback Callback, object? State)> _queue = new();
+    private readonly int _thread = Environment.CurrentManagedThreadId;
+    private string? _foreign;
 
     public int Pending => _queue.Count;
 
-    public override void Post(SendOrPostCallback d, object? state) => _queue.Enqueue((d, state));
+    /// <summary>
+    /// Work must only ever be posted from the simulation's own thread: a post from another thread
+    /// means some continuation left the simulation (the thread pool ran it), so the run is no
+    /// longer deterministic. It is recorded and fails the next step, with the poster's stack.
+    /// </summary>
+    public override void Post(SendOrPostCallback d, object? state)
+    {
+        if (Environment.CurrentManagedThreadId != _thread)
+        {
+            Interlocked.CompareExchange(ref _foreign, Environment.StackTrace, null);
+            return;
+        }
+
+        _queue.Enqueue((d, state));
+    }
+
+    /// <summary>Fails when anything was posted from another thread (see <see cref="Post"/>).</summary>
+    public void ThrowIfLeftTheThread(int seed)
+    {
+        if (Volatile.Read(ref _foreign) is { } where)
+        {
+            throw new InvalidOperationException($"A continuation left the simulation's thread and posted back from another one (seed {seed}): {where}");
+        }
+    }
 
     public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException("The simulation never blocks.");
 

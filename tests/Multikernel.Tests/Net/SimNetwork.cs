@@ -70,7 +70,7 @@ internal sealed class SimNetwork : IDisposable
         };
         configure?.Invoke(options);
         var port = new SimPort(this, MacAddress.FromUInt64(0x0200_0000_0000UL | hostByte), mtu);
-        port.Stack = new NetworkStack(options, port, Time);
+        port.Stack = new NetworkStack(options, port, Time, Context);
         _ports.Add(port);
         port.Stack.Start();
         return port;
@@ -143,6 +143,7 @@ internal sealed class SimNetwork : IDisposable
     /// <summary>One step: run posted continuations, deliver frames due now, else move the clock to the next event. False when nothing is left to happen.</summary>
     public bool Step()
     {
+        Context.ThrowIfLeftTheThread(Seed);
         bool worked = Context.RunAll() > 0;
         while (_inFlight.TryPeek(out (SimPort To, byte[] Frame) item, out (long Due, long) when) && when.Due <= Time.NowTicks)
         {
@@ -199,6 +200,7 @@ internal sealed class SimNetwork : IDisposable
         long end = Time.NowTicks + duration.Ticks;
         while (Time.NowTicks < end)
         {
+            Context.ThrowIfLeftTheThread(Seed);
             Context.RunAll();
             bool delivered = false;
             while (_inFlight.TryPeek(out (SimPort To, byte[] Frame) item, out (long Due, long) when) && when.Due <= Time.NowTicks)

@@ -1,0 +1,179 @@
+using System.Threading.Channels;
+using Multikernel.Monitor;
+using Multikernel.Netd.Client;
+
+namespace Multikernel.Net.Netd;
+
+/// <summary>How an application domain's stack attaches to netd.</summary>
+public sealed class DomainNetworkOptions
+{
+    /// <summary>The stack's settings; <see cref="NetworkStackOptions.Address"/> is the address claimed from netd (required).</summary>
+    public required NetworkStackOptions Stack { get; init; }
+
+    /// <summary>
+    /// Page buffers posted to netd for large frames. Default 128 (512 KiB of the domain's RAM;
+    /// with the small buffers and transmit pages the region fits the default 1 MiB DomainMemory).
+    /// The stack's receive window is capped to what they hold (see <see cref="DomainNetwork"/>).
+    /// </summary>
+    public int ReceivePages { get; init; } = 128;
+
+    /// <summary>128-byte buffers posted for small frames. Default 128.</summary>
+    public int SmallBuffers { get; init; } = 128;
+
+    /// <summary>Transmit pages (frames in flight towards netd). Default 64.</summary>
+    public int TransmitPages { get; init; } = 64;
+
+    /// <summary>Frames the receive pump hands to the stack before it lets other work on the core run. Default 64.</summary>
+    public int ReceiveBatch { get; init; } = 64;
+
+    /// <summary>How long to wait for netd to be exported. Default 10 s.</summary>
+    public TimeSpan BindTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}
+
+/// <summary>
+/// One application domain's network: a <see cref="NetworkStack"/> on the domain's core, fed by
+/// netd. It binds netd with a <see cref="NetdClient"/> (a region of the domain's own RAM, the
+/// stack's address claimed, so netd answers ARP for it), installs the one filter the stack needs
+/// (<c>ip.dst == ADDRESS</c>: its TCP, UDP and ICMP), runs the stack on the core's timer wheel
+/// (<see cref="DomainContext.Time"/>) and a receive pump that passes every received frame to
+/// <see cref="NetworkStack.Receive(ReadOnlySpan{byte})"/> and gives the buffer straight back to
+/// netd. Everything runs on the domain's core; create it there.
+/// </summary>
+public sealed class DomainNetwork : IAsyncDisposable
+{
+    private readonly NetdClient _client;
+    private readonly int _batch;
+    private readonly CancellationTokenSource _stop = new();
+    private Task _pump = Task.CompletedTask;
+    private bool _disposed;
+
+    private DomainNetwork(NetdClient client, NetdLinkPort link, NetworkStack stack, int batch)
+    {
+        _client = client;
+        Link = link;
+        Stack = stack;
+        _batch = batch;
+    }
+
+    /// <summary>The stack (use it on this core only; its sockets' adapters marshal from elsewhere).</summary>
+    public NetworkStack Stack { get; }
+
+    /// <summary>The link towards netd.</summary>
+    public NetdLinkPort Link { get; }
+
+    /// <summary>The filter netd installed for this stack.</summary>
+    public int FilterId { get; private set; }
+
+    /// <summary>Frames received from netd and handed to the stack.</summary>
+    public long FramesReceived { get; private set; }
+
+    /// <summary>Why the receive pump stopped early (netd went away), or null while it runs.</summary>
+    public Exception? Fault { get; private set; }
+
+    /// <summary>Binds netd, claims the address, installs the filter, starts the stack (a gratuitous ARP) and its receive pump.</summary>
+    public static async Task<DomainNetwork> StartAsync(DomainContext ctx, DomainNetworkOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(options.Stack);
+        options.Stack.Validate();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.ReceiveBatch);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.ReceivePages, 2);
+        if (SynchronizationContext.Current is null)
+        {
+            throw new InvalidOperationException("A domain's network starts on its core (from the domain's own code).");
+        }
+
+        NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions
+        {
+            Address = options.Stack.Address,
+            ReceivePages = options.ReceivePages,
+            SmallBuffers = options.SmallBuffers,
+            TransmitPages = options.TransmitPages,
+            BindTimeout = options.BindTimeout,
+        });
+        NetworkStack? stack = null;
+        try
+        {
+            int filter = await client.InstallFilterAsync($"ip.dst == {options.Stack.Address}");
+            var link = new NetdLinkPort(client);
+            // A window larger than the posted buffers invites a burst netd must drop (no buffer):
+            // one connection's window never promises more than the pages netd can fill.
+            int fits = options.ReceivePages * (client.Mtu - 40);
+            if (options.Stack.ReceiveBufferSize > fits)
+            {
+                options.Stack.ReceiveBufferSize = Math.Max(fits, 2 * (client.Mtu - 40));
+            }
+
+            stack = new NetworkStack(options.Stack, link, ctx.Time);
+            var network = new DomainNetwork(client, link, stack, options.ReceiveBatch) { FilterId = filter };
+            stack.Start();
+            network._pump = network.PumpAsync();
+            return network;
+        }
+        catch
+        {
+            stack?.Dispose();
+            await client.DisposeAsync();
+            throw;
+        }
+    }
+
+    private async Task PumpAsync()
+    {
+        CancellationToken stop = _stop.Token;
+        try
+        {
+            while (true)
+            {
+                await _client.WaitToReceiveAsync(stop);
+                int n = 0;
+                while (n < _batch && _client.TryReceive(out ReceivedFrame frame))
+                {
+                    // The stack copies the frame into its own bounded pool, so the buffer goes
+                    // back to netd at once and netd never runs short because an application is slow.
+                    Stack.Receive(frame.Span);
+                    _client.Release(frame);
+                    n++;
+                }
+
+                FramesReceived += n;
+                if (n == _batch)
+                {
+                    await Task.Yield(); // a burst: let timers and the applications run between batches
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e) when (e is NetdException or ChannelClosedException)
+        {
+            Fault = e;
+        }
+    }
+
+    /// <summary>
+    /// Closes every connection so no peer is left hanging: listeners stop, each connection gets
+    /// a FIN after its queued data, and whatever has not finished after <paramref name="timeout"/>
+    /// is reset (<see cref="NetworkStack.ShutdownAsync"/>). The pump keeps running meanwhile, so
+    /// the peers' FINs and ACKs arrive.
+    /// </summary>
+    public ValueTask ShutdownAsync(TimeSpan timeout) => Stack.ShutdownAsync(timeout);
+
+    /// <summary>Stops the pump, disposes the stack and unbinds netd (the region is deleted: netd loses it at once).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _stop.Cancel(); // on the core: the pump's wait ends here, not on the thread pool
+        await _pump;
+        Stack.Dispose();
+        await _client.DisposeAsync();
+        _stop.Dispose();
+    }
+}
