@@ -348,6 +348,9 @@ public sealed class NetdClient : IAsyncDisposable
 
     // ------------------------------------------------------------------ transmit
 
+    /// <summary>Transmit pages free now (not handed to netd); <see cref="NetdClientOptions.TransmitPages"/> when nothing is in flight.</summary>
+    public int FreeTransmitBuffers => _freeTransmit.Count;
+
     /// <summary>A free transmit page to build a frame in, or false when all are in flight.</summary>
     public bool TryGetTransmitBuffer(out TransmitBuffer buffer)
     {

@@ -99,7 +99,9 @@ internal static partial class RunCommand
                 prefix = p;
             }
 
-            Apps = new NetworkApps(specs, new NetworkAppsSettings { PrefixLength = prefix, HttpRoot = root is null ? null : Path.GetFullPath(root) });
+            // The options are configured more than once (validation at start makes its own
+            // instance): one set of applications, registered into each.
+            Apps ??= new NetworkApps(specs, new NetworkAppsSettings { PrefixLength = prefix, HttpRoot = root is null ? null : Path.GetFullPath(root) });
             if (!string.Equals(options.NicProgram, NetdProgram.ProgramName, StringComparison.Ordinal))
             {
                 options.AddNetd(); // the applications need netd: the in-memory switch unless --nic chose a device
@@ -112,8 +114,17 @@ internal static partial class RunCommand
     // Registered after the machine's hosted service: starts once the machine booted, stops before it.
     private sealed class AppsService(AppSetup setup) : IHostedService
     {
-        public Task StartAsync(CancellationToken cancellationToken) =>
-            setup.Apps is { } apps ? new NetworkAppsHostedService(apps, TimeSpan.FromSeconds(30)).StartAsync(cancellationToken) : Task.CompletedTask;
+        public async Task StartAsync(CancellationToken cancellationToken)
+        {
+            if (setup.Apps is { } apps)
+            {
+                await new NetworkAppsHostedService(apps, TimeSpan.FromSeconds(30)).StartAsync(cancellationToken);
+                foreach (NetworkAppSpec spec in apps.Specs)
+                {
+                    Console.WriteLine($"{spec.Name} listening at {spec.Address}:{spec.Port} (its own stack, a domain on core {spec.Core})");
+                }
+            }
+        }
 
         public Task StopAsync(CancellationToken cancellationToken) =>
             setup.Apps is { } apps ? apps.DrainAsync(TimeSpan.FromSeconds(30)) : Task.CompletedTask;

@@ -42,14 +42,18 @@ public sealed class DomainNetworkOptions
 public sealed class DomainNetwork : IAsyncDisposable
 {
     private readonly NetdClient _client;
+    private readonly TimeProvider _time;
+    private readonly int _transmitPages;
     private readonly int _batch;
     private readonly CancellationTokenSource _stop = new();
     private Task _pump = Task.CompletedTask;
     private bool _disposed;
 
-    private DomainNetwork(NetdClient client, NetdLinkPort link, NetworkStack stack, int batch)
+    private DomainNetwork(NetdClient client, NetdLinkPort link, NetworkStack stack, int batch, TimeProvider time, int transmitPages)
     {
         _client = client;
+        _time = time;
+        _transmitPages = transmitPages;
         Link = link;
         Stack = stack;
         _batch = batch;
@@ -60,6 +64,9 @@ public sealed class DomainNetwork : IAsyncDisposable
 
     /// <summary>The link towards netd.</summary>
     public NetdLinkPort Link { get; }
+
+    /// <summary>How long disposing waits for the frames in flight to be sent. 1 s.</summary>
+    public static readonly TimeSpan TransmitDrainTimeout = TimeSpan.FromSeconds(1);
 
     /// <summary>The filter netd installed for this stack.</summary>
     public int FilterId { get; private set; }
@@ -106,7 +113,7 @@ public sealed class DomainNetwork : IAsyncDisposable
             }
 
             stack = new NetworkStack(options.Stack, link, ctx.Time);
-            var network = new DomainNetwork(client, link, stack, options.ReceiveBatch) { FilterId = filter };
+            var network = new DomainNetwork(client, link, stack, options.ReceiveBatch, ctx.Time, options.TransmitPages) { FilterId = filter };
             stack.Start();
             network._pump = network.PumpAsync();
             return network;
@@ -159,9 +166,30 @@ public sealed class DomainNetwork : IAsyncDisposable
     /// is reset (<see cref="NetworkStack.ShutdownAsync"/>). The pump keeps running meanwhile, so
     /// the peers' FINs and ACKs arrive.
     /// </summary>
-    public ValueTask ShutdownAsync(TimeSpan timeout) => Stack.ShutdownAsync(timeout);
+    /// <remarks>
+    /// Then the stack stays up for <see cref="ShutdownLinger"/>: a RST it sent may have landed
+    /// beside the peer's RCV.NXT (after a retransmission), and the peer answers it with a challenge
+    /// ACK (RFC 5961) or keeps probing; only a live stack answers those with the exact RST that
+    /// ends the peer's side. A stack gone silent would leave that peer hanging.
+    /// </remarks>
+    public async ValueTask ShutdownAsync(TimeSpan timeout)
+    {
+        bool hadConnections = Stack.ConnectionCount > 0;
+        await Stack.ShutdownAsync(timeout);
+        if (hadConnections)
+        {
+            await Task.Delay(ShutdownLinger, _time);
+        }
+    }
 
-    /// <summary>Stops the pump, disposes the stack and unbinds netd (the region is deleted: netd loses it at once).</summary>
+    /// <summary>How long the stack keeps answering after its shutdown completed. 500 ms.</summary>
+    public static readonly TimeSpan ShutdownLinger = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// Waits (at most <see cref="TransmitDrainTimeout"/>) until netd has sent every frame handed to
+    /// it — the last FINs, ACKs and RSTs of a shutdown — then stops the pump, disposes the stack and
+    /// unbinds netd (the region is deleted: netd loses it at once).
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (_disposed)
@@ -170,6 +198,12 @@ public sealed class DomainNetwork : IAsyncDisposable
         }
 
         _disposed = true;
+        long deadline = _time.GetTimestamp() + (long)(TransmitDrainTimeout.TotalSeconds * _time.TimestampFrequency);
+        while (Fault is null && _client.FreeTransmitBuffers < _transmitPages && _time.GetTimestamp() < deadline)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(1), _time);
+        }
+
         _stop.Cancel(); // on the core: the pump's wait ends here, not on the thread pool
         await _pump;
         Stack.Dispose();

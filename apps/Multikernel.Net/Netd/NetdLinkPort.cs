@@ -12,11 +12,19 @@ namespace Multikernel.Net.Netd;
 /// <remarks>
 /// Bounded by the client's transmit pages: with all of them in flight <see cref="TryTransmit"/>
 /// says no, the stack counts a <c>TransmitQueueFull</c> drop and TCP's retransmission covers it —
-/// what a NIC with a full ring would make it do. Once netd has gone (its channel closed, the
+/// what a NIC with a full ring would make it do. The last <see cref="ControlReserve"/> pages are
+/// kept for small frames (ACK, FIN, RST, ARP: at most <see cref="SmallFrame"/> bytes): data is
+/// retransmitted when dropped, but a RST is sent once, and a lost one would leave the peer hanging. Once netd has gone (its channel closed, the
 /// region revoked) every transmit is refused the same way and counted in <see cref="Refused"/>.
 /// </remarks>
 public sealed class NetdLinkPort : ILinkPort
 {
+    /// <summary>Transmit pages only small (control) frames may take. 4.</summary>
+    public const int ControlReserve = 4;
+
+    /// <summary>Largest frame that counts as control: headers with options, no payload to speak of. 128 bytes.</summary>
+    public const int SmallFrame = 128;
+
     private readonly NetdClient _client;
 
     /// <summary>A link over <paramref name="client"/> (connected; its MAC and MTU are netd's).</summary>
@@ -54,7 +62,7 @@ public sealed class NetdLinkPort : ILinkPort
 
         try
         {
-            if (!_client.TryGetTransmitBuffer(out TransmitBuffer buffer))
+            if ((frame.Length > SmallFrame && _client.FreeTransmitBuffers <= ControlReserve) || !_client.TryGetTransmitBuffer(out TransmitBuffer buffer))
             {
                 Busy++;
                 return false;

@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Multikernel.Net.Wire;
 
 namespace Multikernel.Net.Tcp;
 
@@ -169,7 +170,18 @@ public sealed partial class TcpConnection
 
         if (State is not (TcpState.SynSent or TcpState.TimeWait or TcpState.Closed))
         {
-            _table.SendControl(Key, _sndNxt, _rcvNxt, Wire.TcpFlags.Rst | Wire.TcpFlags.Ack);
+            // The peer takes a RST only at exactly its RCV.NXT (RFC 5961), and with a zero window
+            // nothing else: data sent past its window (before it closed) moved SND.NXT beyond what
+            // it will ever accept. As Linux (tcp_acceptable_seq): SND.NXT, but no further than the
+            // right edge of the peer's window — SND.UNA itself when that window is zero.
+            SeqNumber seq = _sndNxt;
+            SeqNumber edge = _sndUna + (int)Math.Min(_sndWnd, int.MaxValue);
+            if (seq > edge)
+            {
+                seq = edge;
+            }
+
+            _table.SendControl(Key, seq, _rcvNxt, Wire.TcpFlags.Rst | Wire.TcpFlags.Ack);
         }
 
         Destroy(error);

@@ -349,7 +349,7 @@ public sealed class DomainNetworkTests
         // The host drains the applications (what `run` does on Ctrl-C before the machine stops):
         // the peer sees a FIN on each idle connection and closes its side; the stuck one is reset.
         Task<bool> drained = rig.Apps.DrainAsync(TimeSpan.FromSeconds(15));
-        var outcome = await rig.Peer.RunAsync(async s =>
+        var watch = rig.Peer.RunAsync(async s =>
         {
             byte[] buffer = new byte[64 * 1024];
             int echoRead = await echo.ReadAsync(buffer);
@@ -373,7 +373,13 @@ public sealed class DomainNetworkTests
             }
 
             return (echoRead, echoState, httpRead, httpState, stuckEnd);
-        }).WaitAsync(Patience);
+        });
+        if (await Task.WhenAny(watch, Task.Delay(TimeSpan.FromSeconds(30))) != watch)
+        {
+            Assert.Fail($"the peer's connections did not end: {await DiagnoseAsync(rig)}; drained={drained.IsCompleted}");
+        }
+
+        var outcome = await watch;
 
         Assert.True(await drained, "every application finished closing");
         Assert.Equal(0, outcome.echoRead);
