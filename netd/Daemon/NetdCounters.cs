@@ -32,6 +32,7 @@ public sealed class NetdCounters
     internal long ArpRepliesField;
     internal long EchoRepliesField;
     internal long FiltersRevokedField;
+    internal long LocalFramesField;
     internal long SmallCopiesField;
     internal long PageDeliveriesField;
     internal int PendingTxField;
@@ -59,6 +60,9 @@ public sealed class NetdCounters
 
     /// <summary>Filters removed because their installer revoked the PacketFilter capability.</summary>
     public long FiltersRevoked => Volatile.Read(ref FiltersRevokedField);
+
+    /// <summary>Frames between two stacks of this machine, dispatched by netd without the device.</summary>
+    public long LocalFrames => Volatile.Read(ref LocalFramesField);
 
     /// <summary>Frames of at most 128 bytes delivered into small buffers.</summary>
     public long SmallDeliveries => Volatile.Read(ref SmallCopiesField);

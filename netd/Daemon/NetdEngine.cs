@@ -441,7 +441,14 @@ internal sealed class NetdEngine
             status = CheckSource(consumer, frame);
         }
 
-        if (status == NetdStatus.Ok)
+        if (status == NetdStatus.Ok && IsLocal(frame))
+        {
+            // Between two stacks of this machine: dispatched here as if received, never on the wire.
+            Counters.LocalFramesField++;
+            consumer.TxPackets++;
+            Dispatch(frame);
+        }
+        else if (status == NetdStatus.Ok)
         {
             if (!_device.TransmitOne(frame))
             {
@@ -736,8 +743,38 @@ internal sealed class NetdEngine
         return true;
     }
 
-    private bool SendOwn(ReadOnlySpan<byte> frame)
+    // Traffic between stacks on this machine never leaves it (a switch would not send a frame back
+    // out of the port it came in on): a frame to netd's own station address for an address netd
+    // or a consumer owns, or an ARP request for one, is dispatched locally.
+    private bool IsLocal(ReadOnlySpan<byte> frame)
     {
+        if (EthernetFrame.TryParse(frame, out EthernetFrame eth) != WireError.None)
+        {
+            return false;
+        }
+
+        if (eth.EtherType == EtherType.Arp)
+        {
+            return (eth.Destination == Mac || eth.Destination.IsBroadcast)
+                && ArpPacket.TryParse(eth.Payload, out ArpPacket arp) == WireError.None
+                && (arp.Operation == ArpOperation.Reply ? eth.Destination == Mac && OwnerOf(arp.TargetIp) is not null : arp.TargetIp == Address || OwnerOf(arp.TargetIp) is not null);
+        }
+
+        return eth.Destination == Mac && eth.EtherType == EtherType.Ipv4
+            && Ipv4Packet.TryParse(eth.Payload, out Ipv4Packet ip) == WireError.None
+            && (ip.Destination == Address || OwnerOf(ip.Destination) is not null);
+    }
+
+    private bool SendOwn(Span<byte> frame)
+    {
+        if (IsLocal(frame))
+        {
+            // A reply to a stack of this machine (its ARP request for another one's address).
+            Counters.LocalFramesField++;
+            Dispatch(frame);
+            return true;
+        }
+
         // netd's own replies are best effort: a busy device drops them (the peer retries).
         if (!_device.TransmitOne(frame))
         {

@@ -76,6 +76,9 @@ internal abstract class PipeApp(NetworkStack stack, ushort port) : INetworkApp
 
     private async Task ServeOneAsync(TcpConnection connection, CancellationToken stop)
     {
+        // Request/response protocols: a reply written in pieces (head, then body) must not wait
+        // for the peer's delayed ACK (Nagle against delayed ACK costs tens of milliseconds).
+        connection.NoDelay = true;
         try
         {
             await ServeAsync(connection.AsPipe(MinimumReadSize), stop);

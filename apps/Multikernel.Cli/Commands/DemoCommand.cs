@@ -153,6 +153,7 @@ internal static class DemoCommand
             capabilities = $"capabilities: step skipped ({ex.Message})";
         }
 
+        Table netdTable = NetdTable(network.Netd); // read while netd still runs
         await host.StopAsync(CancellationToken.None);
 
         AnsiConsole.Write(ApplicationTable(network, seconds));
@@ -165,7 +166,7 @@ internal static class DemoCommand
         AnsiConsole.Write(StatsRenderer.Matrix(start, end, time));
         long laps = counters.Laps - lapsAtStart;
         AnsiConsole.MarkupLine($"token ring: {laps:N0} laps through {runtime.Cores} cores in {elapsed:F1} s ({StatsRenderer.Rate(laps * runtime.Cores / Math.Max(elapsed, 1e-9))} hops/s)");
-        AnsiConsole.Write(NetdTable(network.Netd));
+        AnsiConsole.Write(netdTable);
         System.Console.WriteLine(capabilities);
         return 0;
     }
@@ -191,10 +192,10 @@ internal static class DemoCommand
     private static Table NetdTable(Multikernel.Netd.Daemon.NetdHost netd)
     {
         var table = new Table().Border(TableBorder.Rounded).Title("netd (in-memory NIC)");
-        table.AddColumns("received", "sent", "delivered small (copied)", "delivered in pages", "ARP replies", "unclaimed drops", "no-buffer drops");
+        table.AddColumns("received", "sent", "between local stacks", "delivered small (copied)", "delivered in pages", "ARP replies", "unclaimed drops", "no-buffer drops");
         if (netd.Counters is { } c)
         {
-            table.AddRow(N(c.RxPackets), N(c.TxPackets), N(c.SmallDeliveries), N(c.PageDeliveries), N(c.ArpReplies),
+            table.AddRow(N(c.RxPackets), N(c.TxPackets), N(c.LocalFrames), N(c.SmallDeliveries), N(c.PageDeliveries), N(c.ArpReplies),
                 N(c.Dropped(Multikernel.Netd.Daemon.RxDropReason.Unclaimed)), N(c.Dropped(Multikernel.Netd.Daemon.RxDropReason.NoBuffer)));
         }
 

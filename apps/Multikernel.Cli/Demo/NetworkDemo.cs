@@ -46,7 +46,9 @@ internal sealed class NetworkDemo
     {
         options.AddNetd((Action<NetdOptions>?)null, Netd);
         int netdCore = cores - 1;
-        Apps = new NetworkApps(
+        // The options are configured more than once (validation makes its own instance): one set
+        // of applications and one netd host, registered into each.
+        Apps ??= new NetworkApps(
             [new NetworkAppSpec("http", 0, HttpAddress, HttpPort), new NetworkAppSpec("kv", netdCore, KvAddress, KvPort)],
             new NetworkAppsSettings());
         Apps.Register(options);

@@ -140,6 +140,19 @@ public sealed class CliTests
         Assert.DoesNotContain("token ring: 0 laps", output, StringComparison.Ordinal);
         Assert.Contains("read in place on 1 of 1 other cores", output, StringComparison.Ordinal);
         Assert.Contains("(1 of 1 holders now get CapabilityRevokedException)", output, StringComparison.Ordinal);
+
+        // The network half: http and kv on their own stacks answered the built-in load generator
+        // through netd (between local stacks, no device), with no errors.
+        foreach (string app in new[] { "http", "kv" })
+        {
+            System.Text.RegularExpressions.Match row = System.Text.RegularExpressions.Regex.Match(output, $@"│ {app} +│[^│]+│ ([\d,]+) +│[^│]+│[^│]+│[^│]+│ (\d+) +│");
+            Assert.True(row.Success, output);
+            Assert.True(long.Parse(row.Groups[1].Value, System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture) > 0, $"{app} answered no requests:\n{output}");
+            Assert.Equal("0", row.Groups[2].Value);
+        }
+
+        Assert.DoesNotContain("network load:", output, StringComparison.Ordinal);
+        Assert.Contains("between local stacks", output, StringComparison.Ordinal);
     }
 
     [Fact]
