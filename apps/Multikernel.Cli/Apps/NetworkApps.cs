@@ -119,7 +119,7 @@ internal sealed class NetworkApps
 
             app.StopAccepting();
             await network.ShutdownAsync(_settings.CloseTimeout);
-            await stop.CancelAsync();
+            stop.Cancel(); // on the core: the applications' cancellations run here, not on the thread pool
             await serving;
             Publish(state, network, app);
         }
