@@ -56,13 +56,14 @@ internal static class UpdatesBench
     ];
 
     public static readonly BenchPlot<UpdatesResult> Plot = new(
-        "Updating k shared cache lines: shared memory vs messages to the owner core",
+        "k cache lines per update: shared memory vs messages to the owner",
         "cores",
         "latency per update (ns)",
         r => r.Cores,
         r => r.NsPerOp,
         r => $"{r.Mode} k={r.Lines}",
-        LogY: true);
+        LogY: true,
+        MarkOversubscribed: true);
 
     public static IReadOnlyList<UpdatesResult> Run(UpdatesSettings settings, Action<string>? progress)
     {

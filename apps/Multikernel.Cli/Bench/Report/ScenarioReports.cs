@@ -48,7 +48,8 @@ internal static class ScenarioReports
         r => r.Cores,
         r => r.LatencyNs,
         r => r.Protocol,
-        LogY: true);
+        LogY: true,
+        MarkOversubscribed: true);
 
     public static readonly IReadOnlyList<BenchColumn<EndpointBenchResult>> EndpointColumns =
     [
