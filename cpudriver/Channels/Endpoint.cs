@@ -124,6 +124,12 @@ public sealed partial class Endpoint : ICoreOperationOwner
     /// <summary>The typed writer adapter cached by <see cref="UrpcChannelWriter{T}.Of"/>.</summary>
     internal object? CachedWriter { get; set; }
 
+    /// <summary>Context of the last <c>process</c> span this endpoint made (typed readers parent the handler's sends on it).</summary>
+    internal ActivityContext LastProcessContext;
+
+    /// <summary>Parent of a send made outside any span (set by a typed reader while its value is handled; default: none).</summary>
+    internal ActivityContext HandlingContext;
+
     /// <summary>The domain that owns this endpoint (it forgets the endpoint when it closes).</summary>
     internal Domains.Domain? OwningDomain { get; set; }
 
@@ -175,7 +181,7 @@ public sealed partial class Endpoint : ICoreOperationOwner
     {
         Message m = message;
         m.Endpoint = RemoteId;
-        m.Flags &= ~(MessageFlags.Control | MessageFlags.HasTraceContext | MessageFlags.TraceSampled);
+        m.Flags &= ~(MessageFlags.Control | MessageFlags.HasTraceContext | MessageFlags.TraceSampled | MessageFlags.ContinuedTrace);
         return m;
     }
 
@@ -196,6 +202,11 @@ public sealed partial class Endpoint : ICoreOperationOwner
     private Activity? StartSendSpanSlow(ref Message m)
     {
         MessageSampler sampler = _kernel.Sampler;
+        if (Activity.Current is null && HandlingContext.TraceId != default)
+        {
+            return MessageTracing.StartSend(ref m, in HandlingContext, Core, RemoteCore, Name, _kernel.OutboundDepth(RemoteCore));
+        }
+
         if (sampler.IsGating && Activity.Current is null)
         {
             // A message outside any trace: this core decides, and creates nothing when it skips.
@@ -729,6 +740,7 @@ public sealed partial class Endpoint : ICoreOperationOwner
     {
         if (MessageTracing.StartProcess(in message, RemoteCore, Core, Name) is { } span)
         {
+            LastProcessContext = span.Context;
             Stop(span);
         }
     }

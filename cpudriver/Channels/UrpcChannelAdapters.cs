@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Urpc;
 
 namespace Multikernel.CpuDriver.Channels;
@@ -11,6 +12,14 @@ namespace Multikernel.CpuDriver.Channels;
 /// once; each gets its own message, and a cancelled read takes none. <see cref="Of"/> returns
 /// the endpoint's cached adapter, so asking for a reader per read allocates nothing.
 /// </summary>
+/// <remarks>
+/// Tracing: a value carries no trace context of its own, so the reader remembers it for the
+/// handler. From a read until the next one, a send on the same endpoint made outside any span
+/// (through <see cref="UrpcChannelWriter{T}"/> or the endpoint) joins the trace of the message
+/// just read, as a child of that message's <c>process</c> span. A message outside any sampled
+/// trace clears it, so one traced message does not pull later ones into its trace. With nobody
+/// listening this costs one <c>HasListeners()</c> check per read.
+/// </remarks>
 public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
 {
     private readonly Endpoint _endpoint;
@@ -56,6 +65,7 @@ public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
         if (_endpoint.TryRead(out Message message))
         {
             item = Decode(in message);
+            Track(in message);
             return true;
         }
 
@@ -76,15 +86,41 @@ public sealed class UrpcChannelReader<T> : ChannelReader<T> where T : unmanaged
         }
 
         ValueTask<Message> read = _endpoint.ReadAsync(cancellationToken);
-        return read.IsCompletedSuccessfully ? new ValueTask<T>(Decode(read.Result)) : ReadSlowAsync(read);
+        if (read.IsCompletedSuccessfully)
+        {
+            Message message = read.Result;
+            T value = Decode(in message);
+            Track(in message);
+            return new ValueTask<T>(value);
+        }
+
+        return ReadSlowAsync(read);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private static async ValueTask<T> ReadSlowAsync(ValueTask<Message> read)
+    private async ValueTask<T> ReadSlowAsync(ValueTask<Message> read)
     {
         Message message = await read;
-        return Decode(in message);
+        T value = Decode(in message);
+        Track(in message);
+        return value;
     }
+
+    // The handler's sends join this message's trace (see the remarks).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Track(in Message message)
+    {
+#if !MULTIKERNEL_NO_TRACING
+        if (ActivitySources.Urpc.HasListeners())
+        {
+            TrackSlow(in message);
+        }
+#endif
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void TrackSlow(in Message message) =>
+        _endpoint.HandlingContext = MessageTracing.HandlingContext(in message, in _endpoint.LastProcessContext);
 
     private static T Decode(in Message message)
     {

@@ -136,6 +136,49 @@ public static class MessageTracing
         ActivitySources.Urpc.HasListeners() ? StartSendSlow(ActivitySources.Urpc, ref message, sourceCore, destinationCore, destinationName, ringDepth) : null;
 
     /// <summary>
+    /// Starts the producer span <c>send core/{destinationCore}</c> as a child of
+    /// <paramref name="parent"/> (not of <see cref="Activity.Current"/>): a send made while a domain
+    /// handles a value a typed reader handed it (<see cref="HandlingContext"/>). Sampled out, the
+    /// message still carries the parent's context, so the receiver stays in that trace.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static Activity? StartSend(ref Message message, in ActivityContext parent, int sourceCore, int destinationCore, string destinationName, int ringDepth)
+    {
+        Activity? activity = ActivitySources.Urpc.StartActivity(ActivityKind.Producer, parent, tags: null, links: null, name: SendName(destinationCore));
+        if (activity is null)
+        {
+            Inject(ref message, in parent);
+        }
+        else
+        {
+            activity = CompleteSend(activity, ref message, sourceCore, destinationCore, destinationName, ringDepth);
+        }
+
+        message.Flags |= MessageFlags.ContinuedTrace; // one hop: the receiver's handler does not continue it
+        return activity;
+    }
+
+    /// <summary>
+    /// What a handler's sends should join while it handles <paramref name="message"/> (read by a
+    /// typed reader): the <c>process</c> span its endpoint made for it
+    /// (<paramref name="lastProcess"/>, when that is in the message's trace), else the send span
+    /// the message carries; <see langword="default"/> when the message carries no sampled trace or
+    /// was itself sent into a handled message's trace (<see cref="MessageFlags.ContinuedTrace"/>:
+    /// one hop, so the reply that joined a request's trace does not pull the client's next request
+    /// into it, and so on forever).
+    /// </summary>
+    public static ActivityContext HandlingContext(in Message message, in ActivityContext lastProcess)
+    {
+        if ((message.Flags & (MessageFlags.HasTraceContext | MessageFlags.TraceSampled | MessageFlags.ContinuedTrace)) != (MessageFlags.HasTraceContext | MessageFlags.TraceSampled)
+            || !TryExtract(in message, out ActivityContext creation))
+        {
+            return default;
+        }
+
+        return lastProcess.TraceId == creation.TraceId ? lastProcess : creation;
+    }
+
+    /// <summary>
     /// Starts the producer span of a message sent outside any trace, after the sending core's
     /// <see cref="MessageSampler"/> chose to trace it: the span carries the kernel-sampled tag so
     /// the SDK records it without drawing again.

@@ -15,6 +15,12 @@ public enum MessageFlags : byte
     TraceSampled = 2,
     /// <summary>A kernel control message (credit return); never delivered to a domain.</summary>
     Control = 4,
+    /// <summary>
+    /// Sent by a handler into the trace of the value a typed reader handed it (one hop): the
+    /// receiver's handler does not continue this trace further, so a request/response loop
+    /// over typed channels does not chain every later message into one trace.
+    /// </summary>
+    ContinuedTrace = 8,
 }
 
 /// <summary>

@@ -65,8 +65,23 @@ public sealed class MultikernelOptions
     /// <summary>Idle loop iterations before a core parks. Default 2000.</summary>
     public int SpinBudget { get; set; } = 2000;
 
+    /// <summary>How long an idle core keeps polling before it parks (measured in time; <see cref="SpinBudget"/> caps the iterations). Between 0 and 1 s. Default 20 µs.</summary>
+    public TimeSpan SpinTime { get; set; } = TimeSpan.FromMicroseconds(20);
+
     /// <summary>Longest a parked core sleeps without a doorbell or a due timer. Default 100 ms.</summary>
     public TimeSpan MaxPark { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Work items domains may have queued on their core (posts, continuations); one more is refused. Between 16 and 16777216. Default 16384.</summary>
+    public int RunQueueCapacity { get; set; } = 16384;
+
+    /// <summary>Work items other threads may have posted to a core and not yet run; one more fails its caller. Between 1 and 16777216. Default 65536.</summary>
+    public int MaxForeignWork { get; set; } = 65536;
+
+    /// <summary>File descriptors kernel services may register with one core's wait set. Between 0 and 4096. Default 64.</summary>
+    public int MaxWakeSources { get; set; } = 64;
+
+    /// <summary>Concurrent waiting readers (or write waiters) per endpoint; one more throws. Between 1 and 1024. Default 16.</summary>
+    public int MaxWaitersPerEndpoint { get; set; } = 16;
 
     /// <summary>Channel endpoints per core. Default 4096.</summary>
     public int MaxEndpointsPerCore { get; set; } = 4096;
@@ -170,7 +185,12 @@ public sealed class MultikernelOptions
         ChannelWindow = ChannelWindow,
         ChannelGrantWindow = ChannelGrantWindow,
         SpinBudget = SpinBudget,
+        SpinTime = SpinTime,
         MaxPark = MaxPark,
+        RunQueueCapacity = RunQueueCapacity,
+        MaxForeignWork = MaxForeignWork,
+        MaxWakeSources = MaxWakeSources,
+        MaxWaitersPerEndpoint = MaxWaitersPerEndpoint,
         MaxEndpointsPerCore = MaxEndpointsPerCore,
         MaxDomainsPerCore = MaxDomainsPerCore,
         MaxTimersPerCore = MaxTimersPerCore,

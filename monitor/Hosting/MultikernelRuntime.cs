@@ -314,10 +314,21 @@ public sealed class MultikernelRuntime : IAsyncDisposable
     // instance field: one machine's calls never count against another's.
     private readonly AsyncLocal<int> _shardedDepth = new();
 
-    internal int ShardedDepth
+    internal int ShardedDepth => _shardedDepth.Value;
+
+    /// <summary>
+    /// The caller's execution context with the sharded nesting level set to <paramref name="depth"/>,
+    /// captured once: a server runs each handler under the cached context of its level instead of
+    /// setting the AsyncLocal per call (a set allocates a new context every time; restoring a
+    /// captured one allocates nothing). The caller's own context is left as it was.
+    /// </summary>
+    internal ExecutionContext CaptureShardedDepth(int depth)
     {
-        get => _shardedDepth.Value;
-        set => _shardedDepth.Value = value;
+        int previous = _shardedDepth.Value;
+        _shardedDepth.Value = depth;
+        ExecutionContext captured = ExecutionContext.Capture() ?? throw new InvalidOperationException("Sharded services need execution-context flow (it is suppressed here).");
+        _shardedDepth.Value = previous;
+        return captured;
     }
 
     /// <summary>The core whose kernel thread runs the caller (on this machine), or -1.</summary>

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Configuration;
+using Multikernel.CpuDriver.Kernel;
 using Multikernel.Monitor.Hosting;
 
 namespace Multikernel.Tests.Cli;
@@ -52,6 +54,7 @@ public sealed class CliTests
     [InlineData("run --duration 1", "OTEL_EXPORTER_OTLP_ENDPOINT", "not-a-url", "OTEL_EXPORTER_OTLP_ENDPOINT 'not-a-url' is not an absolute http:// or https:// URL.")]
     [InlineData("run --duration 1 --trace-file /missing/dir/x.json", null, null, "Cannot create the trace file '/missing/dir/x.json': the directory '/missing/dir' does not exist.")]
     [InlineData("demo --seconds 1 --trace-file /missing/dir/x.json", null, null, "the directory '/missing/dir' does not exist.")]
+    [InlineData("run --duration 1", "MULTIKERNEL__MaxWaitersPerEndpoint", "0", "MaxWaitersPerEndpoint must be between 1 and 1024 (got 0).")]
     public async Task StartupErrors_AreOneLineOnStderr_ExitCode2_AndNothingOnStdout(string arguments, string? variable, string? value, string expected)
     {
         var environment = new Dictionary<string, string>();
@@ -255,10 +258,9 @@ public sealed class CliTests
     [Fact]
     public async Task Run_StopsGracefullyOnSigterm()
     {
-        if (!OperatingSystem.IsLinux())
-        {
-            return; // SIGTERM is a POSIX signal; Windows hosts stop on Ctrl-C instead
-        }
+        // Not an early return that would count as passed: the runtime needs Linux (eventfd, epoll,
+        // sched_setaffinity) and SIGTERM is a POSIX signal.
+        Assert.True(OperatingSystem.IsLinux(), "this test sends SIGTERM to the CLI; the runtime runs on Linux only");
 
         string dll = Path.Combine(AppContext.BaseDirectory, "multikernel.dll");
         var start = new ProcessStartInfo("dotnet", $"\"{dll}\" run --cores 2")
@@ -354,6 +356,59 @@ public sealed class OptionsValidationTests
         string[] problems = [.. options.Validate()];
         Assert.Equal(6, problems.Length);
         Assert.All(problems, p => Assert.DoesNotContain('\n', p));
+    }
+
+    [Fact]
+    public async Task KernelLimits_BindFromConfiguration_AndReachEveryKernel()
+    {
+        IConfiguration configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Multikernel:SpinTime"] = "00:00:00.000005",
+            ["Multikernel:RunQueueCapacity"] = "1024",
+            ["Multikernel:MaxForeignWork"] = "333",
+            ["Multikernel:MaxWakeSources"] = "7",
+            ["Multikernel:MaxWaitersPerEndpoint"] = "3",
+        }).Build();
+        var options = new MultikernelOptions();
+        configuration.GetSection("Multikernel").Bind(options);
+        Assert.Empty(options.Validate());
+
+        KernelOptions kernel = options.ToKernelOptions();
+        Assert.Equal(TimeSpan.FromMicroseconds(5), kernel.SpinTime);
+        Assert.Equal(1024, kernel.RunQueueCapacity);
+        Assert.Equal(333, kernel.MaxForeignWork);
+        Assert.Equal(7, kernel.MaxWakeSources);
+        Assert.Equal(3, kernel.MaxWaitersPerEndpoint);
+
+        await using var runtime = new MultikernelRuntime(options, cpuCount: 2);
+        Assert.All(runtime.Machine.Kernels, k =>
+        {
+            Assert.Equal(333, k.Options.MaxForeignWork);
+            Assert.Equal(3, k.Options.MaxWaitersPerEndpoint);
+        });
+    }
+
+    [Fact]
+    public void KernelLimits_BadValues_AreOneClearLineEach()
+    {
+        var options = new MultikernelOptions
+        {
+            SpinTime = TimeSpan.FromSeconds(2),
+            RunQueueCapacity = 8,
+            MaxForeignWork = 0,
+            MaxWakeSources = 5000,
+            MaxWaitersPerEndpoint = 0,
+        };
+        string[] problems = [.. options.Validate()];
+        Assert.Equal(
+            [
+                "SpinTime must be between 0 and 1 s (got 00:00:02).",
+                "RunQueueCapacity must be between 16 and 16777216 (got 8).",
+                "MaxForeignWork must be between 1 and 16777216 (got 0).",
+                "MaxWakeSources must be between 0 and 4096 (got 5000).",
+                "MaxWaitersPerEndpoint must be between 1 and 1024 (got 0).",
+            ],
+            problems);
     }
 
     [Fact]

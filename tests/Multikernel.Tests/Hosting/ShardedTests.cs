@@ -227,4 +227,75 @@ public sealed class ShardedTests
             await runtime.StopCleanlyAsync();
         }
     }
+
+    [Fact]
+    public async Task RemoteCalls_AllocateNothingPerCall_OnTheCallingOrTheServingCore()
+    {
+        const int Calls = 10_000;
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2);
+        try
+        {
+            Sharded<Shard> shards = await runtime.StartShardedAsync("alloc", ctx => new Shard(ctx)).WaitAsync(Short);
+            async Task<long> CallMany(int calls)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                for (int i = 0; i < calls; i++)
+                {
+                    await shards.InvokeOnAsync(1, 1L, static (s, x) => new ValueTask<long>(s.Add(x)));
+                }
+
+                return GC.GetAllocatedBytesForCurrentThread() - before;
+            }
+
+            await runtime.InvokeAsync(0, _ => CallMany(2000)).WaitAsync(Short); // pools and JIT warm
+            long serverBefore = await runtime.InvokeAsync(1, _ => GC.GetAllocatedBytesForCurrentThread()).WaitAsync(Short);
+            long caller = await runtime.InvokeAsync(0, _ => CallMany(Calls)).WaitAsync(Short);
+            long server = await runtime.InvokeAsync(1, _ => GC.GetAllocatedBytesForCurrentThread()).WaitAsync(Short) - serverBefore;
+
+            // A few hundred bytes are the measurement's own (the test's state machine, the two
+            // InvokeAsync items); one allocation per call would be 10,000 times something.
+            Assert.True(caller < 1024, $"{Calls} remote calls allocated {caller} B on the calling core ({caller / (double)Calls:F2} B/call), {server} B on the serving core");
+            Assert.True(server < 2048, $"{Calls} remote calls allocated {server} B on the serving core ({server / (double)Calls:F2} B/call)");
+            Assert.Equal(12_000, await shards.InvokeOnAsync(1, s => s.Total).AsTask().WaitAsync(Short));
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+    }
+
+    [Fact]
+    public async Task TheNestingLevel_FollowsAHandlerAcrossItsAwaits()
+    {
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2, o => o.ShardedMaxNesting = 2);
+        try
+        {
+            Sharded<Shard> shards = await runtime.StartShardedAsync("awaits", ctx => new Shard(ctx)).WaitAsync(Short);
+            // The nested calls come after an await in each handler: the level still has to be the
+            // handler's, so the third level is refused.
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => runtime.InvokeAsync(0, async _ =>
+                await shards.InvokeOnAsync(1, shards, static async (s, all) =>
+                {
+                    await s.Context.Delay(TimeSpan.FromMilliseconds(1));
+                    return await all.InvokeOnAsync(0, all, static async (s0, all0) =>
+                    {
+                        await s0.Context.Delay(TimeSpan.FromMilliseconds(1));
+                        return await all0.InvokeOnAsync(1, static s1 => s1.Add(1));
+                    });
+                }))).WaitAsync(Short);
+            Assert.Contains("ShardedMaxNesting", error.Message, StringComparison.Ordinal);
+
+            // And a call the loop serves afterwards starts at level 1 again, not where the last handler was.
+            Assert.Equal(1, await runtime.InvokeAsync(0, async _ =>
+                await shards.InvokeOnAsync(1, shards, static async (s, all) =>
+                {
+                    await s.Context.Delay(TimeSpan.FromMilliseconds(1));
+                    return await all.InvokeOnAsync(0, static s0 => s0.Add(1));
+                })).WaitAsync(Short));
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+    }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using FsCheck;
 using FsCheck.Fluent;
+using Multikernel.CpuDriver.Channels;
 using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.CpuDriver.Urpc;
 
@@ -362,5 +363,52 @@ public sealed class MessageTracingTests
         Assert.NotNull(process);
         Assert.Equal(sampled.TraceId, process!.TraceId);
         Assert.Equal(sampled.SpanId, process.ParentSpanId);
+    }
+
+    [Fact]
+    public async Task TypedHandler_SendsOutsideAnySpan_JoinTheTraceOfTheValueItRead_AndOnlyThatOne()
+    {
+        using var capture = new ActivityCapture();
+        using var rig = new TwoCoreRig();
+        var reader1 = UrpcChannelReader<long>.Of(rig.Receiver);
+        var writer1 = UrpcChannelWriter<long>.Of(rig.Receiver);
+        var reader0 = UrpcChannelReader<long>.Of(rig.Sender);
+        var writer0 = UrpcChannelWriter<long>.Of(rig.Sender);
+        ActivityTraceId requestTrace = default;
+
+        Task handler = TwoCoreRig.RunOn(rig.Core1, async () =>
+        {
+            // The first value through a read that waits, the second through TryRead.
+            long value = await reader1.ReadAsync();
+            Assert.Null(Activity.Current); // nothing ambient: the reader remembers the trace instead
+            await writer1.WriteAsync(value + 1);
+            Assert.True(await reader1.WaitToReadAsync());
+            Assert.True(reader1.TryRead(out value));
+            await writer1.WriteAsync(value + 1);
+        });
+        Task client = TwoCoreRig.RunOn(rig.Core0, async () =>
+        {
+            using (Activity? request = TestSources.Test.StartActivity("request"))
+            {
+                requestTrace = request!.TraceId;
+                await writer0.WriteAsync(41);
+            }
+
+            Assert.Equal(42, await reader0.ReadAsync());
+            await writer0.WriteAsync(99); // outside any span: a trace of its own
+            Assert.Equal(100, await reader0.ReadAsync());
+        });
+        await Task.WhenAll(handler, client).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Activity process1 = Assert.Single(capture.All("process core/1"), a => a.TraceId == requestTrace);
+        Activity reply1 = Assert.Single(capture.All("send core/0"), a => a.TraceId == requestTrace);
+        Assert.Equal(process1.SpanId, reply1.ParentSpanId);
+        Assert.Single(capture.All("process core/0"), a => a.TraceId == requestTrace && a.ParentSpanId == reply1.SpanId);
+
+        // The second value came in another trace: its reply follows that one, not the first.
+        Activity process2 = Assert.Single(capture.All("process core/1"), a => a.TraceId != requestTrace);
+        Activity reply2 = Assert.Single(capture.All("send core/0"), a => a.TraceId != requestTrace);
+        Assert.Equal(process2.TraceId, reply2.TraceId);
+        Assert.Equal(process2.SpanId, reply2.ParentSpanId);
     }
 }
