@@ -114,12 +114,16 @@ internal sealed class CoreTimers
         return micros <= 0 ? 0 : micros * 1000;
     }
 
-    /// <summary>A delay on the wheel: completes on this core after <paramref name="delay"/>.</summary>
+    /// <summary>
+    /// A delay on the wheel: completes on this core after <paramref name="delay"/>, never before
+    /// (as <see cref="Task.Delay(TimeSpan)"/> promises), so it counts from a fresh clock read, not
+    /// from the cached one the timers' hot re-arm path uses.
+    /// </summary>
     public ValueTask Delay(TimeSpan delay, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         DelayTimer timer = _pool.Count > 0 ? _pool.Pop() : new DelayTimer(this);
-        return timer.Start(DueTick(delay), cancellationToken);
+        return timer.Start(ReadClock() + Micros(delay.Ticks), cancellationToken);
     }
 
     public void Return(DelayTimer timer)
