@@ -95,7 +95,7 @@ public sealed class NetdTapTests(ITestOutputHelper output)
     }
 
     [RootFact]
-    public async Task Run_WithTap_NotRoot_NameTaken_NoCloneDevice_EachRefusedWithOneClearLine_ExitCode2()
+    public async Task Run_WithTap_NotRoot_NoCapNetAdmin_NameTaken_NoCloneDevice_EachRefusedWithOneClearLine_ExitCode2()
     {
         PrivilegedTests.RequirePrerequisites();
         string tap = "mkn" + PrivilegedTests.RandomHex(3);
@@ -111,6 +111,12 @@ public sealed class NetdTapTests(ITestOutputHelper output)
         Assert.StartsWith($"multikernel: TAP {tap}: ", line, StringComparison.Ordinal);
         Assert.Contains("CAP_NET_ADMIN", line, StringComparison.Ordinal);
         Assert.DoesNotContain("Exception", stdout, StringComparison.Ordinal);
+
+        // Root without CAP_NET_ADMIN (dropped from the bounding set): /dev/net/tun opens, TUNSETIFF is refused.
+        (exit, stdout, stderr) = await RunAsync(ns, ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", "--", .. run]);
+        output.WriteLine(stderr);
+        Assert.Equal(2, exit);
+        Assert.Equal($"multikernel: TAP {tap}: creating a TAP device needs CAP_NET_ADMIN: run as root (or grant the capability, e.g. setcap cap_net_admin+ep).", Assert.Single(Lines(stderr)));
 
         // The name taken: this test holds the TAP open in the namespace.
         using (TapDevice holder = ns.OnThread(() => TapDevice.Create(new TapOptions { Name = tap })))
