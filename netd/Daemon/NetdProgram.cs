@@ -32,15 +32,26 @@ public sealed class NetdProgram
     internal async Task RunAsync(DomainContext ctx)
     {
         CSpace caps = ctx.Capabilities;
-        if (ctx.NicSlot < 0)
+        int poolSlot, scratchSlot;
+        try
         {
-            throw new InvalidOperationException($"netd needs the machine's Nic capability: it must be spawned once, on the Nic core (Multikernel:NicCore), as the NIC program (Multikernel:NicProgram = '{ProgramName}'); another domain holds it or the machine has no DeviceMemory.");
-        }
+            if (ctx.NicSlot < 0)
+            {
+                throw new InvalidOperationException($"netd needs the machine's Nic capability: it must be spawned once, on the Nic core (Multikernel:NicCore), as the NIC program (Multikernel:NicProgram = '{ProgramName}'); another domain holds it or the machine has no DeviceMemory.");
+            }
 
-        // The receive pool is device memory (DevFrames only the Nic holder can retype); a scratch
-        // page for netd's own ARP and echo replies comes from its own RAM.
-        int poolSlot = caps.Retype(ctx.NicSlot, CapabilityType.DevFrame, _options.RxBurst);
-        int scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
+            // The receive pool is device memory (DevFrames only the Nic holder can retype); a scratch
+            // page for netd's own ARP and echo replies comes from its own RAM.
+            poolSlot = caps.Retype(ctx.NicSlot, CapabilityType.DevFrame, _options.RxBurst);
+            scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
+        }
+        catch (Exception ex)
+        {
+            // A bug or a misconfigured machine, not the user's device: Started says so, and the
+            // domain faults (logged with its stack trace) as well.
+            _host.Fail(ex);
+            throw;
+        }
 
         // The device is opened here, on netd's core, in its domain: a TAP's descriptor then joins
         // this core's epoll set, and it is closed (the kernel removes the interface) when this
