@@ -1,5 +1,6 @@
 using Multikernel.CpuDriver.Kernel;
 using Multikernel.Netd.Drivers;
+using Multikernel.Netd.Drivers.Tap;
 
 namespace Multikernel.Netd.Daemon;
 
@@ -11,7 +12,23 @@ namespace Multikernel.Netd.Daemon;
 /// </summary>
 internal sealed class NetdKernelService(NetdEngine engine, INetworkDevice device) : IKernelService
 {
-    public int Poll() => engine.Poll();
+    /// <summary>The device's descriptor in the core's epoll set (null: none, or no longer watched).</summary>
+    public WakeSource? Wake { get; set; }
+
+    public int Poll()
+    {
+        int work = engine.Poll();
+        if (Wake is not null && device is TapDevice { IsDetached: true })
+        {
+            // The interface was deleted from outside: its descriptor reports an error to epoll
+            // forever (level-triggered), which would keep this core from ever sleeping. Nothing
+            // will arrive on it again, so stop watching it; netd stays up without a NIC.
+            Wake.Dispose();
+            Wake = null;
+        }
+
+        return work;
+    }
 
     // Checked before the core parks: pending completions or transmits, or frames that arrived
     // between the last burst and arming the device's signal, keep it awake.

@@ -114,10 +114,9 @@ public sealed class NetdProgram
     {
         CoreKernel kernel = ctx.Domain.Kernel;
         var service = new NetdKernelService(engine, device);
-        WakeSource? wake = null;
         if (device.WaitFileDescriptor >= 0)
         {
-            wake = kernel.RegisterWakeSource(device.WaitFileDescriptor, service);
+            service.Wake = kernel.RegisterWakeSource(device.WaitFileDescriptor, service);
         }
         else
         {
@@ -132,7 +131,7 @@ public sealed class NetdProgram
         }
         finally
         {
-            wake?.Dispose();
+            service.Wake?.Dispose();
             kernel.RemoveService(service);
         }
     }
