@@ -63,7 +63,7 @@ public sealed class NetdProgram
             device = _host.OpenDevice(_options);
             try
             {
-                capture = _options.Pcap is { } path ? PcapWriter.Create(path, new PcapOptions { MaxBytes = _options.PcapMaxBytes }, ctx.Time) : null;
+                capture = _options.Pcap is { } path ? CreateCapture(path, ctx.Time) : null;
             }
             catch
             {
@@ -105,6 +105,18 @@ public sealed class NetdProgram
             {
                 _host.Detach(engine);
             }
+        }
+    }
+
+    private PcapWriter CreateCapture(string path, TimeProvider time)
+    {
+        try
+        {
+            return PcapWriter.Create(path, new PcapOptions { MaxBytes = _options.PcapMaxBytes }, time);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"netd cannot create the capture file '{path}': {ex.Message}", ex);
         }
     }
 
