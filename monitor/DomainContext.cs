@@ -71,7 +71,7 @@ public sealed class DomainContext
     /// (<see cref="NicSlot"/>). The service runs until the returned registration is disposed or
     /// this domain ends (also when it crashes). Core thread.
     /// </summary>
-    public IDisposable AddDeviceService(int deviceSlot, IKernelService service, int fileDescriptor = -1)
+    public DeviceRegistration AddDeviceService(int deviceSlot, IKernelService service, int fileDescriptor = -1)
     {
         ArgumentNullException.ThrowIfNull(service);
         CapabilityInfo info = Capabilities.Inspect(deviceSlot);

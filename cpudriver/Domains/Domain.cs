@@ -20,7 +20,7 @@ public sealed class Domain
 {
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Endpoint> _endpoints = [];
-    private readonly List<DeviceService> _deviceServices = [];
+    private readonly List<DeviceRegistration> _deviceServices = [];
     private Task _completion = Task.CompletedTask;
 
     internal Domain(CoreKernel kernel, ulong id, string name)
@@ -72,7 +72,7 @@ public sealed class Domain
     /// caller (the monitor) has checked the domain's device authority. The registration goes when
     /// disposed or when the domain ends, so a crashed driver leaves nothing in the loop. Core thread.
     /// </summary>
-    internal IDisposable AddDeviceService(IKernelService service, int fileDescriptor)
+    internal DeviceRegistration AddDeviceService(IKernelService service, int fileDescriptor)
     {
         WakeSource? wake = null;
         if (fileDescriptor >= 0)
@@ -84,35 +84,18 @@ public sealed class Domain
             Kernel.AddService(service);
         }
 
-        var registration = new DeviceService(this, service, wake);
+        var registration = new DeviceRegistration(this, service, wake);
         _deviceServices.Add(registration);
         return registration;
     }
+
+    internal void ForgetDeviceService(DeviceRegistration registration) => _deviceServices.Remove(registration);
 
     private void RemoveDeviceServices()
     {
         for (int i = _deviceServices.Count - 1; i >= 0; i--)
         {
             _deviceServices[i].Dispose();
-        }
-    }
-
-    private sealed class DeviceService(Domain domain, IKernelService service, WakeSource? wake) : IDisposable
-    {
-        private bool _disposed;
-
-        public void Dispose()
-        {
-            if (_disposed)
-            {
-                return;
-            }
-
-            domain.Kernel.CheckThread();
-            _disposed = true;
-            wake?.Dispose();
-            domain.Kernel.RemoveService(service);
-            domain._deviceServices.Remove(this);
         }
     }
 
@@ -180,4 +163,51 @@ public sealed class Domain
 
     /// <inheritdoc />
     public override string ToString() => $"{Name} (domain {Id >> 32}.{Id & 0xFFFFFFFF} on core {Core})";
+}
+
+/// <summary>
+/// A device service in a core's kernel loop on a domain's behalf (<c>DomainContext.AddDeviceService</c>):
+/// disposing it takes the service out of the loop (the domain ending does too).
+/// </summary>
+public sealed class DeviceRegistration : IDisposable
+{
+    private readonly Domain _domain;
+    private readonly IKernelService _service;
+    private WakeSource? _wake;
+    private bool _disposed;
+
+    internal DeviceRegistration(Domain domain, IKernelService service, WakeSource? wake)
+    {
+        _domain = domain;
+        _service = service;
+        _wake = wake;
+    }
+
+    /// <summary>
+    /// Stops watching the descriptor while the service stays in the loop (a device whose
+    /// descriptor reports an error forever, e.g. a TAP deleted from outside, would otherwise keep
+    /// the core from ever sleeping). Core thread.
+    /// </summary>
+    public void StopWatching()
+    {
+        _domain.Kernel.CheckThread();
+        _wake?.Dispose();
+        _wake = null;
+    }
+
+    /// <summary>Takes the service out of the loop and stops watching its descriptor. Core thread.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _domain.Kernel.CheckThread();
+        _disposed = true;
+        _wake?.Dispose();
+        _wake = null;
+        _domain.Kernel.RemoveService(_service);
+        _domain.ForgetDeviceService(this);
+    }
 }

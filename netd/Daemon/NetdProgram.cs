@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Domains;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
 using Multikernel.Monitor.Hosting;
@@ -32,15 +33,26 @@ public sealed class NetdProgram
     internal async Task RunAsync(DomainContext ctx)
     {
         CSpace caps = ctx.Capabilities;
-        if (ctx.NicSlot < 0)
+        int poolSlot, scratchSlot;
+        try
         {
-            throw new InvalidOperationException($"netd needs the machine's Nic capability: it must be spawned once, on the Nic core (Multikernel:NicCore), as the NIC program (Multikernel:NicProgram = '{ProgramName}'); another domain holds it or the machine has no DeviceMemory.");
-        }
+            if (ctx.NicSlot < 0)
+            {
+                throw new InvalidOperationException($"netd needs the machine's Nic capability: it must be spawned once, on the Nic core (Multikernel:NicCore), as the NIC program (Multikernel:NicProgram = '{ProgramName}'); another domain holds it or the machine has no DeviceMemory.");
+            }
 
-        // The receive pool is device memory (DevFrames only the Nic holder can retype); a scratch
-        // page for netd's own ARP and echo replies comes from its own RAM.
-        int poolSlot = caps.Retype(ctx.NicSlot, CapabilityType.DevFrame, _options.RxBurst);
-        int scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
+            // The receive pool is device memory (DevFrames only the Nic holder can retype); a scratch
+            // page for netd's own ARP and echo replies comes from its own RAM.
+            poolSlot = caps.Retype(ctx.NicSlot, CapabilityType.DevFrame, _options.RxBurst);
+            scratchSlot = caps.Retype(ctx.RamSlot, CapabilityType.Frame, 1);
+        }
+        catch (Exception ex)
+        {
+            // A bug or a misconfigured machine, not the user's device: Started says so, and the
+            // domain faults (logged with its stack trace) as well.
+            _host.Fail(ex);
+            throw;
+        }
 
         // The device is opened here, on netd's core, in its domain: a TAP's descriptor then joins
         // this core's epoll set, and it is closed (the kernel removes the interface) when this
@@ -52,7 +64,7 @@ public sealed class NetdProgram
             device = _host.OpenDevice(_options);
             try
             {
-                capture = _options.Pcap is { } path ? PcapWriter.Create(path, new PcapOptions { MaxBytes = _options.PcapMaxBytes }, ctx.Time) : null;
+                capture = _options.Pcap is { } path ? CreateCapture(path, ctx.Time) : null;
             }
             catch
             {
@@ -98,16 +110,36 @@ public sealed class NetdProgram
         }
     }
 
+    private PcapWriter CreateCapture(string path, TimeProvider time)
+    {
+        try
+        {
+            return PcapWriter.Create(path, new PcapOptions { MaxBytes = _options.PcapMaxBytes }, time);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"netd cannot create the capture file '{path}': {ex.Message}", ex);
+        }
+    }
+
     // The data path runs as a kernel service of this core, woken by the device's descriptor
     // through the core's epoll set; this domain only waits for the machine to stop.
     private static async Task RunDataPathAsync(DomainContext ctx, NetdEngine engine, INetworkDevice device)
     {
         // Running in the kernel loop needs device authority: the Nic capability this domain holds.
         var service = new NetdKernelService(engine, device);
-        using IDisposable registration = ctx.AddDeviceService(ctx.NicSlot, service, device.WaitFileDescriptor);
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using CancellationTokenRegistration stopping = ctx.Stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
-        await stopped.Task;
+        DeviceRegistration registration = ctx.AddDeviceService(ctx.NicSlot, service, device.WaitFileDescriptor);
+        service.Registration = registration;
+        try
+        {
+            var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using CancellationTokenRegistration stopping = ctx.Stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stopped);
+            await stopped.Task;
+        }
+        finally
+        {
+            registration.Dispose();
+        }
     }
 
     // An installer that revokes its PacketFilter takes netd's copy: the notice lands in netd's own

@@ -16,6 +16,7 @@ internal static unsafe partial class LinuxNative
     public const int EINVAL = 22;
     public const int EMFILE = 24;
     public const int ENOTTY = 25;
+    public const int EBADFD = 77;
 
     public const int O_RDWR = 0x2;
     public const int O_NONBLOCK = 0x800;

@@ -217,9 +217,19 @@ internal sealed class RunNetdOptions
             await host.StopAsync(CancellationToken.None);
             return CliHost.UsageError;
         }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return null; // Ctrl-C while netd was starting: the run stops as usual
+        }
         catch (TimeoutException)
         {
             await Console.Error.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"multikernel: netd did not start within {runtime.Options.BootTimeout.TotalSeconds:F0} s (see the log above)."));
+            await host.StopAsync(CancellationToken.None);
+            return 1;
+        }
+        catch (InvalidOperationException ex)
+        {
+            await Console.Error.WriteLineAsync($"multikernel: netd could not start: {ex.Message}");
             await host.StopAsync(CancellationToken.None);
             return 1;
         }

@@ -44,6 +44,7 @@ public sealed class TapDevice : INetworkDevice
     private readonly ILogger _logger;
     private readonly int _maxFrame;
     private bool _loggedError;
+    private volatile bool _detached;
 
     private TapDevice(SafeFileDescriptor tap, SafeFileDescriptor control, string name, int mtu, MacAddress hostMac, MacAddress stationMac, ILogger logger)
     {
@@ -72,12 +73,19 @@ public sealed class TapDevice : INetworkDevice
 
     public int WaitFileDescriptor => _tap.IsClosed ? -1 : _tap.Fd;
 
+    /// <summary>
+    /// True once the interface was deleted from outside (<c>ip link del</c>) while this descriptor
+    /// was open: the descriptor is detached for good (reads fail with <c>EBADFD</c>) and, being
+    /// level-triggered, reports an error to epoll forever, so its owner must stop watching it.
+    /// </summary>
+    public bool IsDetached => _detached;
+
     /// <summary>Up and running as seen from the namespace it was created in (SIOCGIFFLAGS); false once closed or moved away.</summary>
     public unsafe bool IsLinkUp
     {
         get
         {
-            if (_tap.IsClosed)
+            if (_tap.IsClosed || _detached)
             {
                 return false;
             }
@@ -215,7 +223,15 @@ public sealed class TapDevice : INetworkDevice
                         continue;
                     }
 
-                    if (errno != LinuxNative.EAGAIN)
+                    if (errno == LinuxNative.EBADFD)
+                    {
+                        if (!_detached)
+                        {
+                            _detached = true;
+                            TapLog.Detached(_logger, Name);
+                        }
+                    }
+                    else if (errno != LinuxNative.EAGAIN)
                     {
                         Failed("read", errno);
                     }

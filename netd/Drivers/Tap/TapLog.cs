@@ -13,4 +13,7 @@ internal static partial class TapLog
 
     [LoggerMessage(903, LogLevel.Warning, "TAP {Name}: {Operation} failed: {Error} (logged once; further failures are only counted)")]
     public static partial void IoFailed(ILogger logger, string name, string operation, string error);
+
+    [LoggerMessage(904, LogLevel.Warning, "TAP {Name} was deleted from outside while open: no more frames; its descriptor is no longer watched")]
+    public static partial void Detached(ILogger logger, string name);
 }

@@ -51,6 +51,18 @@ public sealed class NetdCliTests
     }
 
     [Fact]
+    public async Task ACaptureFileNetdCannotCreate_IsOneLine_ExitCode2_NoStackTrace()
+    {
+        // The directory exists, so the check before boot passes; netd's own open fails on its core.
+        var (code, stdout, err) = await CliProcess.RunAsync("run --cores 2 --pcap /proc/mk-netd.pcap --duration 1");
+        Assert.Equal(2, code);
+        string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith("multikernel: netd cannot create the capture file '/proc/mk-netd.pcap': ", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Run_WithTheMemoryNic_StartsNetd_FromOptionsAndFromConfiguration()
     {
         var (code, stdout, err) = await CliProcess.RunAsync("run --cores 2 --nic memory --netd-ip 10.9.0.9 --netd-core 0 --duration 1");

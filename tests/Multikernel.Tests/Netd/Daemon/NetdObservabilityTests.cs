@@ -19,6 +19,7 @@ namespace Multikernel.Tests.Netd.Daemon;
 /// and the sampled span of a packet's journey NIC -> netd -> application, in a real machine on
 /// the in-memory switch with a peer station driven by the test.
 /// </summary>
+[Collection(Telemetry.TelemetryCollection.Name)]
 public sealed class NetdObservabilityTests
 {
     private const string Filter = "ip.dst == 10.77.0.2 && udp.dport == 9000";
@@ -159,6 +160,68 @@ public sealed class NetdObservabilityTests
             Assert.Equal(MessageTracing.SendName(0), send.OperationName);
             await Eventually(() => spans.Any(s => s.TraceId == journey.TraceId && s.ParentSpanId == send.SpanId && s.OperationName == MessageTracing.ProcessName(0)), "the application core's process span");
             Assert.Single(spans, s => s.OperationName == NetdEngine.JourneySpanName); // one frame, one journey
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
+    }
+
+    [Fact]
+    public async Task JourneySpans_FollowTheCoresHeadSampling_RatioZeroTracesNoPacket()
+    {
+        var spans = new ConcurrentQueue<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name is ActivitySources.NetdName or ActivitySources.UrpcName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        ActivitySource.AddActivityListener(listener);
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var got = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = new NetdHost(new VirtualSwitch());
+        using SwitchPort peer = host.Switch!.AddPort("peer", PeerMac);
+        MultikernelRuntime runtime = await TestMachine.StartAsync(
+            2,
+            o =>
+            {
+                o.DomainMemory = "2MiB";
+                o.AddNetd(n => n.Core = 1, host);
+                o.AddProgram("reader", async ctx =>
+                {
+                    await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = AppIp, ReceivePages = 8, SmallBuffers = 8, TransmitPages = 2 });
+                    await client.InstallFilterAsync(Filter);
+                    ready.SetResult();
+                    int n = 0;
+                    while (n < 5)
+                    {
+                        await client.WaitToReceiveAsync(ctx.Stopping);
+                        while (client.TryReceive(out ReceivedFrame frame))
+                        {
+                            n++;
+                            client.Release(frame);
+                        }
+                    }
+
+                    got.SetResult(n);
+                    await Task.Delay(Timeout.Infinite, ctx.Stopping).ContinueWith(_ => { }, TaskScheduler.Current);
+                });
+                o.SpawnAtBoot("reader", core: 0);
+            },
+            messageTraceRatio: 0);
+        try
+        {
+            await ready.Task.WaitAsync(Patience);
+            var frame = new byte[1514];
+            for (int i = 0; i < 5; i++)
+            {
+                Assert.True(peer.TransmitOne(frame.AsSpan(0, BuildUdp(frame, host.Mac!.Value, 9000, 300 + i))));
+            }
+
+            Assert.Equal(5, await got.Task.WaitAsync(Patience));
+            Assert.Equal(5, host.Counters!.PageDeliveries);
+            Assert.DoesNotContain(spans, s => s.OperationName == NetdEngine.JourneySpanName);
         }
         finally
         {
