@@ -123,7 +123,9 @@ internal sealed class CoreTimers
     {
         cancellationToken.ThrowIfCancellationRequested();
         DelayTimer timer = _pool.Count > 0 ? _pool.Pop() : new DelayTimer(this);
-        return timer.Start(ReadClock() + Micros(delay.Ticks), cancellationToken);
+        // +1: the clock is read in whole µs (truncated), so the arm instant may be up to 1 µs past
+        // the tick read; counting from the next tick keeps the delay from ever being short.
+        return timer.Start(ReadClock() + 1 + Micros(delay.Ticks), cancellationToken);
     }
 
     public void Return(DelayTimer timer)
