@@ -36,8 +36,11 @@ internal abstract class WheelTimer
 /// <remarks>
 /// <para>Storage: one array of nodes (expiry, next, previous, bucket), an array of bucket heads,
 /// an array of owners and a stack of free node numbers, all indexed by node number. A re-arm is
-/// an unlink and a link of integers in the node array (or nothing, when the new expiry lands in
-/// the bucket the timer is already in); popping a free node depends on no node's contents, so
+/// an unlink and a link of integers in the node array, or only two stores when the new expiry is
+/// later than the old one (the retransmission timer an ACK pushes out): the timer stays in its
+/// bucket, which comes up no later than the old expiry, and is filed again by its expiry then —
+/// Linux's and BSD's TCP timers avoid the same list surgery the same way. The cost is at most
+/// one early visit of the core per push-out, never an early firing; popping a free node depends on no node's contents, so
 /// back-to-back arms do not wait on each other's loads. The arrays grow by doubling up to the
 /// capacity, so a core that arms few timers holds little memory; growth is the only allocation
 /// and happens at most log2(capacity) times in a wheel's life.</para>
@@ -121,8 +124,17 @@ internal sealed class TimerWheel
         }
         else
         {
-            int bucket = BucketOf(expires, out int level);
             ref Entry entry = ref _nodes[node];
+            if (expires >= entry.Expires && entry.Bucket != FiringBucket)
+            {
+                // Later than before (a retransmission timer pushed out by an ACK): the bucket it
+                // sits in is processed no later than its old expiry, and processing places it by
+                // its expiry, so moving it now would be wasted work. Two stores, no list surgery.
+                entry.Expires = expires;
+                return;
+            }
+
+            int bucket = BucketOf(expires, out int level);
             if (entry.Bucket == bucket)
             {
                 entry.Expires = expires; // same bucket: where it sits in the list does not matter
@@ -244,11 +256,38 @@ internal sealed class TimerWheel
             return 0;
         }
 
-        _heads[FiringBucket] = due;
-        for (int n = due; n != None; n = _nodes[n].Next)
+        // Timers pushed later after they were placed (see Schedule) are placed again instead.
+        int firing = None;
+        for (int n = due; n != None;)
         {
-            _nodes[n].Bucket = FiringBucket;
+            ref Entry entry = ref _nodes[n];
+            int next = entry.Next;
+            if (entry.Expires > tick)
+            {
+                Link(n, entry.Expires);
+            }
+            else
+            {
+                entry.Previous = None;
+                entry.Next = firing;
+                entry.Bucket = FiringBucket;
+                if (firing != None)
+                {
+                    _nodes[firing].Previous = n;
+                }
+
+                firing = n;
+            }
+
+            n = next;
         }
+
+        if (firing == None)
+        {
+            return 0;
+        }
+
+        _heads[FiringBucket] = firing;
 
         int fired = 0;
         for (int node = _heads[FiringBucket]; node != None; node = _heads[FiringBucket])

@@ -230,6 +230,59 @@ public sealed class TimerWheelTests
         Assert.Equal(100_010, p.FiredAt);
     }
 
+    [Theory]
+    [InlineData(5)] // level 0: pushed within the first 64 µs
+    [InlineData(63)]
+    [InlineData(5_000)] // level 2 (4096 µs slots)
+    [InlineData(70_000_000)] // across the top levels
+    public void PushedLaterOnEveryAck_FiresOnceAtItsLastDueTick_NeverAtAnEarlierOne(long step)
+    {
+        // The retransmission-timer pattern: re-armed later on every ACK. The wheel leaves such a
+        // timer in its bucket (two stores) and places it again when the bucket comes up, so this
+        // guards that the bucket's processing re-files it instead of firing it.
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var p = new Probe(log) { Wheel = wheel };
+        long due = 10;
+        wheel.Schedule(p, due);
+        for (int ack = 0; ack < 50; ack++)
+        {
+            due += step;
+            wheel.Schedule(p, due);
+            // Time moves on between ACKs, but never to the timer's due tick.
+            long before = due - 1;
+            wheel.Advance(Math.Min(before, wheel.Now + (step / 2)));
+            Assert.Equal(0, p.Fired);
+            Assert.Equal(1, wheel.Count);
+        }
+
+        while (p.Fired == 0)
+        {
+            long next = wheel.NextEventTick();
+            Assert.True(next <= due, $"the wheel's next event {next} is after the timer's due tick {due}");
+            wheel.Advance(next);
+        }
+
+        Assert.Equal(due, p.FiredAt);
+        Assert.Equal(1, p.Fired);
+        Assert.Equal(0, wheel.Count);
+    }
+
+    [Fact]
+    public void PushedEarlier_MovesAtOnce_AndFiresAtTheEarlierTick()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var p = new Probe(log) { Wheel = wheel };
+        wheel.Schedule(p, 1_000_000);
+        wheel.Schedule(p, 2_000_000); // later: stays in its bucket
+        wheel.Schedule(p, 300);       // earlier than both: must move now, or it would fire late
+        Assert.Equal(1, wheel.Advance(300));
+        Assert.Equal(300, p.FiredAt);
+        Assert.Equal(0, wheel.Advance(3_000_000));
+        Assert.Equal(1, p.Fired);
+    }
+
     [Fact]
     public void NodeStorage_GrowsToTheCapacity_AndReusesFreedNodes()
     {
