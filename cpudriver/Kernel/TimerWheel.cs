@@ -38,8 +38,8 @@ internal abstract class WheelTimer
 /// an array of owners and a stack of free node numbers, all indexed by node number. A re-arm is
 /// an unlink and a link of integers in the node array, or only two stores when the new expiry is
 /// later than the old one (the retransmission timer an ACK pushes out): the timer stays in its
-/// bucket, which comes up no later than the old expiry, and is filed again by its expiry then —
-/// Linux's and BSD's TCP timers avoid the same list surgery the same way. The cost is at most
+/// bucket, which comes up no later than the old expiry, and is filed again by its expiry then.
+/// The cost is at most
 /// one early visit of the core per push-out, never an early firing; popping a free node depends on no node's contents, so
 /// back-to-back arms do not wait on each other's loads. The arrays grow by doubling up to the
 /// capacity, so a core that arms few timers holds little memory; growth is the only allocation
