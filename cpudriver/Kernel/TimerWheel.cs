@@ -39,9 +39,8 @@ internal abstract class WheelTimer
 /// an unlink and a link of integers in the node array, or only two stores when the new expiry is
 /// later than the old one (the retransmission timer an ACK pushes out): the timer stays in its
 /// bucket, which comes up no later than the old expiry, and is filed again by its expiry then.
-/// The cost is at most
-/// one early visit of the core per push-out, never an early firing; popping a free node depends on no node's contents, so
-/// back-to-back arms do not wait on each other's loads. The arrays grow by doubling up to the
+/// The cost is at most one early visit of the core per push-out, never an early firing. Popping
+/// a free node depends on no node's contents, so back-to-back arms do not wait on each other's loads. The arrays grow by doubling up to the
 /// capacity, so a core that arms few timers holds little memory; growth is the only allocation
 /// and happens at most log2(capacity) times in a wheel's life.</para>
 /// <para>Each level keeps a 64-bit map of its non-empty slots, so <see cref="NextEventTick"/> (the
