@@ -176,6 +176,9 @@ public sealed class CoreKernel
     /// <summary>Times another thread rang this core's doorbell while it was parked (each one a wake-up).</summary>
     public long DoorbellRings => _doorbells[Id].Rings;
 
+    /// <summary>True while this core is parked (waiting in its wait set for a doorbell, a descriptor or a timer).</summary>
+    internal bool IsParked => _doorbells[Id].IsParked;
+
     /// <summary>Descriptors kernel services registered with this core's wait set.</summary>
     public int WakeSourceCount => _waitSet.SourceCount;
 

@@ -34,7 +34,8 @@ public sealed class ParkingTests
         {
             var sleeperCore = runtime.Machine.Kernels[1];
             await TestMachine.EventuallyAsync(() => sleeperCore.Counters.ParkCount > 0, "core 1 to park while idle");
-            await Task.Delay(100);
+            // Parked now (not only once): the sender must find it asleep for the ring to count.
+            await TestMachine.EventuallyAsync(() => sleeperCore.IsParked, "core 1 to be parked");
             long received = sleeperCore.Counters.TotalReceived;
             long rings = sleeperCore.DoorbellRings;
 

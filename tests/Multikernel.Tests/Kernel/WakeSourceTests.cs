@@ -55,7 +55,14 @@ public sealed partial class WakeSourceTests
             // Added on the running core's own thread (the monitor layers the authority check).
             WakeSource source = await rig.On(0, () => rig[0].RegisterWakeSource(fd, service));
             Assert.Equal(1, rig[0].WakeSourceCount);
-            await Task.Delay(100); // let the core park (its MaxPark is 30 s: only the descriptor can wake it)
+            // Parked now (its MaxPark is 30 s: only the descriptor can wake it in time).
+            var parkDeadline = System.Diagnostics.Stopwatch.StartNew();
+            while (!rig[0].IsParked)
+            {
+                Assert.True(parkDeadline.Elapsed < KernelRig.Patience, "the idle core never parked");
+                await Task.Delay(1);
+            }
+
             long parks = rig[0].Counters.ParkCount;
             Assert.True(parks > 0, "the idle core parked");
             var watch = System.Diagnostics.Stopwatch.StartNew();

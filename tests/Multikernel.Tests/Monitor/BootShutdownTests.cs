@@ -62,9 +62,15 @@ public sealed class BootShutdownTests
             o.SpawnAtBoot("source");
         });
 
-        Assert.Equal(cores, runtime.Cores);
-        await TestMachine.EventuallyAsync(() => Enumerable.Range(0, cores).All(c => Volatile.Read(ref received[c]) > 1000), "every stream to carry messages");
-        await runtime.StopCleanlyAsync();
+        try
+        {
+            Assert.Equal(cores, runtime.Cores);
+            await TestMachine.EventuallyAsync(() => Enumerable.Range(0, cores).All(c => Volatile.Read(ref received[c]) > 1000), "every stream to carry messages");
+        }
+        finally
+        {
+            await runtime.StopCleanlyAsync();
+        }
 
         Assert.All(runtime.Machine.Kernels, k => Assert.True(k.Stopped.IsCompleted, $"core {k.Id} still running"));
         Assert.Equal(0, runtime.AbandonedDomains);
