@@ -95,11 +95,11 @@ internal sealed class CoreTimers
     public int Fire()
     {
         _nowValid = false;
-        return Wheel.Count == 0 ? 0 : Wheel.Advance(Now);
+        return Wheel.Linked == 0 ? 0 : Wheel.Advance(Now);
     }
 
     /// <summary>True when a timer is due now (a fresh clock read: the park path).</summary>
-    public bool HasDue => Wheel.Count > 0 && Wheel.NextEventTick() <= ReadClock();
+    public bool HasDue => Wheel.Linked > 0 && Wheel.NextEventTick() <= ReadClock();
 
     /// <summary>Nanoseconds until the wheel next needs the core (a firing or a cascade), or -1 when empty.</summary>
     public long NanosecondsUntilNext()
@@ -264,7 +264,7 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         _periodTicks = every <= 0 ? 0 : CoreTimers.Micros(every);
         if (due < 0)
         {
-            timers.Wheel.Cancel(this);
+            timers.Wheel.Disarm(this); // lazily: the next arm, later, is then two stores
         }
         else
         {

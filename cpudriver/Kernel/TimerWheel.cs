@@ -13,14 +13,21 @@ namespace Multikernel.CpuDriver.Kernel;
 /// </summary>
 internal abstract class WheelTimer
 {
-    /// <summary>The wheel node this timer holds while armed, -1 otherwise.</summary>
+    /// <summary>
+    /// The wheel node this timer holds while it is in one of the wheel's lists, -1 otherwise. A
+    /// timer disarmed with <see cref="TimerWheel.Disarm"/> keeps its node (and its place) until
+    /// its bucket comes up or it is armed again.
+    /// </summary>
     internal int Node = -1;
+
+    /// <summary>True while the timer will fire (armed and not disarmed). Maintained by the wheel.</summary>
+    internal bool Armed;
 
     /// <summary>Tick (µs) at which the timer fires (as last scheduled).</summary>
     internal long Expires;
 
-    /// <summary>True while the timer is in the wheel.</summary>
-    internal bool IsArmed => Node >= 0;
+    /// <summary>True while the timer will fire.</summary>
+    internal bool IsArmed => Armed;
 
     /// <summary>Called on the core's thread once the timer is out of the wheel and due.</summary>
     internal abstract void Expire();
@@ -86,7 +93,8 @@ internal sealed class TimerWheel
     private int[] _free; // a stack of free node numbers: popping it depends on no node's contents
     private int _freeCount;
     private long _now;
-    private int _count;
+    private int _count;  // armed timers
+    private int _linked; // nodes in use: armed timers plus disarmed ones still in their bucket
 
     /// <summary>A wheel whose first unprocessed tick is <paramref name="now"/>, holding at most <paramref name="capacity"/> timers.</summary>
     public TimerWheel(long now, int capacity)
@@ -108,6 +116,10 @@ internal sealed class TimerWheel
     /// <summary>Armed timers.</summary>
     public int Count => _count;
 
+    /// <summary>Nodes in the wheel's lists (armed timers and disarmed ones not yet swept): while
+    /// non-zero, the wheel has buckets to process.</summary>
+    public int Linked => _linked;
+
     /// <summary>The limit on armed timers.</summary>
     public int Capacity => _capacity;
 
@@ -116,6 +128,12 @@ internal sealed class TimerWheel
     public void Schedule(WheelTimer timer, long expires)
     {
         timer.Expires = expires;
+        if (!timer.Armed)
+        {
+            timer.Armed = true;
+            _count++;
+        }
+
         int node = timer.Node;
         if (node < 0)
         {
@@ -148,18 +166,48 @@ internal sealed class TimerWheel
         Link(node, expires);
     }
 
-    /// <summary>Disarms <paramref name="timer"/>; false when it was not armed.</summary>
+    /// <summary>Disarms <paramref name="timer"/> and takes it out of its list now; false when it was not armed.</summary>
     public bool Cancel(WheelTimer timer)
     {
+        bool wasArmed = timer.Armed;
+        if (wasArmed)
+        {
+            timer.Armed = false;
+            _count--;
+        }
+
         int node = timer.Node;
-        if (node < 0)
+        if (node >= 0)
+        {
+            Unlink(node);
+            Release(node, timer);
+        }
+
+        return wasArmed;
+    }
+
+    /// <summary>
+    /// Disarms <paramref name="timer"/> lazily; false when it was not armed. It stops counting as
+    /// armed and will not fire, but keeps its node in its bucket: a TCP stack disarms its
+    /// retransmission timer when everything is acknowledged and arms it again, later, with the
+    /// next send, and that arm then costs two stores like a push-out (see <see cref="Schedule"/>).
+    /// The node is swept when its bucket comes up (at most one early visit of the core), when the
+    /// node storage runs out, or by <see cref="Cancel"/>.
+    /// </summary>
+    public bool Disarm(WheelTimer timer)
+    {
+        if (!timer.Armed)
         {
             return false;
         }
 
-        Unlink(node);
-        Free(node);
-        timer.Node = None;
+        if (_nodes[timer.Node].Bucket == FiringBucket)
+        {
+            return Cancel(timer); // the firing list fires whatever is on it: take it off
+        }
+
+        timer.Armed = false;
+        _count--;
         return true;
     }
 
@@ -169,7 +217,7 @@ internal sealed class TimerWheel
     /// </summary>
     public long NextEventTick()
     {
-        if (_count == 0)
+        if (_linked == 0)
         {
             return long.MaxValue;
         }
@@ -206,7 +254,7 @@ internal sealed class TimerWheel
     public int Advance(long tick)
     {
         int fired = 0;
-        while (_count > 0)
+        while (_linked > 0)
         {
             long next = NextEventTick();
             if (next > tick)
@@ -239,7 +287,16 @@ internal sealed class TimerWheel
                 while (node != None)
                 {
                     int next = _nodes[node].Next;
-                    Link(node, _nodes[node].Expires); // the expiry is unchanged: only the place moves
+                    WheelTimer owner = _owners[node].Timer!;
+                    if (owner.Armed)
+                    {
+                        Link(node, _nodes[node].Expires); // only the place moves
+                    }
+                    else
+                    {
+                        Release(node, owner); // disarmed lazily: swept now
+                    }
+
                     node = next;
                 }
             }
@@ -261,7 +318,12 @@ internal sealed class TimerWheel
         {
             ref Entry entry = ref _nodes[n];
             int next = entry.Next;
-            if (entry.Expires > tick)
+            WheelTimer owner = _owners[n].Timer!;
+            if (!owner.Armed)
+            {
+                Release(n, owner); // disarmed lazily: swept now
+            }
+            else if (entry.Expires > tick)
             {
                 Link(n, entry.Expires);
             }
@@ -293,8 +355,9 @@ internal sealed class TimerWheel
         {
             Unlink(node);
             WheelTimer timer = _owners[node].Timer!;
-            Free(node);
-            timer.Node = None;
+            Release(node, timer);
+            timer.Armed = false;
+            _count--;
             fired++;
             timer.Expire();
         }
@@ -398,23 +461,25 @@ internal sealed class TimerWheel
     {
         if (_freeCount == 0)
         {
-            Grow();
+            Grow(timer);
         }
 
         int node = _free[--_freeCount];
         _owners[node].Timer = timer;
         timer.Node = node;
-        _count++;
+        _linked++;
         return node;
     }
 
-    private void Free(int node)
+    // The node leaves the lists (already unlinked) and its timer.
+    private void Release(int node, WheelTimer timer)
     {
         ref Entry entry = ref _nodes[node];
         entry.Bucket = None;
         _free[_freeCount++] = node;
         _owners[node].Timer = null;
-        _count--;
+        timer.Node = None;
+        _linked--;
     }
 
     // Nodes [from, to) are new: stack them so the lowest number is handed out first.
@@ -427,10 +492,20 @@ internal sealed class TimerWheel
         }
     }
 
-    private void Grow()
+    private void Grow(WheelTimer arming)
     {
-        if (_count >= _capacity)
+        if (_linked >= _capacity)
         {
+            // Every node is in use; the lazily disarmed ones are free for the taking. O(capacity),
+            // and only when the table is full of them (an arm-and-disarm loop over fresh timers).
+            SweepDisarmed(arming);
+            if (_freeCount > 0)
+            {
+                return;
+            }
+
+            _count--; // this arm fails: the timer is not armed after all
+            arming.Armed = false;
             ThrowFull();
         }
 
@@ -440,6 +515,19 @@ internal sealed class TimerWheel
         Array.Resize(ref _owners, size);
         Array.Resize(ref _free, size);
         PushFresh(old, size);
+    }
+
+    private void SweepDisarmed(WheelTimer arming)
+    {
+        for (int node = 0; node < _nodes.Length; node++)
+        {
+            WheelTimer? owner = _owners[node].Timer;
+            if (owner is not null && !owner.Armed && !ReferenceEquals(owner, arming))
+            {
+                Unlink(node);
+                Release(node, owner);
+            }
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -163,7 +163,9 @@ public static class TimerBench
             {
                 FreshClock<TSide>(core);
                 // Due times spread over 10 ms .. 2 s: several wheel levels, never due during the run.
-                timers[i].Change(TimeSpan.FromMilliseconds(10 + ((i * 7919) % 2000)), Timeout.InfiniteTimeSpan);
+                // Each round's arm is later than the last round's re-arm, as a TCP stack's next
+                // send arms its retransmission timer later than the expiry it last disarmed.
+                timers[i].Change(TimeSpan.FromMilliseconds(10 + ((i * 7919) % 2000) + (2 * round)), Timeout.InfiniteTimeSpan);
             }
 
             long armed = Stopwatch.GetTimestamp();
@@ -172,7 +174,7 @@ public static class TimerBench
                 FreshClock<TSide>(core);
                 // An ACK re-arms the retransmission timer to now + RTO, with now a little later than at
                 // the arm: the due time moves out (here by 1 ms), as it does on every ACK.
-                timers[i].Change(TimeSpan.FromMilliseconds(11 + ((i * 7919) % 2000)), Timeout.InfiniteTimeSpan);
+                timers[i].Change(TimeSpan.FromMilliseconds(11 + ((i * 7919) % 2000) + (2 * round)), Timeout.InfiniteTimeSpan);
             }
 
             long reset2 = Stopwatch.GetTimestamp();

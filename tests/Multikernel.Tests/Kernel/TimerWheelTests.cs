@@ -62,7 +62,8 @@ public sealed class TimerWheelTests
             else if (op < 8)
             {
                 Probe p = probes[random.Next(probes.Count)];
-                if (wheel.Cancel(p))
+                // Both ways out: taken off its list now, or left there disarmed to be swept.
+                if (random.Next(2) == 0 ? wheel.Cancel(p) : wheel.Disarm(p))
                 {
                     expected.Remove(p);
                 }
@@ -281,6 +282,105 @@ public sealed class TimerWheelTests
         Assert.Equal(300, p.FiredAt);
         Assert.Equal(0, wheel.Advance(3_000_000));
         Assert.Equal(1, p.Fired);
+    }
+
+    [Fact]
+    public void Disarmed_NeverFires_StopsCountingAtOnce_AndIsSweptWhenItsBucketComesUp()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var p = new Probe(log) { Wheel = wheel }; // level 2: swept by its cascade
+        var q = new Probe(log) { Wheel = wheel }; // level 0: swept when its slot comes due
+        wheel.Schedule(p, 100_000);
+        wheel.Schedule(q, 30);
+        Assert.True(wheel.Disarm(p));
+        Assert.True(wheel.Disarm(q));
+        Assert.False(p.IsArmed);
+        Assert.Equal(0, wheel.Count);
+        Assert.False(wheel.Disarm(p));
+        Assert.Equal(2, wheel.Linked); // still in their buckets
+        while (wheel.Linked > 0)
+        {
+            wheel.Advance(wheel.NextEventTick());
+        }
+
+        Assert.Equal(0, p.Fired);
+        Assert.Equal(0, q.Fired);
+        Assert.True(wheel.Now <= 100_001, $"the sweep ran past the bucket ({wheel.Now})");
+        Assert.Equal(long.MaxValue, wheel.NextEventTick());
+    }
+
+    [Theory]
+    [InlineData(1)]     // re-armed later than before: stays in its bucket (two stores)
+    [InlineData(-50_000)] // re-armed earlier: must move, or it would fire late
+    public void DisarmedThenArmedAgain_FiresOnceAtTheNewTick(long shift)
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var p = new Probe(log) { Wheel = wheel };
+        wheel.Schedule(p, 100_000);
+        wheel.Disarm(p);
+        wheel.Advance(10);
+        long due = 100_000 + shift;
+        wheel.Schedule(p, due);
+        Assert.Equal(1, wheel.Count);
+        Assert.Equal(1, wheel.Linked);
+        while (p.Fired == 0)
+        {
+            long next = wheel.NextEventTick();
+            Assert.True(next <= due, $"next event {next} after the due tick {due}");
+            wheel.Advance(next);
+        }
+
+        Assert.Equal(due, p.FiredAt);
+        Assert.Equal(0, wheel.Advance(10_000_000));
+        Assert.Equal(1, p.Fired);
+    }
+
+    [Fact]
+    public void AFullTableOfDisarmedTimers_MakesRoomForNewOnes_ButArmedOnesStillCountAgainstTheCapacity()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 8);
+        Probe[] first = [.. Enumerable.Range(0, 8).Select(_ => new Probe(log) { Wheel = wheel })];
+        foreach (Probe p in first)
+        {
+            wheel.Schedule(p, 1_000_000);
+            wheel.Disarm(p);
+        }
+
+        Assert.Equal(8, wheel.Linked);
+        Probe[] second = [.. Enumerable.Range(0, 8).Select(_ => new Probe(log) { Wheel = wheel })];
+        foreach (Probe p in second)
+        {
+            wheel.Schedule(p, 500); // every node is taken by a disarmed timer: swept to make room
+        }
+
+        Assert.Equal(8, wheel.Count);
+        Assert.All(first, p => Assert.Equal(-1, p.Node));
+        var extra = new Probe(log) { Wheel = wheel };
+        Assert.Throws<InvalidOperationException>(() => wheel.Schedule(extra, 500));
+        Assert.False(extra.IsArmed);
+        Assert.Equal(8, wheel.Count);
+        Assert.Equal(8, wheel.Advance(2_000_000));
+        Assert.All(first, p => Assert.Equal(0, p.Fired));
+    }
+
+    [Fact]
+    public void DisarmingATimerOnTheFiringList_FromACallbackInTheSameTick_KeepsItFromFiring()
+    {
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var a = new Probe(log) { Wheel = wheel };
+        var b = new Probe(log) { Wheel = wheel };
+        a.OnFire = _ => wheel.Disarm(b);
+        b.OnFire = _ => wheel.Disarm(a);
+        wheel.Schedule(a, 100);
+        wheel.Schedule(b, 100);
+        Assert.Equal(1, wheel.Advance(100));
+        Assert.Equal(1, a.Fired + b.Fired);
+        Assert.Equal(0, wheel.Count);
+        Assert.Equal(0, wheel.Linked);
     }
 
     [Fact]
