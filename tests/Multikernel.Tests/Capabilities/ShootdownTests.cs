@@ -30,16 +30,26 @@ public sealed class ShootdownTests(ITestOutputHelper output)
         var baseline = new SharedMemoryShootdown(3, 4);
         baseline.Map(0, 1);
         baseline.Map(2, 1);
+        bool giveUp = false;
         var other = new Thread(() =>
         {
-            while (!baseline.Poll(2))
+            while (!baseline.Poll(2) && !Volatile.Read(ref giveUp))
             {
                 Thread.SpinWait(10);
             }
-        });
+        })
+        { IsBackground = true };
         other.Start();
-        Assert.Equal(2, baseline.Revoke(1, 0));
-        other.Join();
+        try
+        {
+            Assert.Equal(2, baseline.Revoke(1, 0));
+        }
+        finally
+        {
+            Volatile.Write(ref giveUp, true); // a failed revoke must not leave the poller spinning
+            Assert.True(other.Join(TimeSpan.FromSeconds(15)), "the polling holder did not stop");
+        }
+
         Assert.False(baseline.IsCached(0, 1));
         Assert.False(baseline.IsCached(2, 1));
     }

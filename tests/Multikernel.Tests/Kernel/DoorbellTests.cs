@@ -19,7 +19,8 @@ public sealed class DoorbellTests
             parked.Set();
             doorbell.Park(TimeSpan.FromMinutes(5));
             woke = true;
-        });
+        })
+        { IsBackground = true }; // a failed wake must not hold the test host for 5 minutes
         owner.Start();
         parked.Wait();
         while (!doorbell.IsParked)
@@ -28,7 +29,7 @@ public sealed class DoorbellTests
         }
 
         doorbell.Ring();
-        Assert.True(owner.Join(TimeSpan.FromMinutes(1)), "the parked owner was not woken by the doorbell");
+        Assert.True(owner.Join(TimeSpan.FromSeconds(15)), "the parked owner was not woken by the doorbell");
         Assert.True(woke);
         Assert.Equal(1, doorbell.Rings);
         Assert.False(doorbell.IsParked);
@@ -88,19 +89,23 @@ public sealed class DoorbellTests
 
                 doorbell.Park(TimeSpan.FromMinutes(5));
             }
-        });
+        })
+        { IsBackground = true };
         owner.Start();
+        var watch = System.Diagnostics.Stopwatch.StartNew();
         for (int i = 1; i <= Rounds; i++)
         {
             Volatile.Write(ref published, i);
             doorbell.Ring();
             while (Volatile.Read(ref seen) < i)
             {
+                // A lost wake-up fails here, fast, instead of hanging the run.
+                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"round {i}: the owner did not wake (a lost wake-up)");
                 Thread.SpinWait(16);
             }
         }
 
-        Assert.True(owner.Join(TimeSpan.FromMinutes(1)));
+        Assert.True(owner.Join(TimeSpan.FromSeconds(15)));
         Assert.Equal(Rounds, Volatile.Read(ref seen));
     }
 
