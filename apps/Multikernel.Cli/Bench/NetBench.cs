@@ -84,7 +84,7 @@ internal static class NetBench
     public static readonly BenchPlot<NetBenchRow> Plot = new(
         "bench net: ours over TAP relative to each peer over veth (1 = same; above 1 = ours better)",
         "app vs peer: metric",
-        "ours relative to theirs (throughput ours/theirs, latency theirs/ours)",
+        "ours / theirs (latency: theirs / ours)",
         _ => 0,
         r => r.OursVsTheirs,
         r => $"{r.App} vs {r.Peer}: {r.Metric}",
