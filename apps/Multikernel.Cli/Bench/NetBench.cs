@@ -29,7 +29,11 @@ internal sealed record NetBenchSettings(int Runs, int RttCount, int BulkMegabyte
 
     /// <summary>A rough duration: set-up, then each measurement of ours and of each peer, per run.</summary>
     public TimeSpan EstimatedDuration =>
-        TimeSpan.FromSeconds(15 + (Runs * ((2 * (1 + (RttCount / 20_000.0))) + (2 + (BulkMegabytes / 100.0) + IperfSeconds) + (3 * (WrkSeconds + 1)) + (3 * 2 * (1 + (RedisRequests / 40_000.0))))));
+        TimeSpan.FromSeconds(15 + (Runs * (
+            (2 * (1 + (RttCount / 20_000.0)))                                                        // two echo probes
+            + (2 + (BulkMegabytes / 30.0) + IperfSeconds)                                            // ours moves ~0.25 Gbit/s here
+            + (3 * (WrkSeconds + 2))                                                                 // ours, nginx, Kestrel (+ warm-up)
+            + (3 * (2 + (2.0 * RedisRequests / 20_000.0) + (2.0 * RedisPipelinedRequests / 250_000.0)))))); // ours, redis, Garnet
 }
 
 /// <summary>

@@ -23,10 +23,12 @@ public sealed partial class TapLoadTests(ITestOutputHelper output)
     {
         await using TapRig rig = await TapRig.StartAsync("wrk");
         await File.WriteAllBytesAsync(Path.Combine(rig.Root, "page.html"), new byte[4096]);
-        (int exit, string text) = rig.Exec(Tool, "wrk", "-t1", "-c8", "-d10s", "--timeout", "5s", $"http://{rig.Http}/page.html");
+        (int exit, string text) = rig.Exec(Tool, "wrk", "-t1", "-c8", "-d10s", "--latency", "--timeout", "5s", $"http://{rig.Http}/page.html");
         output.WriteLine(text);
         Assert.True(exit == 0, $"wrk failed: {text}");
 
+        AppSnapshot http = rig.Snapshot("http");
+        output.WriteLine($"http app: {http.SegmentsReceived} segments in, {http.SegmentsSent} out, {http.Retransmits} retransmitted; {http.Detail}");
         WrkSummary wrk = WrkSummary.Parse(text);
         Assert.True(wrk.Requests > 0, $"wrk made no request: {text}");
         Assert.True(wrk.SocketErrors is null, $"wrk saw socket errors ({wrk.SocketErrors}): {text}");
