@@ -102,7 +102,8 @@ public sealed class BenchSuiteTests : IDisposable
                 Assert.Equal(2, sharded.GetProperty("window").GetInt32());
                 Assert.Equal(JsonValueKind.Null, shared.GetProperty("batch").ValueKind);
                 double ratio = sharded.GetProperty("ops_per_s").GetDouble() / shared.GetProperty("ops_per_s").GetDouble();
-                Assert.Equal(ratio, sharded.GetProperty("vs_shared").GetDouble(), 2);
+                // The JSON rounds every figure to 3 decimals; the ratio is of the unrounded ones.
+                Assert.True(Math.Abs(ratio - sharded.GetProperty("vs_shared").GetDouble()) <= 0.002 + (0.01 * ratio), $"vs_shared is not sharded/shared ({ratio}): {sharded}");
                 if (cores == 1)
                 {
                     Assert.Equal(1.0, sharded.GetProperty("scaling").GetDouble(), 3);
