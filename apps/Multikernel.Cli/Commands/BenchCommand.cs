@@ -21,6 +21,7 @@ internal static class BenchCommand
         command.Subcommands.Add(BenchScenarioCommands.Wakeup());
         command.Subcommands.Add(Endpoint());
         command.Subcommands.Add(BenchScenarioCommands.Netd());
+        command.Subcommands.Add(BenchScenarioCommands.Net());
 
         // Not in the suite (no report files): a table only.
         command.Subcommands.Add(ShardedCalls());

@@ -5,7 +5,7 @@ namespace Multikernel.Tests.Apps;
 /// <summary>Real clients (curl, nc, redis-cli, redis-benchmark) found on PATH, and a bounded way to run them.</summary>
 public static class ExternalTools
 {
-    public const string Packages = "apt-get install -y curl netcat-openbsd redis-tools";
+    public const string Packages = "apt-get install -y curl netcat-openbsd redis-tools wrk hping3";
 
     public static bool InCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
 
