@@ -21,6 +21,15 @@ public interface ILinkPort
     /// retransmission, as a NIC that drops would make it.
     /// </summary>
     bool TryTransmit(ReadOnlySpan<byte> frame);
+
+    /// <summary>
+    /// True when <see cref="TryTransmit"/> would take a frame of <paramref name="frameLength"/>
+    /// bytes now. TCP asks before it sends data: when the port is full it holds the data back
+    /// (it stays in the send buffer, SND.NXT does not move) and sends it when the port has room
+    /// (<see cref="NetworkStack.OnLinkWritable"/>), instead of sending into a drop and waiting a
+    /// retransmission timeout. A port that never fills keeps the default.
+    /// </summary>
+    bool CanTransmit(int frameLength) => true;
 }
 
 /// <summary>An IPv4 address and port.</summary>

@@ -67,6 +67,7 @@ public sealed class NetworkCounters
     internal long ArpRepliesSentField;
     internal long DatagramsReassembledField;
     internal long FragmentsSentField;
+    internal long LinkWaitsField;
 
     public long FramesReceived => Volatile.Read(ref FramesReceivedField);
 
@@ -114,6 +115,9 @@ public sealed class NetworkCounters
     public long DatagramsReassembled => Volatile.Read(ref DatagramsReassembledField);
 
     public long FragmentsSent => Volatile.Read(ref FragmentsSentField);
+
+    /// <summary>Times a TCP connection held data back because the link's transmit queue was full (sent when it drained, not dropped).</summary>
+    public long LinkWaits => Volatile.Read(ref LinkWaitsField);
 
     /// <summary>Drops for one reason.</summary>
     public long Drops(DropReason reason) => Volatile.Read(ref _drops[(int)reason]);

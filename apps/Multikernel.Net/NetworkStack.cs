@@ -30,6 +30,9 @@ public sealed partial class NetworkStack : IDisposable
     private readonly int _threadId;
     private bool _started;
     private bool _disposed;
+    private List<Tcp.TcpConnection> _linkWaiters = [];
+    private List<Tcp.TcpConnection> _linkWaking = [];
+    private ITimer? _linkRetry;
 
     /// <summary>
     /// Creates a stack on the calling thread, which becomes its thread; call <see cref="Start"/>
@@ -467,6 +470,55 @@ public sealed partial class NetworkStack : IDisposable
         return true;
     }
 
+    // ---------------------------------------------------------------- holding data back for the link
+
+    /// <summary>True when the link takes a frame of <paramref name="frameLength"/> bytes now (see <see cref="ILinkPort.CanTransmit"/>).</summary>
+    internal bool LinkCanTake(int frameLength) => _link.CanTransmit(frameLength);
+
+    /// <summary>
+    /// <paramref name="connection"/> has data the link cannot take now: it is called back from
+    /// <see cref="OnLinkWritable"/>. Each connection waits at most once, so the list is bounded by
+    /// the connection table; a retry timer (<see cref="LinkRetryInterval"/>) covers a link that
+    /// drains while nothing arrives.
+    /// </summary>
+    internal void WaitForLink(Tcp.TcpConnection connection)
+    {
+        if (connection.WaitingForLink)
+        {
+            return;
+        }
+
+        connection.WaitingForLink = true;
+        _linkWaiters.Add(connection);
+        Counters.LinkWaitsField++;
+        _linkRetry ??= Time.CreateTimer(static s => ((NetworkStack)s!).OnLinkWritable(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _linkRetry.Change(LinkRetryInterval, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>How soon connections held back by a full link try again when nothing else wakes them. 1 ms.</summary>
+    public static readonly TimeSpan LinkRetryInterval = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>
+    /// The link may have room again (its driver got transmit buffers back, or frames arrived):
+    /// connections that held data back send what they can now. Cheap when none waits. Stack thread.
+    /// </summary>
+    public void OnLinkWritable()
+    {
+        if (_linkWaiters.Count == 0 || _disposed)
+        {
+            return;
+        }
+
+        (_linkWaiters, _linkWaking) = (_linkWaking, _linkWaiters);
+        foreach (Tcp.TcpConnection connection in _linkWaking)
+        {
+            connection.WaitingForLink = false;
+            connection.ResumeOutput(); // may wait again (and re-arm the retry)
+        }
+
+        _linkWaking.Clear();
+    }
+
     internal PacketBuffer? RentBuffer() => _pool.TryRent();
 
     internal Span<byte> ScratchFrame => _tx;
@@ -480,6 +532,8 @@ public sealed partial class NetworkStack : IDisposable
         }
 
         _disposed = true;
+        _linkRetry?.Dispose();
+        _linkWaiters.Clear();
         _tcp.Dispose();
         foreach (UdpSocket socket in _udp.Values.ToArray())
         {

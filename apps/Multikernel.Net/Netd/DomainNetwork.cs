@@ -145,6 +145,9 @@ public sealed class DomainNetwork : IAsyncDisposable
                 }
 
                 FramesReceived += n;
+                // Frames in usually mean transmit pages home (netd returns them as it sends):
+                // connections that held data back for the link go now.
+                Stack.OnLinkWritable();
                 if (n == _batch)
                 {
                     await Task.Yield(); // a burst: let timers and the applications run between batches

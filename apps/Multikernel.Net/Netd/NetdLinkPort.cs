@@ -11,8 +11,10 @@ namespace Multikernel.Net.Netd;
 /// </summary>
 /// <remarks>
 /// Bounded by the client's transmit pages: with all of them in flight <see cref="TryTransmit"/>
-/// says no, the stack counts a <c>TransmitQueueFull</c> drop and TCP's retransmission covers it —
-/// what a NIC with a full ring would make it do. The last <see cref="ControlReserve"/> pages are
+/// says no. TCP asks <see cref="CanTransmit"/> first and holds its data back until pages come
+/// home (the stack retries on every received batch and on a short timer); what still meets a
+/// full queue (UDP, ICMP) is counted as a <c>TransmitQueueFull</c> drop, as a NIC with a full
+/// ring would make it. The last <see cref="ControlReserve"/> pages are
 /// kept for small frames (ACK, FIN, RST, ARP: at most <see cref="SmallFrame"/> bytes): data is
 /// retransmitted when dropped, but a RST is sent once, and a lost one would leave the peer hanging. Once netd has gone (its channel closed, the
 /// region revoked) every transmit is refused the same way and counted in <see cref="Refused"/>.
@@ -50,6 +52,10 @@ public sealed class NetdLinkPort : ILinkPort
 
     /// <summary>Frames refused because netd is gone (or the frame does not fit a page).</summary>
     public long Refused { get; private set; }
+
+    /// <inheritdoc/>
+    public bool CanTransmit(int frameLength) =>
+        frameLength <= SmallFrame ? _client.FreeTransmitBuffers > 0 : _client.FreeTransmitBuffers > ControlReserve;
 
     /// <inheritdoc/>
     public bool TryTransmit(ReadOnlySpan<byte> frame)

@@ -1044,6 +1044,15 @@ public sealed partial class TcpConnection : IDisposable
                     break; // Nagle: one small segment in flight at a time
                 }
 
+                if (!_stack.LinkCanTake(MaxFrameOverhead + length))
+                {
+                    // The link's transmit queue is full: keep the data (SND.NXT stays) and send it
+                    // when the link drains, instead of into a drop that a retransmission timeout
+                    // (200 ms or more) would have to repair.
+                    _stack.WaitForLink(this);
+                    break;
+                }
+
                 if (retransmitting)
                 {
                     _stack.Counters.TcpRetransmitsField++;
@@ -1081,6 +1090,25 @@ public sealed partial class TcpConnection : IDisposable
         {
             SendAck();
         }
+    }
+
+    // Ethernet + IPv4 + TCP headers with the largest options: a segment's frame is at most this
+    // plus its payload.
+    private const int MaxFrameOverhead = 14 + 20 + 60;
+
+    /// <summary>True while the connection is on the stack's list of those waiting for the link (see <see cref="NetworkStack.WaitForLink"/>).</summary>
+    internal bool WaitingForLink { get; set; }
+
+    /// <summary>The link may have room again: send what the windows allow.</summary>
+    internal void ResumeOutput()
+    {
+        if (_destroyed)
+        {
+            return;
+        }
+
+        Output();
+        Rearm();
     }
 
     private void SendAck()

@@ -272,6 +272,11 @@ internal sealed class SimPort(SimNetwork network, MacAddress mac, int mtu) : ILi
     /// <summary>When false the port refuses frames (a full transmit queue).</summary>
     public bool AcceptTransmit { get; set; } = true;
 
+    /// <summary>When set, what <see cref="CanTransmit"/> answers (a port that says it is full before a send).</summary>
+    public bool? ReportsRoom { get; set; }
+
+    public bool CanTransmit(int frameLength) => ReportsRoom ?? true;
+
     public bool TryTransmit(ReadOnlySpan<byte> frame)
     {
         if (!AcceptTransmit)
