@@ -155,7 +155,7 @@ internal sealed partial class KvConnection : IDisposable
             return new ValueTask<ShardReply>(op(local, state));
         }
 
-        return _shards.InvokeOnAsync(shard, s => op(s, state));
+        return _shards.InvokeOnAsync(shard, (op, state), static (s, w) => w.op(s, w.state));
     }
 
     /// <summary>
@@ -169,7 +169,7 @@ internal sealed partial class KvConnection : IDisposable
         {
             if ((mask & (1UL << shard)) != 0 && !_shards.TryGetLocal(shard, out _))
             {
-                _remote[pending++] = _shards.InvokeOnAsync(shard, s => op(s, state));
+                _remote[pending++] = _shards.InvokeOnAsync(shard, (op, state), static (s, w) => w.op(s, w.state));
             }
         }
 
