@@ -41,6 +41,7 @@ internal sealed class NetworkApps
     private readonly Dictionary<NetworkAppSpec, AppState> _states = [];
     private readonly TaskCompletionSource _drain = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private KvStore? _kvStore;
+    private NetworkStackMetrics? _stackMetrics;
 
     public NetworkApps(IReadOnlyList<NetworkAppSpec> specs, NetworkAppsSettings settings)
     {
@@ -59,6 +60,9 @@ internal sealed class NetworkApps
     /// <summary>The limits of the kv store (shared by every kv application). Default <see cref="KvOptions"/>' defaults.</summary>
     public KvOptions KvOptions { get; } = new();
 
+    /// <summary>The applications' stacks' instruments in the machine's <c>Multikernel</c> meter (null until it booted).</summary>
+    public NetworkStackMetrics? StackMetrics => Volatile.Read(ref _stackMetrics);
+
     /// <summary>The machine's kv store once booted (null before, or when no kv application is configured).</summary>
     public KvStore? KvStore => Volatile.Read(ref _kvStore);
 
@@ -70,6 +74,11 @@ internal sealed class NetworkApps
     public void Register(MultikernelOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        options.OnBooted((runtime, _) =>
+        {
+            Volatile.Write(ref _stackMetrics, new NetworkStackMetrics(runtime.Metrics.Meter, runtime.Cores));
+            return Task.CompletedTask;
+        });
         if (Specs.Any(s => s.Name == "kv"))
         {
             options.OnBooted(async (runtime, cancellationToken) =>
@@ -113,7 +122,14 @@ internal sealed class NetworkApps
         AppState state = _states[spec];
         try
         {
-            var stackOptions = new NetworkStackOptions { Address = spec.Address, PrefixLength = _settings.PrefixLength, Gateway = _settings.Gateway };
+            var stackOptions = new NetworkStackOptions
+            {
+                Address = spec.Address,
+                PrefixLength = _settings.PrefixLength,
+                Gateway = _settings.Gateway,
+                Metrics = StackMetrics,
+                Name = spec.ProgramName,
+            };
             _settings.ConfigureStack?.Invoke(stackOptions);
             await using DomainNetwork network = await DomainNetwork.StartAsync(ctx, new DomainNetworkOptions { Stack = stackOptions });
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ctx.Stopping);

@@ -239,6 +239,30 @@ public sealed class KvShardedRuntimeTests
                 return reply;
             }).WaitAsync(Patience);
             Assert.Equal(ExpectedMget(keys), got);
+
+            // Each application's stack reports in the machine's meter, tagged with its core and address.
+            var segments = new List<(long Value, Dictionary<string, object?> Tags)>();
+            using (var listener = new System.Diagnostics.Metrics.MeterListener())
+            {
+                listener.InstrumentPublished = (instrument, l) =>
+                {
+                    if (ReferenceEquals(instrument.Meter, runtime.Metrics.Meter) && instrument.Name == Multikernel.Net.NetworkStackMetrics.Segments)
+                    {
+                        l.EnableMeasurementEvents(instrument);
+                    }
+                };
+                listener.SetMeasurementEventCallback<long>((_, value, tags, _) => segments.Add((value, tags.ToArray().ToDictionary(t => t.Key, t => t.Value))));
+                listener.Start();
+                listener.RecordObservableInstruments();
+            }
+
+            foreach ((Ipv4Address address, int core) in new[] { (kv0, 0), (kv1, 1) })
+            {
+                (long value, Dictionary<string, object?> tags) = Assert.Single(segments, s => Equals(s.Tags[Multikernel.Net.NetworkStackMetrics.LocalAddress], address.ToString()) && Equals(s.Tags[Multikernel.Net.NetworkStackMetrics.Direction], "receive"));
+                Assert.True(value >= 3, $"{address} received {value} segments (at least the SYN, the ACK and a request)");
+                Assert.Equal(core, tags[Multikernel.CpuDriver.Diagnostics.TelemetryTags.Core]);
+                Assert.Equal($"app-kv-{address}", tags[Multikernel.CpuDriver.Diagnostics.TelemetryTags.Domain]);
+            }
         }
         finally
         {
