@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Multikernel.Apps.Kv.Resp;
 using Multikernel.Apps.Kv.Store;
@@ -421,6 +422,7 @@ internal sealed partial class KvConnection
         return AwaitValues(pending, values, c.Count);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] // a remote shard answers asynchronously every time: no box per call
     private async ValueTask AwaitValues(ValueTask<long> pending, byte[]?[] values, int count)
     {
         try
@@ -487,6 +489,7 @@ internal sealed partial class KvConnection
         return AwaitMSet(pending);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] // a remote shard answers asynchronously every time: no box per call
     private async ValueTask AwaitMSet(ValueTask<long> pending) => WriteMSet(await pending);
 
     private void WriteMSet(long refused)
@@ -511,6 +514,7 @@ internal sealed partial class KvConnection
 
         return Awaited(pending);
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         async ValueTask Awaited(ValueTask<long> p) => RespWriter.WriteInteger(_output, await p);
     }
 
@@ -524,6 +528,7 @@ internal sealed partial class KvConnection
 
         return Awaited(pending);
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         async ValueTask Awaited(ValueTask<long> p)
         {
             await p;
@@ -548,6 +553,7 @@ internal sealed partial class KvConnection
 
         return Awaited(pending, found);
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         async ValueTask Awaited(ValueTask<long> p, List<byte[]>[] f)
         {
             await p;

@@ -77,6 +77,42 @@ public sealed class KvShardedRuntimeTests
     }
 
     [Fact]
+    public async Task RemoteGets_AllocateNothingPerCall_OnTheConnectionsCore()
+    {
+        // Pipelined GETs of a key core 1 owns, from a connection on core 0: the commands are all
+        // buffered before the server reads them, so its only waits are the shard calls (each one
+        // over the rings and back before the next command runs). Core 0's thread must allocate
+        // nothing per call: no closure, no await box, no call record.
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2);
+        var client = new CorePipe();
+        Task serving = Task.CompletedTask;
+        try
+        {
+            KvStore store = await KvStore.StartAsync(runtime, new KvOptions()).WaitAsync(Patience);
+            serving = runtime.InvokeAsync(0, ctx => store.CreateServer(ctx).RunConnectionAsync(client.ServerSide));
+            string remote = KeyOwnedBy(1, 2);
+            Assert.Equal("OK", await client.CallAsync("SET", remote, "value"));
+            byte[] get = Resp.Command("GET", remote);
+            const int Calls = 4000;
+            byte[] batch = [.. Enumerable.Repeat(get, Calls).SelectMany(b => b)];
+            long forwardedBefore = runtime.Machine.Kernels[0].Counters.Sent(1);
+            await client.PipelineAsync(batch, Calls, "\"value\""); // warm up: tier-up, pooled records
+
+            long before = await runtime.InvokeAsync(0, _ => GC.GetAllocatedBytesForCurrentThread());
+            await client.PipelineAsync(batch, Calls, "\"value\"");
+            long after = await runtime.InvokeAsync(0, _ => GC.GetAllocatedBytesForCurrentThread());
+            Assert.True(runtime.Machine.Kernels[0].Counters.Sent(1) - forwardedBefore >= 2 * Calls, "the GETs did not cross the rings");
+            double perCall = (after - before) / (double)Calls;
+            Assert.True(perCall < 8, $"{perCall:F1} B allocated on the connection's core per remote GET");
+        }
+        finally
+        {
+            await client.CloseAsync(serving);
+            await runtime.StopCleanlyAsync();
+        }
+    }
+
+    [Fact]
     public async Task MsetMgetDel_AcrossShards_KeepTheirArgumentOrder()
     {
         MultikernelRuntime runtime = await TestMachine.StartAsync(3);
@@ -329,9 +365,11 @@ public sealed class KvShardedRuntimeTests
 
         public async Task SendAsync(byte[] bytes) => await _toServer.Writer.WriteAsync(bytes).AsTask().WaitAsync(Patience);
 
-        public async Task<string> CallAsync(params string[] args)
+        public Task<string> CallAsync(params string[] args) => CallRawAsync(Resp.Command(args));
+
+        public async Task<string> CallRawAsync(byte[] command)
         {
-            await SendAsync(Resp.Command(args));
+            await SendAsync(command);
             using var cts = new CancellationTokenSource(Patience);
             while (true)
             {
@@ -346,6 +384,24 @@ public sealed class KvShardedRuntimeTests
 
                 Assert.False(read.IsCompleted, "the server closed the connection");
                 _toClient.Reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
+            }
+        }
+
+        /// <summary>Sends <paramref name="commands"/> at once and reads <paramref name="count"/> replies, each <paramref name="expected"/>.</summary>
+        public async Task PipelineAsync(byte[] commands, int count, string expected)
+        {
+            await SendAsync(commands);
+            using var cts = new CancellationTokenSource(Patience);
+            int got = 0;
+            while (got < count)
+            {
+                ReadResult read = await _toClient.Reader.ReadAsync(cts.Token);
+                byte[] bytes = System.Buffers.BuffersExtensions.ToArray(read.Buffer);
+                List<string> replies = Resp.ParseAll(bytes, out int consumed);
+                Assert.All(replies, r => Assert.Equal(expected, r));
+                got += replies.Count;
+                Assert.False(read.IsCompleted && got < count, "the server closed the connection");
+                _toClient.Reader.AdvanceTo(read.Buffer.GetPosition(consumed), read.Buffer.End);
             }
         }
 
