@@ -130,7 +130,7 @@ public sealed class KvServer
         {
             removed += Shards.TryGetLocal(shard, out KvShard? local)
                 ? local.SweepExpired(keys)
-                : await Shards.InvokeOnAsync(shard, s => (long)s.SweepExpired(keys));
+                : await Shards.InvokeOnAsync(shard, keys, static (s, k) => (long)s.SweepExpired(k));
         }
 
         return removed;

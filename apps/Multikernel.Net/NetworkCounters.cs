@@ -50,6 +50,8 @@ public sealed class NetworkCounters
     internal long FramesSentField;
     internal long TcpSegmentsReceivedField;
     internal long TcpSegmentsSentField;
+    internal long TcpBytesReceivedField;
+    internal long TcpBytesSentField;
     internal long TcpRetransmitsField;
     internal long TcpFastRetransmitsField;
     internal long TcpTimeoutsField;
@@ -76,6 +78,12 @@ public sealed class NetworkCounters
     public long TcpSegmentsReceived => Volatile.Read(ref TcpSegmentsReceivedField);
 
     public long TcpSegmentsSent => Volatile.Read(ref TcpSegmentsSentField);
+
+    /// <summary>TCP payload bytes in valid received segments (duplicates and out-of-window data included).</summary>
+    public long TcpBytesReceived => Volatile.Read(ref TcpBytesReceivedField);
+
+    /// <summary>TCP payload bytes sent (retransmissions included).</summary>
+    public long TcpBytesSent => Volatile.Read(ref TcpBytesSentField);
 
     /// <summary>Segments sent again (timeouts, fast retransmits and recovery retransmits).</summary>
     public long TcpRetransmits => Volatile.Read(ref TcpRetransmitsField);

@@ -58,6 +58,7 @@ public sealed partial class NetworkStack : IDisposable
         }
 
         _home = context;
+        Core = context is CpuDriver.Kernel.CoreSynchronizationContext core ? core.CoreId : -1;
         _threadId = Environment.CurrentManagedThreadId;
         _shutdown = new AsyncSlot<bool>(context);
         Options = options;
@@ -84,6 +85,14 @@ public sealed partial class NetworkStack : IDisposable
     public NetworkCounters Counters { get; } = new();
 
     public Ipv4Address Address { get; }
+
+    /// <summary>The core the stack runs on (from its synchronization context), or -1 when it is not a core's.</summary>
+    public int Core { get; }
+
+    /// <summary><see cref="Address"/> as text, made once (a span tag).</summary>
+    internal string AddressText => _addressText ??= Address.ToString();
+
+    private string? _addressText;
 
     public MacAddress Mac { get; }
 
@@ -134,6 +143,7 @@ public sealed partial class NetworkStack : IDisposable
         }
 
         _started = true;
+        Options.Metrics?.Add(this);
         _arp.SendRequest(Address, gratuitous: true);
     }
 
@@ -534,6 +544,11 @@ public sealed partial class NetworkStack : IDisposable
         _disposed = true;
         _linkRetry?.Dispose();
         _linkWaiters.Clear();
+        if (_started)
+        {
+            Options.Metrics?.Remove(this);
+        }
+
         _tcp.Dispose();
         foreach (UdpSocket socket in _udp.Values.ToArray())
         {

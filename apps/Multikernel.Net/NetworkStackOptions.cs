@@ -113,6 +113,16 @@ public sealed class NetworkStackOptions
     /// <summary>Secret of the RFC 6528 ISN hash; null (the default) draws 32 bytes from the CSPRNG at stack creation. Tests set it for reproducible runs.</summary>
     public byte[]? IsnSecret { get; set; }
 
+    /// <summary>
+    /// Where the stack's counters are published (<see cref="NetworkStackMetrics"/> over the runtime's
+    /// <c>Multikernel</c> meter): the stack reports from <see cref="NetworkStack.Start"/> until it is
+    /// disposed. Default null (not published).
+    /// </summary>
+    public NetworkStackMetrics? Metrics { get; set; }
+
+    /// <summary>The stack's name in metrics and spans (<c>multikernel.domain</c>: the application domain's). Default null (no such tag).</summary>
+    public string? Name { get; set; }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid value.</summary>
     public void Validate()
     {

@@ -135,6 +135,21 @@ public sealed class MultikernelOptions
     /// <summary>Programs to spawn once the machine has booted.</summary>
     public IList<StartupProgram> Startup { get; } = [];
 
+    /// <summary>
+    /// Steps run once every core has booted, in order, before the <see cref="Startup"/> programs
+    /// spawn: host-side set-up those programs rely on, such as a sharded service they all use.
+    /// A step that fails fails the start.
+    /// </summary>
+    public IList<Func<MultikernelRuntime, CancellationToken, Task>> BootSteps { get; } = [];
+
+    /// <summary>Adds a <see cref="BootSteps"/> entry.</summary>
+    public MultikernelOptions OnBooted(Func<MultikernelRuntime, CancellationToken, Task> step)
+    {
+        ArgumentNullException.ThrowIfNull(step);
+        BootSteps.Add(step);
+        return this;
+    }
+
     /// <summary>Registers a program that monitors can spawn by name.</summary>
     public MultikernelOptions AddProgram(string name, Func<DomainContext, Task> main)
     {

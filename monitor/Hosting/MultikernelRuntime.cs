@@ -150,6 +150,11 @@ public sealed class MultikernelRuntime : IAsyncDisposable
         }
 
         MultikernelLog.Booted(_logger, Machine.Cores, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        foreach (Func<MultikernelRuntime, CancellationToken, Task> step in Options.BootSteps)
+        {
+            await step(this, cancellationToken);
+        }
+
         foreach (StartupProgram program in Options.Startup)
         {
             if (program.Core is int core)

@@ -195,6 +195,15 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
 
     private static ValueTask<TResult> Start<TArg, TResult>(Lane lane, Slot slot, int level, TArg argument, Func<TService, TArg, ValueTask<TResult>> work)
     {
+        if (lane.Closed is { } closed)
+        {
+            // The channel ended (this core's or the serving core's shard stopped): its reply
+            // reader has failed every call in flight and will read no more, so a request sent
+            // now would never be answered. Fail it here instead of leaving the caller waiting.
+            lane.Release(slot);
+            return ValueTask.FromException<TResult>(new InvalidOperationException($"{lane.Name}: the channel to core {lane.RemoteCore} is closed (a shard stopped).", closed));
+        }
+
         // The record is reused once its last caller has taken the result (a caller that never
         // awaits keeps its record; the slot itself is back in the budget either way).
         if (slot.Cached is not Call<TArg, TResult> call || call.IsUnobserved)
@@ -391,6 +400,13 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
 
         public CpuDriver.Kernel.CoreKernel Kernel => _client.Kernel;
 
+        public string Name => _client.Name;
+
+        public int RemoteCore => _client.RemoteCore;
+
+        /// <summary>Why the channel ended, once its reply reader saw it end (then no call can complete through it).</summary>
+        public Exception? Closed { get; private set; }
+
         public Slot? TryTake(int level) => _free[level].TryPop(out Slot? slot) ? slot : null;
 
         public Task<Slot> WaitForSlotAsync(int level)
@@ -458,6 +474,7 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
 
         private void FailAll(Exception ex)
         {
+            Closed = ex;
             foreach (Slot slot in Slots)
             {
                 Finish(slot, ex);

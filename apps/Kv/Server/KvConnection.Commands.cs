@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Multikernel.Apps.Kv.Resp;
 using Multikernel.Apps.Kv.Store;
@@ -253,7 +254,7 @@ internal sealed partial class KvConnection
         var condition = SetCondition.Always;
         bool get = false;
         bool keepTtl = false;
-        long expireAt = 0;
+        Deadline expireAt = Deadline.None;
         bool hasExpiry = false;
         for (int i = 3; i < c.Count; i++)
         {
@@ -300,11 +301,11 @@ internal sealed partial class KvConnection
             }
         }
 
-        long expiry = keepTtl ? -1 : expireAt;
+        Deadline expiry = keepTtl ? Deadline.KeepTtl : expireAt;
         return Reply(
             OnKey(c[1], (c, condition, expiry, get), static (s, st) =>
             {
-                KvStatus status = s.Set(st.c[1], st.c[2], st.condition, st.expiry, st.get, out byte[]? old);
+                KvStatus status = s.Set(st.c[1], st.c[2], st.condition, st.expiry.On(s), st.get, out byte[]? old);
                 if (!st.get)
                 {
                     return new ShardReply(status);
@@ -326,14 +327,14 @@ internal sealed partial class KvConnection
             return default;
         }
 
-        if (!TryDeadline(amount, spec.Id == CommandId.SetEx, absolute: false, requirePositive: true, out long expireAt))
+        if (!TryDeadline(amount, spec.Id == CommandId.SetEx, absolute: false, requirePositive: true, out Deadline expireAt))
         {
             WriteError(Errors.InvalidExpire(spec.Name));
             return default;
         }
 
         return Reply(
-            OnKey(c[1], (c, expireAt), static (s, st) => new ShardReply(s.Set(st.c[1], st.c[3], SetCondition.Always, st.expireAt, false, out _))),
+            OnKey(c[1], (c, expireAt), static (s, st) => new ShardReply(s.Set(st.c[1], st.c[3], SetCondition.Always, st.expireAt.On(s), false, out _))),
             ReplyKind.OkOrNull);
     }
 
@@ -341,10 +342,14 @@ internal sealed partial class KvConnection
         OnKey(c[1], (c, delta), static (s, st) => new ShardReply(s.IncrementBy(st.c[1], st.delta, out long v), v)),
         ReplyKind.Integer);
 
-    /// <summary>A unix-ms deadline from a relative or absolute amount; false when it overflows (or is not positive when required).</summary>
-    private bool TryDeadline(long amount, bool seconds, bool absolute, bool requirePositive, out long atMs)
+    /// <summary>
+    /// A deadline from a relative or absolute amount; false when it overflows (or is not positive
+    /// when required). A relative one stays relative: the owner shard adds it to its own core's
+    /// clock (<see cref="Deadline.On"/>), so expiry never depends on the connection's core.
+    /// </summary>
+    private bool TryDeadline(long amount, bool seconds, bool absolute, bool requirePositive, out Deadline atMs)
     {
-        atMs = 0;
+        atMs = Deadline.None;
         if (requirePositive && amount <= 0)
         {
             return false;
@@ -363,17 +368,19 @@ internal sealed partial class KvConnection
 
         if (absolute)
         {
-            atMs = ms;
-            return atMs > 0 || !requirePositive;
+            atMs = new Deadline(ms, Relative: false);
+            return ms > 0 || !requirePositive;
         }
 
+        // Redis refuses a relative time that overflows once added to now; the owner's clock reads
+        // the same wall time within microseconds, and Deadline.On saturates for the difference.
         long now = _server.Time.GetUtcNow().ToUnixTimeMilliseconds();
         if (ms > 0 && now > long.MaxValue - ms)
         {
             return false;
         }
 
-        atMs = now + ms;
+        atMs = new Deadline(ms, Relative: true);
         return true;
     }
 
@@ -415,6 +422,7 @@ internal sealed partial class KvConnection
         return AwaitValues(pending, values, c.Count);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] // a remote shard answers asynchronously every time: no box per call
     private async ValueTask AwaitValues(ValueTask<long> pending, byte[]?[] values, int count)
     {
         try
@@ -481,6 +489,7 @@ internal sealed partial class KvConnection
         return AwaitMSet(pending);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] // a remote shard answers asynchronously every time: no box per call
     private async ValueTask AwaitMSet(ValueTask<long> pending) => WriteMSet(await pending);
 
     private void WriteMSet(long refused)
@@ -505,6 +514,7 @@ internal sealed partial class KvConnection
 
         return Awaited(pending);
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         async ValueTask Awaited(ValueTask<long> p) => RespWriter.WriteInteger(_output, await p);
     }
 
@@ -518,6 +528,7 @@ internal sealed partial class KvConnection
 
         return Awaited(pending);
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         async ValueTask Awaited(ValueTask<long> p)
         {
             await p;
@@ -542,6 +553,7 @@ internal sealed partial class KvConnection
 
         return Awaited(pending, found);
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         async ValueTask Awaited(ValueTask<long> p, List<byte[]>[] f)
         {
             await p;
@@ -613,14 +625,14 @@ internal sealed partial class KvConnection
         condition = nx ? ExpireCondition.IfNone : gt ? ExpireCondition.IfGreater : lt ? ExpireCondition.IfLess : xx ? ExpireCondition.IfSome : condition;
         bool seconds = spec.Id is CommandId.Expire or CommandId.ExpireAt;
         bool absolute = spec.Id is CommandId.ExpireAt or CommandId.PExpireAt;
-        if (!TryDeadline(amount, seconds, absolute, requirePositive: false, out long atMs))
+        if (!TryDeadline(amount, seconds, absolute, requirePositive: false, out Deadline atMs))
         {
             WriteError(Errors.InvalidExpire(spec.Name));
             return default;
         }
 
         return Reply(
-            OnKey(c[1], (c, atMs, condition), static (s, st) => new ShardReply(s.Expire(st.c[1], st.atMs, st.condition))),
+            OnKey(c[1], (c, atMs, condition), static (s, st) => new ShardReply(s.Expire(st.c[1], st.atMs.On(s), st.condition))),
             ReplyKind.OneIfOk);
     }
 
@@ -1057,5 +1069,30 @@ internal sealed partial class KvConnection
         }
 
         return true;
+    }
+}
+
+/// <summary>
+/// An expiry as the connection parsed it: absolute unix milliseconds (0 = none, −1 = keep the
+/// current one) or milliseconds from now, resolved on the owner shard's core.
+/// </summary>
+internal readonly record struct Deadline(long Milliseconds, bool Relative)
+{
+    public static Deadline None => default;
+
+    public static Deadline KeepTtl => new(-1, Relative: false);
+
+    /// <summary>The unix-ms deadline on <paramref name="shard"/>'s clock (called on its core).</summary>
+    public long On(KvShard shard)
+    {
+        if (!Relative)
+        {
+            return Milliseconds;
+        }
+
+        long now = shard.NowMs;
+        return Milliseconds > 0 && now > long.MaxValue - Milliseconds ? long.MaxValue
+            : Milliseconds < 0 && now < long.MinValue - Milliseconds ? long.MinValue
+            : now + Milliseconds;
     }
 }

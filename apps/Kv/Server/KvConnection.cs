@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using Multikernel.Apps.Kv.Resp;
 using Multikernel.Apps.Kv.Store;
 
@@ -91,7 +92,12 @@ internal sealed partial class KvConnection : IDisposable
                         ValueTask run = ExecuteAsync(_command);
                         if (!run.IsCompletedSuccessfully)
                         {
-                            await run;
+                            // Every command's awaits resume on the connection's own context, so
+                            // `run` completes on this core's thread and the loop can go on inline
+                            // there: capturing the context again would post the continuation back
+                            // to the same core through a new callback and a tuple (64 B per call
+                            // to another core's shard; RemoteGets_AllocateNothingPerCall_… checks).
+                            await run.ConfigureAwait(false);
                         }
 
                         if (_quit)
@@ -155,7 +161,7 @@ internal sealed partial class KvConnection : IDisposable
             return new ValueTask<ShardReply>(op(local, state));
         }
 
-        return _shards.InvokeOnAsync(shard, s => op(s, state));
+        return _shards.InvokeOnAsync(shard, (op, state), static (s, w) => w.op(s, w.state));
     }
 
     /// <summary>
@@ -169,7 +175,7 @@ internal sealed partial class KvConnection : IDisposable
         {
             if ((mask & (1UL << shard)) != 0 && !_shards.TryGetLocal(shard, out _))
             {
-                _remote[pending++] = _shards.InvokeOnAsync(shard, s => op(s, state));
+                _remote[pending++] = _shards.InvokeOnAsync(shard, (op, state), static (s, w) => w.op(s, w.state));
             }
         }
 
@@ -185,6 +191,7 @@ internal sealed partial class KvConnection : IDisposable
         return pending == 0 ? new ValueTask<long>(sum) : AwaitRemote(pending, sum);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))] // a remote shard answers asynchronously every time: no box per call
     private async ValueTask<long> AwaitRemote(int pending, long sum)
     {
         try
@@ -247,6 +254,7 @@ internal sealed partial class KvConnection : IDisposable
         return AwaitReply(pending, kind);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] // a remote shard answers asynchronously every time: no box per call
     private async ValueTask AwaitReply(ValueTask<ShardReply> pending, ReplyKind kind) => Write(await pending, kind);
 
     private void Write(ShardReply reply, ReplyKind kind)

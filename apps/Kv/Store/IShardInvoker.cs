@@ -5,8 +5,9 @@ namespace Multikernel.Apps.Kv.Store;
 /// <summary>
 /// How the command router reaches a shard: the seam where the runtime's per-core
 /// <c>sharded&lt;KvShard&gt;</c> plugs in. Shard <c>i</c> lives on one core and is only ever touched
-/// there; <see cref="InvokeOnAsync{TResult}"/> runs an operation on the owner's core and returns
-/// its result to the caller's core (over the rings, in the runtime).
+/// there; <see cref="InvokeOnAsync{TState, TResult}"/> runs an operation on the owner's core and
+/// returns its result to the caller's core (over the rings, in the runtime:
+/// <see cref="ShardedShardInvoker"/>).
 /// </summary>
 /// <remarks>
 /// The operation reads argument bytes that belong to the calling connection (slices of its
@@ -25,8 +26,12 @@ public interface IShardInvoker
     /// </summary>
     bool TryGetLocal(int shard, [NotNullWhen(true)] out KvShard? local);
 
-    /// <summary>Runs <paramref name="operation"/> on the core that owns <paramref name="shard"/>.</summary>
-    ValueTask<TResult> InvokeOnAsync<TResult>(int shard, Func<KvShard, TResult> operation);
+    /// <summary>
+    /// Runs <paramref name="operation"/> with <paramref name="state"/> on the core that owns
+    /// <paramref name="shard"/>. The state travels as a value beside the delegate, so a static
+    /// lambda costs no closure per call.
+    /// </summary>
+    ValueTask<TResult> InvokeOnAsync<TState, TResult>(int shard, TState state, Func<KvShard, TState, TResult> operation);
 }
 
 /// <summary>
@@ -65,9 +70,9 @@ public sealed class InlineShardInvoker : IShardInvoker
     }
 
     /// <inheritdoc/>
-    public ValueTask<TResult> InvokeOnAsync<TResult>(int shard, Func<KvShard, TResult> operation)
+    public ValueTask<TResult> InvokeOnAsync<TState, TResult>(int shard, TState state, Func<KvShard, TState, TResult> operation)
     {
         ArgumentNullException.ThrowIfNull(operation);
-        return new ValueTask<TResult>(operation(_shards[shard]));
+        return new ValueTask<TResult>(operation(_shards[shard], state));
     }
 }

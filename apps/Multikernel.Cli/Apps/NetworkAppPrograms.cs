@@ -2,7 +2,6 @@ using System.Net.Sockets;
 using Multikernel.Apps.Http;
 using Multikernel.Apps.Kv;
 using Multikernel.Apps.Kv.Store;
-using Multikernel.Monitor;
 using Multikernel.Net;
 using Multikernel.Net.Apps;
 using Multikernel.Net.Tcp;
@@ -104,41 +103,17 @@ internal sealed class HttpApp(NetworkStack stack, ushort port, string? root, Tim
 }
 
 /// <summary>
-/// <c>kv</c>: <see cref="KvServer"/> (RESP2) over the stack's pipe adapter, with one shard owned
-/// by this domain's core (<see cref="InlineShardInvoker"/>); expired keys are swept every 100 ms
-/// on the core's timers.
+/// <c>kv</c>: <see cref="KvServer"/> (RESP2) over the stack's pipe adapter. The keys live in the
+/// machine's one <see cref="KvStore"/> — a shard per core, expiry swept by each shard on its own
+/// core — which every kv application shares: a key set through a connection on one core is read
+/// through a connection on any other. The server is this domain's: its router runs the local
+/// shard inline and forwards the rest over the rings.
 /// </summary>
-internal sealed class KvApp : PipeApp
+internal sealed class KvApp(NetworkStack stack, ushort port, KvServer server) : PipeApp(stack, port)
 {
-    private readonly KvServer _server;
-    private readonly DomainContext _ctx;
-
-    public KvApp(NetworkStack stack, ushort port, DomainContext ctx) : base(stack, port)
-    {
-        _ctx = ctx;
-        var options = new KvOptions();
-        _server = new KvServer(new InlineShardInvoker(1, options, ctx.Time), options, ctx.Time);
-    }
+    public KvServer Server => server;
 
     protected override int MinimumReadSize => 16 * 1024;
 
-    protected override Task ServeAsync(TcpPipe pipe, CancellationToken stop) => _server.RunConnectionAsync(pipe, stop);
-
-    public override async Task RunAsync(CancellationToken stop)
-    {
-        Task serving = base.RunAsync(stop);
-        try
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                await _ctx.Delay(TimeSpan.FromMilliseconds(100), stop);
-                await _server.SweepExpiredAsync();
-            }
-        }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
-        {
-        }
-
-        await serving;
-    }
+    protected override Task ServeAsync(TcpPipe pipe, CancellationToken stop) => server.RunConnectionAsync(pipe, stop);
 }

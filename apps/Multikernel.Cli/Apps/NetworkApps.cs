@@ -1,4 +1,6 @@
 using Microsoft.Extensions.Hosting;
+using Multikernel.Apps.Kv;
+using Multikernel.Apps.Kv.Store;
 using Multikernel.Monitor;
 using Multikernel.Monitor.Hosting;
 using Multikernel.Net;
@@ -38,6 +40,8 @@ internal sealed class NetworkApps
     private readonly NetworkAppsSettings _settings;
     private readonly Dictionary<NetworkAppSpec, AppState> _states = [];
     private readonly TaskCompletionSource _drain = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private KvStore? _kvStore;
+    private NetworkStackMetrics? _stackMetrics;
 
     public NetworkApps(IReadOnlyList<NetworkAppSpec> specs, NetworkAppsSettings settings)
     {
@@ -53,10 +57,34 @@ internal sealed class NetworkApps
 
     public IReadOnlyList<NetworkAppSpec> Specs { get; }
 
-    /// <summary>Registers one program per application and spawns it at boot on its core.</summary>
+    /// <summary>The limits of the kv store (shared by every kv application). Default <see cref="KvOptions"/>' defaults.</summary>
+    public KvOptions KvOptions { get; } = new();
+
+    /// <summary>The applications' stacks' instruments in the machine's <c>Multikernel</c> meter (null until it booted).</summary>
+    public NetworkStackMetrics? StackMetrics => Volatile.Read(ref _stackMetrics);
+
+    /// <summary>The machine's kv store once booted (null before, or when no kv application is configured).</summary>
+    public KvStore? KvStore => Volatile.Read(ref _kvStore);
+
+    /// <summary>
+    /// Registers one program per application and spawns it at boot on its core. With any kv
+    /// application, the sharded kv store starts once the machine has booted (a shard on every
+    /// core) before the applications spawn; every kv application serves from it.
+    /// </summary>
     public void Register(MultikernelOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        options.OnBooted((runtime, _) =>
+        {
+            Volatile.Write(ref _stackMetrics, new NetworkStackMetrics(runtime.Metrics.Meter, runtime.Cores));
+            return Task.CompletedTask;
+        });
+        if (Specs.Any(s => s.Name == "kv"))
+        {
+            options.OnBooted(async (runtime, cancellationToken) =>
+                Volatile.Write(ref _kvStore, await KvStore.StartAsync(runtime, KvOptions, cancellationToken: cancellationToken)));
+        }
+
         foreach (NetworkAppSpec spec in Specs)
         {
             options.AddProgram(spec.ProgramName, ctx => RunAsync(spec, ctx));
@@ -94,7 +122,14 @@ internal sealed class NetworkApps
         AppState state = _states[spec];
         try
         {
-            var stackOptions = new NetworkStackOptions { Address = spec.Address, PrefixLength = _settings.PrefixLength, Gateway = _settings.Gateway };
+            var stackOptions = new NetworkStackOptions
+            {
+                Address = spec.Address,
+                PrefixLength = _settings.PrefixLength,
+                Gateway = _settings.Gateway,
+                Metrics = StackMetrics,
+                Name = spec.ProgramName,
+            };
             _settings.ConfigureStack?.Invoke(stackOptions);
             await using DomainNetwork network = await DomainNetwork.StartAsync(ctx, new DomainNetworkOptions { Stack = stackOptions });
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ctx.Stopping);
@@ -102,7 +137,7 @@ internal sealed class NetworkApps
             {
                 "echo" => new EchoApp(network.Stack, spec.Port),
                 "http" => new HttpApp(network.Stack, spec.Port, _settings.HttpRoot, ctx.Time),
-                "kv" => new KvApp(network.Stack, spec.Port, ctx),
+                "kv" => new KvApp(network.Stack, spec.Port, (KvStore ?? throw new InvalidOperationException("The kv store is not started (NetworkApps.Register adds it as a boot step).")).CreateServer(ctx)),
                 _ => throw new InvalidOperationException($"Unknown application '{spec.Name}'."),
             };
             Task serving = app.RunAsync(stop.Token);

@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Multikernel.CpuDriver.Diagnostics;
 using Multikernel.Net.Wire;
 using Multikernel.Netd.Wire;
 
@@ -1191,6 +1192,7 @@ public sealed partial class TcpConnection : IDisposable
         TcpSegment.WriteChecksum(payload[..(header + length)], _stack.Address, Key.RemoteAddress);
         _stack.SendIpv4InPlace(Key.RemoteAddress, IpProtocol.Tcp, header + length);
         _stack.Counters.TcpSegmentsSentField++;
+        _stack.Counters.TcpBytesSentField += length;
         if ((flags & TcpFlags.Ack) != 0)
         {
             _lastAckSent = _rcvNxt;
@@ -1392,8 +1394,13 @@ public sealed partial class TcpConnection : IDisposable
 
     private void SetState(TcpState state)
     {
-        _stack.Counters.StateChanged(State, state);
+        TcpState from = State;
+        _stack.Counters.StateChanged(from, state);
         State = state;
+        if (_handshakeSpan is not null || _closeSpan is not null || ActivitySources.Net.HasListeners())
+        {
+            TraceState(from, state);
+        }
     }
 
     /// <summary>Removes the connection: state CLOSED, buffers released, timer stopped, pending operations completed.</summary>
@@ -1406,8 +1413,8 @@ public sealed partial class TcpConnection : IDisposable
 
         _destroyed = true;
         bool wasHalfOpen = State == TcpState.SynReceived;
+        _error ??= error; // before the state change: a connection span ending here reports it
         SetState(TcpState.Closed);
-        _error ??= error;
         _timer.Dispose();
         _receive?.Clear();
         _send = null;

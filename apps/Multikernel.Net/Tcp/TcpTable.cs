@@ -77,6 +77,7 @@ internal sealed class TcpTable : IDisposable
         }
 
         counters.TcpSegmentsReceivedField++;
+        counters.TcpBytesReceivedField += segment.Payload.Length;
         var incoming = new Incoming(segment.SequenceNumber, segment.AcknowledgmentNumber, segment.Flags, segment.Window, options,
             buffer, offset + segment.HeaderLength, segment.Payload.Length);
         var key = new TcpKey(source, segment.SourcePort, segment.DestinationPort);

@@ -51,12 +51,12 @@ public sealed class CoreLoops : IShardInvoker, IDisposable
         return false;
     }
 
-    public ValueTask<TResult> InvokeOnAsync<TResult>(int shard, Func<KvShard, TResult> operation)
+    public ValueTask<TResult> InvokeOnAsync<TState, TResult>(int shard, TState state, Func<KvShard, TState, TResult> operation)
     {
         Core core = _cores[shard];
         if (SynchronizationContext.Current == core)
         {
-            return new ValueTask<TResult>(operation(_shards[shard]));
+            return new ValueTask<TResult>(operation(_shards[shard], state));
         }
 
         Interlocked.Increment(ref core.Forwarded);
@@ -70,7 +70,7 @@ public sealed class CoreLoops : IShardInvoker, IDisposable
 
             try
             {
-                done.SetResult(operation(_shards[shard]));
+                done.SetResult(operation(_shards[shard], state));
             }
             catch (Exception e)
             {
