@@ -59,6 +59,9 @@ public sealed class NetworkStackMetrics
     /// <summary>Instrument name.</summary>
     public const string Datagrams = "multikernel.net.udp.datagrams";
 
+    /// <summary>Times TCP held data back for a full link transmit queue (sent when it drained, not dropped).</summary>
+    public const string LinkWaits = "multikernel.net.tcp.link_waits";
+
     /// <summary>Tag: the stack's IPv4 address (OpenTelemetry's <c>network.local.address</c>).</summary>
     public const string LocalAddress = "network.local.address";
     /// <summary>Tag: receive | transmit (OpenTelemetry's <c>network.io.direction</c>).</summary>
@@ -104,6 +107,7 @@ public sealed class NetworkStackMetrics
         meter.CreateObservableUpDownCounter(Connections, ObserveStates, "{connection}", "TCP connections a stack has now, by state.");
         meter.CreateObservableCounter(Drops, ObserveDrops, "{packet}", "Packets a stack dropped, by reason.");
         meter.CreateObservableCounter(Datagrams, () => Pair(static c => c.UdpDatagramsReceived, static c => c.UdpDatagramsSent), "{datagram}", "UDP datagrams a stack received and sent.");
+        meter.CreateObservableCounter(LinkWaits, () => One(static c => c.LinkWaits), "{wait}", "Times TCP held data back because the link's transmit queue was full.");
     }
 
     /// <summary>The meter the instruments are in.</summary>
