@@ -609,6 +609,7 @@ internal sealed class NetdEngine
             // TODO(next): frames above SmallPacket go by page exchange ("become", docs/netd-datapath.md),
             // not by this copy, once the capability layer can swap the frames behind two page objects.
             frame.CopyTo(target);
+            Counters.PayloadCopiesField++;
             if (small)
             {
                 Counters.SmallCopiesField++;
