@@ -126,4 +126,5 @@ public static class NetdTags
 /// <param name="PostedSmall">Small buffers netd holds for it now.</param>
 /// <param name="PostedPages">Page buffers netd holds for it now.</param>
 /// <param name="Owed">Completions waiting for room on its channel.</param>
-public sealed record ConsumerStats(int Id, string Name, long RxPackets, long RxBytes, long TxPackets, long DroppedNoBuffer, int PostedSmall, int PostedPages, int Owed);
+/// <param name="HeldBytes">Bytes of its regions netd holds now as posted, empty buffers (the ledger: every post adds its buffer, every completion takes it back).</param>
+public sealed record ConsumerStats(int Id, string Name, long RxPackets, long RxBytes, long TxPackets, long DroppedNoBuffer, int PostedSmall, int PostedPages, int Owed, long HeldBytes = 0);
