@@ -145,6 +145,12 @@ public sealed class NetdClient : IAsyncDisposable
     /// <summary>Times this client bound netd again after it went away.</summary>
     public int Reconnects { get; private set; }
 
+    /// <summary>The CSpace slot of this client's region (the original; netd holds a copy): tests revoke it.</summary>
+    internal int RegionSlot => _regionSlot;
+
+    /// <summary>The whole region as this client sees it (tests check what netd wrote into it).</summary>
+    internal FrameHandle Region => _region;
+
     /// <summary>Why netd last went away (null until it did): the clear error the queue saw.</summary>
     public NetdException? LastDisconnect { get; private set; }
 
