@@ -680,14 +680,17 @@ internal sealed class NetdEngine : IFramePlacer
     // against that consumer, nobody else) or its region is gone.
     private bool TryTakeBuffer(Consumer consumer, int length, out Descriptor buffer, out Span<byte> target, out bool small)
     {
+        bool regionGone = false;
         while (true)
         {
             small = length <= NetdLimits.SmallPacket && consumer.Small.Count > 0;
             BoundedRing<Descriptor> ring = small ? consumer.Small : consumer.Pages;
             if (!ring.TryPop(out buffer))
             {
+                // Billed to this consumer; counted once, by why (the frame that found its region
+                // revoked and nothing else posted is a region-gone drop, not also a no-buffer one).
                 consumer.DroppedNoBuffer++;
-                Counters.Drop(RxDropReason.NoBuffer);
+                Counters.Drop(regionGone ? RxDropReason.RegionGone : RxDropReason.NoBuffer);
                 target = default;
                 return false;
             }
@@ -695,9 +698,10 @@ internal sealed class NetdEngine : IFramePlacer
             NetdStatus status = consumer.Resolve(buffer, (uint)length, out target);
             if (status == NetdStatus.BadCapability)
             {
-                // The consumer revoked the region: every buffer of it is gone; try its next one.
+                // The consumer revoked the region: netd forgets every buffer of it at once (and
+                // never touches it again); try its next one, of another region.
                 RetireRegion(consumer, buffer.Region, notify: true);
-                Counters.Drop(RxDropReason.RegionGone);
+                regionGone = true;
                 continue;
             }
 
