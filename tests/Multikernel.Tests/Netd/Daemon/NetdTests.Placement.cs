@@ -167,3 +167,84 @@ public sealed partial class NetdTests
 
     private static ConsumerStats Stats(Rig rig) => Assert.Single(rig.Host.ConsumerStatsAsync().GetAwaiter().GetResult());
 }
+
+/// <summary>The reusable waits of <see cref="NetdClient"/>, called as a careless or hostile domain would.</summary>
+public sealed partial class NetdTests
+{
+    [Fact]
+    public async Task ClientWaits_OneWaiterAtATime_CancellationEndsAWait_AndTheWaitIsReusableAfterwards()
+    {
+        var outcome = new TaskCompletionSource<string[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using Rig rig = await StartAsync(o =>
+        {
+            o.AddProgram("waiter", async ctx =>
+            {
+                var seen = new List<string>();
+                try
+                {
+                    await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = AppIp, ReceivePages = 2, SmallBuffers = 2, TransmitPages = 1 });
+                    await client.InstallFilterAsync("ip.dst == 10.77.0.2 && udp.dport == 9000");
+                    using (var cancel = new CancellationTokenSource())
+                    {
+                        ValueTask first = client.WaitToReceiveAsync(cancel.Token);
+                        try
+                        {
+                            _ = client.WaitToReceiveAsync(ctx.Stopping);
+                            seen.Add("a second waiter was accepted");
+                        }
+                        catch (InvalidOperationException)
+                        {
+                            seen.Add("second waiter refused");
+                        }
+
+                        cancel.Cancel();
+                        try
+                        {
+                            await first;
+                            seen.Add("the cancelled wait completed");
+                        }
+                        catch (OperationCanceledException)
+                        {
+                            seen.Add("cancelled");
+                        }
+                    }
+
+                    // The same wait again, now woken by a frame.
+                    ValueTask again = client.WaitToReceiveAsync(ctx.Stopping);
+                    ready.SetResult();
+                    await again;
+                    seen.Add(client.TryReceive(out ReceivedFrame frame) ? $"received {frame.Span.Length}" : "woken with nothing");
+                    client.Release(frame);
+                    _ = client.TryGetTransmitBuffer(out _);
+                    using var cancelTx = new CancellationTokenSource();
+                    ValueTask<TransmitBuffer> tx = client.GetTransmitBufferAsync(cancelTx.Token); // none free: waits
+                    cancelTx.Cancel();
+                    try
+                    {
+                        await tx;
+                        seen.Add("got a transmit page that was not free");
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        seen.Add("transmit wait cancelled");
+                    }
+
+                    outcome.SetResult([.. seen]);
+                }
+                catch (Exception ex)
+                {
+                    ready.TrySetException(ex);
+                    outcome.TrySetException(ex);
+                }
+            });
+            o.SpawnAtBoot("waiter", core: 0);
+        });
+        await ready.Task.WaitAsync(Patience);
+        var frame = new byte[1514];
+        int n = BuildUdp(frame, rig.Host.Mac!.Value, AppIp, 9000, 100);
+        SendPaced(rig.Peer, frame.AsSpan(0, n));
+        string[] seen = await outcome.Task.WaitAsync(Patience);
+        Assert.Equal(["second waiter refused", "cancelled", $"received {n}", "transmit wait cancelled"], seen);
+    }
+}
