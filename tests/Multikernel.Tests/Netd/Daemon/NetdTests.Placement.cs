@@ -151,6 +151,10 @@ public sealed partial class NetdTests
                     }
 
                     outcome.SetResult([.. seen]);
+                    await Task.Delay(Timeout.Infinite, ctx.Stopping); // the channel stays open while the test looks at netd's side
+                }
+                catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+                {
                 }
                 catch (Exception ex)
                 {
