@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Multikernel.CpuDriver.Capabilities;
+using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Memory;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
@@ -52,6 +53,12 @@ public sealed class NetdException(string message, NetdStatus status) : IOExcepti
 /// empty buffers posted, and from then on frames as descriptors. Single-threaded on the
 /// consumer's core, like its stack.
 /// </summary>
+/// <remarks>
+/// Nothing is allocated per packet: the receive pump drains every completion the channel holds
+/// per wake and wakes a waiter once per batch, through a reusable kernel operation (no task per
+/// wait); the buffers given back and the frames to send in one run step leave as one batch on
+/// the channel (one ring-space check, one doorbell), flushed at the end of the step.
+/// </remarks>
 public sealed class NetdClient : IAsyncDisposable
 {
     private readonly DomainContext _ctx;
@@ -76,15 +83,27 @@ public sealed class NetdClient : IAsyncDisposable
     private readonly int _outboxLimit;
     private ushort _regionId;
     private TaskCompletionSource<Message>? _control;
-    private TaskCompletionSource? _receiveSignal;
-    private TaskCompletionSource? _transmitSignal;
-    private bool _flushing;
+    private readonly CoreKernel _kernel;
+    private readonly ClientSignal _receiveSignal;
+    private readonly ClientSignal _transmitSignal;
+    private readonly Message[] _inbound = new Message[InboundBatch];
+
+    // Messages of this run step not yet on the channel (posts, transmits): sent as one batch when
+    // the step ends (a work item queued once), when the batch is full, or before a request.
+    private readonly Message[] _batch = new Message[OutboundBatch];
+    private int _batchCount;
+    private bool _batchScheduled;
+    private readonly ClientSignal _writerSignal;
     private Exception? _fault;
     private Task _pump = Task.CompletedTask;
 
     private NetdClient(DomainContext ctx, DomainChannel channel, NetdClientOptions options, int regionSlot)
     {
         _ctx = ctx;
+        _kernel = ctx.Domain.Kernel;
+        _receiveSignal = new ClientSignal(_kernel);
+        _transmitSignal = new ClientSignal(_kernel);
+        _writerSignal = new ClientSignal(_kernel);
         _channel = channel;
         _options = options;
         _regionSlot = regionSlot;
@@ -105,7 +124,11 @@ public sealed class NetdClient : IAsyncDisposable
         // its own few requests, so the outbox never holds more than that.
         _outboxLimit = options.ReceivePages + options.SmallBuffers + options.TransmitPages + 16;
         _outbox = new Queue<Message>(64);
+        _ = WriterAsync();
     }
+
+    private const int InboundBatch = 64;
+    private const int OutboundBatch = 64;
 
     /// <summary>netd's station address: the source of every frame this consumer sends.</summary>
     public Wire.MacAddress Mac { get; private set; }
@@ -121,6 +144,12 @@ public sealed class NetdClient : IAsyncDisposable
 
     /// <summary>Times this client bound netd again after it went away.</summary>
     public int Reconnects { get; private set; }
+
+    /// <summary>The CSpace slot of this client's region (the original; netd holds a copy): tests revoke it.</summary>
+    internal int RegionSlot => _regionSlot;
+
+    /// <summary>The whole region as this client sees it (tests check what netd wrote into it).</summary>
+    internal FrameHandle Region => _region;
 
     /// <summary>Why netd last went away (null until it did): the clear error the queue saw.</summary>
     public NetdException? LastDisconnect { get; private set; }
@@ -201,6 +230,7 @@ public sealed class NetdClient : IAsyncDisposable
         {
             _channel.Endpoint.Close();
             _outbox.Clear();
+            _batchCount = 0;
             for (int i = 0; i < _transmitInFlight.Length; i++)
             {
                 if (_transmitInFlight[i])
@@ -210,7 +240,7 @@ public sealed class NetdClient : IAsyncDisposable
                 }
             }
 
-            Signal(ref _transmitSignal);
+            _transmitSignal.Set();
             _channel = await _ctx.BindAsync(NetdMessages.ServiceName, _options.BindTimeout, _ctx.Stopping);
             _reconnecting = false;
             await RegisterAsync();
@@ -300,15 +330,21 @@ public sealed class NetdClient : IAsyncDisposable
         return false;
     }
 
-    /// <summary>Waits until a frame is received (true) or netd went away (throws).</summary>
-    public async ValueTask WaitToReceiveAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Completes when frames are waiting (at once if some are), or throws when netd went away.
+    /// One waiter at a time; it is woken once per batch of completions, so drain with
+    /// <see cref="TryReceive"/> after it (another task of this core may have drained them first).
+    /// Not an async method: a wait costs no state-machine box, only the reusable signal.
+    /// </summary>
+    public ValueTask WaitToReceiveAsync(CancellationToken cancellationToken = default)
     {
-        while (_received.Count == 0)
+        if (_received.Count > 0)
         {
-            ThrowIfFaulted();
-            _receiveSignal ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            await _receiveSignal.Task.WaitAsync(cancellationToken);
+            return default;
         }
+
+        ThrowIfFaulted();
+        return _receiveSignal.WaitAsync(cancellationToken);
     }
 
     internal ReadOnlySpan<byte> Bytes(Descriptor d) => _region.ReadOnlySpan.Slice((int)d.Offset, (int)d.Length);
@@ -365,7 +401,8 @@ public sealed class NetdClient : IAsyncDisposable
         return false;
     }
 
-    /// <summary>Waits until a transmit page is free.</summary>
+    /// <summary>Waits until a transmit page is free (one waiter at a time; its state machine is pooled, so a wait allocates nothing).</summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<TransmitBuffer> GetTransmitBufferAsync(CancellationToken cancellationToken = default)
     {
         while (true)
@@ -375,8 +412,7 @@ public sealed class NetdClient : IAsyncDisposable
                 return buffer;
             }
 
-            _transmitSignal ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            await _transmitSignal.Task.WaitAsync(cancellationToken);
+            await _transmitSignal.WaitAsync(cancellationToken);
         }
     }
 
@@ -393,7 +429,7 @@ public sealed class NetdClient : IAsyncDisposable
             // No netd to send it right now (it is being bound again): dropped, as by a NIC whose link is down.
             TransmitRefusals++;
             _freeTransmit.Push(buffer.Index);
-            Signal(ref _transmitSignal);
+            _transmitSignal.Set();
             return;
         }
 
@@ -422,6 +458,7 @@ public sealed class NetdClient : IAsyncDisposable
         try
         {
             Send(request);
+            FlushBatch(); // a request leaves now, behind the buffers of this step
             return await reply.Task.WaitAsync(_options.BindTimeout);
         }
         finally
@@ -433,85 +470,155 @@ public sealed class NetdClient : IAsyncDisposable
     private void Send(in Message m)
     {
         ThrowIfFaulted();
-        if (!_flushing && _outbox.Count == 0 && _channel.Endpoint.TryWrite(in m))
+        if (_outbox.Count == 0)
         {
+            _batch[_batchCount++] = m;
+            if (_batchCount == _batch.Length)
+            {
+                FlushBatch();
+            }
+            else if (!_batchScheduled)
+            {
+                // Once per step: the flush runs after the work already queued on this core, so
+                // everything the application gives back or sends in between travels together.
+                _batchScheduled = _kernel.TryPost(static s => ((NetdClient)s!).FlushBatch(), this);
+                if (!_batchScheduled)
+                {
+                    FlushBatch(); // the run queue is full: no batching, never a lost message
+                }
+            }
+
             return;
         }
 
+        Enqueue(in m);
+    }
+
+    private void Enqueue(in Message m)
+    {
         if (_outbox.Count >= _outboxLimit)
         {
             throw new InvalidOperationException("More messages to netd are waiting than this client has buffers: a buffer was released twice.");
         }
 
         _outbox.Enqueue(m);
-        if (!_flushing)
-        {
-            _ = FlushAsync();
-        }
+        _writerSignal.Set();
     }
 
-    private async Task FlushAsync()
+    // The step's messages as one batch (one ring-space check, one doorbell); what the channel's
+    // window or the ring cannot take now waits in the outbox, in order, for the writer.
+    private void FlushBatch()
     {
-        _flushing = true;
-        try
+        _batchScheduled = false;
+        int count = _batchCount;
+        if (count == 0)
         {
-            while (_outbox.TryPeek(out Message m))
-            {
-                await _channel.Endpoint.WriteAsync(in m);
-                _outbox.Dequeue();
-            }
+            return;
         }
-        catch (Exception ex) when (ex is ChannelClosedException or InvalidOperationException)
-        {
-            if (!_options.Reconnect || _disposing)
-            {
-                Fault(new NetdException("netd closed the channel.", NetdStatus.ProtocolError));
-            }
 
-            // Otherwise the pump sees the channel close too and binds netd again.
-        }
-        finally
+        _batchCount = 0;
+        int sent = 0;
+        if (_outbox.Count == 0)
         {
-            _flushing = false;
+            try
+            {
+                sent = _channel.Endpoint.TryWriteBatch(_batch.AsSpan(0, count));
+            }
+            catch (InvalidOperationException)
+            {
+                sent = 0; // not connected (netd went away): the outbox's writer reports it
+            }
+        }
+
+        for (int i = sent; i < count; i++)
+        {
+            Enqueue(in _batch[i]);
         }
     }
 
+    // The outbox's one writer, for the life of the client: it sleeps on a reusable signal while
+    // the outbox is empty and on the channel's own write wait while the window or the ring is
+    // full, so a stalled channel costs no allocation either.
+    private async Task WriterAsync()
+    {
+        while (_fault is null && !_disposing)
+        {
+            try
+            {
+                if (_outbox.Count == 0)
+                {
+                    await _writerSignal.WaitAsync(CancellationToken.None);
+                    continue;
+                }
+
+                CpuDriver.Channels.Endpoint endpoint = _channel.Endpoint;
+                try
+                {
+                    while (_outbox.TryPeek(out Message m))
+                    {
+                        if (endpoint.TryWrite(in m))
+                        {
+                            _outbox.Dequeue();
+                        }
+                        else if (!await endpoint.WaitToWriteAsync())
+                        {
+                            throw new ChannelClosedException();
+                        }
+                    }
+                }
+                catch (Exception ex) when (ex is ChannelClosedException or InvalidOperationException)
+                {
+                    if (!_options.Reconnect || _disposing)
+                    {
+                        Fault(new NetdException("netd closed the channel.", NetdStatus.ProtocolError));
+                        return;
+                    }
+
+                    // The pump sees the channel close too and binds netd again (the outbox is
+                    // cleared then); write again once something new is queued.
+                    await _writerSignal.WaitAsync(CancellationToken.None);
+                }
+            }
+            catch (NetdException)
+            {
+                return; // the client faulted or was disposed: nothing more to write
+            }
+        }
+    }
+
+    // Drains every message the channel holds per wake (the channel's own reusable wait, nothing
+    // allocated), then wakes each waiter once for the whole batch.
     private async Task PumpAsync(DomainChannel channel)
     {
-        NetdException gone;
+        NetdException? gone = null;
+        CpuDriver.Channels.Endpoint endpoint = channel.Endpoint;
         try
         {
-            while (true)
+            while (gone is null)
             {
-                Message m = await channel.Endpoint.ReadAsync();
-                switch (m.Type)
+                if (!await endpoint.WaitToReadAsync())
                 {
-                    case NetdMessages.Received:
-                        OnReceived(Descriptor.From(in m), (NetdStatus)m.Word2);
-                        break;
-                    case NetdMessages.Transmitted:
-                        if ((NetdStatus)m.Word2 != NetdStatus.Ok)
-                        {
-                            TransmitRefusals++;
-                        }
+                    throw new ChannelClosedException();
+                }
 
-                        int index = (int)Descriptor.From(in m).Tag;
-                        if ((uint)index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
-                        {
-                            _transmitInFlight[index] = false;
-                            _freeTransmit.Push(index);
-                            Signal(ref _transmitSignal);
-                        }
+                bool received = false, freed = false;
+                int n;
+                while (gone is null && (n = endpoint.TryReadBatch(_inbound)) > 0)
+                {
+                    for (int i = 0; i < n && gone is null; i++)
+                    {
+                        gone = OnMessage(in _inbound[i], ref received, ref freed);
+                    }
+                }
 
-                        break;
-                    case NetdMessages.RegionGone:
-                        gone = new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
-                        goto Gone;
-                    case NetdMessages.RegionReply or NetdMessages.FilterReply or NetdMessages.Ack:
-                        _control?.TrySetResult(m);
-                        break;
-                    default:
-                        break; // unknown completions are ignored: a newer netd may send more
+                if (received)
+                {
+                    _receiveSignal.Set();
+                }
+
+                if (freed)
+                {
+                    _transmitSignal.Set();
                 }
             }
         }
@@ -520,12 +627,12 @@ public sealed class NetdClient : IAsyncDisposable
             gone = new NetdException("netd closed the channel (it stopped or restarted).", NetdStatus.ProtocolError);
         }
 
-    Gone:
         if (!ReferenceEquals(channel, _channel))
         {
             return; // a session already replaced
         }
 
+        gone ??= new NetdException("netd closed the channel (it stopped or restarted).", NetdStatus.ProtocolError);
         _control?.TrySetException(gone);
         if (_options.Reconnect && !_disposing && !_ctx.Stopping.IsCancellationRequested)
         {
@@ -537,38 +644,67 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
-    private void OnReceived(Descriptor d, NetdStatus status)
+    // One completion from netd; returns why netd is gone when it says so.
+    private NetdException? OnMessage(in Message m, ref bool received, ref bool freed)
+    {
+        switch (m.Type)
+        {
+            case NetdMessages.Received:
+                received |= OnReceived(Descriptor.From(in m), (NetdStatus)m.Word2);
+                break;
+            case NetdMessages.Transmitted:
+                if ((NetdStatus)m.Word2 != NetdStatus.Ok)
+                {
+                    TransmitRefusals++;
+                }
+
+                int index = (int)Descriptor.From(in m).Tag;
+                if ((uint)index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
+                {
+                    _transmitInFlight[index] = false;
+                    _freeTransmit.Push(index);
+                    freed = true;
+                }
+
+                break;
+            case NetdMessages.RegionGone:
+                return new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
+            case NetdMessages.RegionReply or NetdMessages.FilterReply or NetdMessages.Ack:
+                _control?.TrySetResult(m);
+                break;
+            default:
+                break; // unknown completions are ignored: a newer netd may send more
+        }
+
+        return null;
+    }
+
+    private bool OnReceived(Descriptor d, NetdStatus status)
     {
         int index = (int)d.Tag;
         bool[] posted = (d.Flags & DescriptorFlags.Small) != 0 ? _smallPosted : _pagePosted;
         if ((uint)index >= (uint)posted.Length || !posted[index])
         {
-            return; // not a buffer netd holds: ignored
+            return false; // not a buffer netd holds: ignored
         }
 
         posted[index] = false;
         if (status != NetdStatus.Ok)
         {
-            return; // a refused post: the buffer is ours again and stays unused
+            return false; // a refused post: the buffer is ours again and stays unused
         }
 
         _received.Enqueue(d);
-        Signal(ref _receiveSignal);
-    }
-
-    private static void Signal(ref TaskCompletionSource? signal)
-    {
-        TaskCompletionSource? s = signal;
-        signal = null;
-        s?.TrySetResult();
+        return true;
     }
 
     private void Fault(Exception ex)
     {
         _fault ??= ex;
         _control?.TrySetException(ex);
-        Signal(ref _receiveSignal);
-        Signal(ref _transmitSignal);
+        _receiveSignal.Fail(ex);
+        _transmitSignal.Fail(ex);
+        _writerSignal.Fail(ex);
     }
 
     private void ThrowIfFaulted()
@@ -590,8 +726,15 @@ public sealed class NetdClient : IAsyncDisposable
     /// <summary>Closes the channel and deletes the region (netd loses access to it at once).</summary>
     public async ValueTask DisposeAsync()
     {
+        // What this step gave back or sent leaves before the channel closes (as an unbatched send would have).
+        if (_fault is null && !_disposing)
+        {
+            FlushBatch();
+        }
+
         _disposing = true;
         _channel.Endpoint.Close();
+        _writerSignal.Fail(new NetdException("The netd client was disposed.", NetdStatus.ProtocolError));
         try
         {
             await _pump;
@@ -643,4 +786,78 @@ public readonly struct TransmitBuffer
 
     /// <summary>The page to build the frame in.</summary>
     public Span<byte> Span => _client is null ? default : _client.TransmitSpan(Index);
+}
+
+/// <summary>
+/// A wake-up for the one task waiting on a <see cref="NetdClient"/> (for a received frame, for a
+/// free transmit page), reused for every wait: the kernel's own pooled operation, whose
+/// continuation is queued on the core's run queue as a struct, so a wait costs no allocation (a
+/// cancellation that fires allocates its one message to the core). Core thread only.
+/// </summary>
+internal sealed class ClientSignal(CoreKernel kernel)
+{
+    private readonly CoreKernel _kernel = kernel;
+    private readonly CoreOperation<bool> _operation = new(kernel);
+    private bool _waiting;
+
+    /// <summary>Completes at the next <see cref="Set"/> or <see cref="Fail"/>, or when <paramref name="cancellationToken"/> fires.</summary>
+    public ValueTask WaitAsync(CancellationToken cancellationToken)
+    {
+        if (_waiting)
+        {
+            throw new InvalidOperationException("Another task is already waiting on this netd client; one waiter at a time.");
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled(cancellationToken);
+        }
+
+        short version = _operation.Reset();
+        _waiting = true;
+        if (cancellationToken.CanBeCanceled)
+        {
+            // The token's registration nodes are reused by its source; nothing is allocated unless it fires.
+            _operation.AttachRegistration(cancellationToken.UnsafeRegister(static (s, token) =>
+            {
+                var signal = (ClientSignal)s!;
+                _ = signal._kernel.TryPostInternal(static x =>
+                {
+                    var (sig, v, t) = ((ClientSignal, short, CancellationToken))x!;
+                    sig.Cancel(v, t);
+                }, (signal, signal._operation.Version, token));
+            }, this));
+        }
+
+        return new ValueTask(_operation, version);
+    }
+
+    /// <summary>Wakes the waiter, if any.</summary>
+    public void Set()
+    {
+        if (_waiting)
+        {
+            _waiting = false;
+            _operation.SetResult(true);
+        }
+    }
+
+    /// <summary>Wakes the waiter, if any, with <paramref name="error"/>.</summary>
+    public void Fail(Exception error)
+    {
+        if (_waiting)
+        {
+            _waiting = false;
+            _operation.SetException(error);
+        }
+    }
+
+    private void Cancel(short version, CancellationToken token)
+    {
+        if (_waiting && _operation.Version == version)
+        {
+            _waiting = false;
+            _operation.SetException(new OperationCanceledException(token));
+        }
+    }
 }

@@ -83,7 +83,9 @@ internal sealed class Consumer
         {
             if (!_regions[i].Live)
             {
-                _regions[i] = new Region(true, handle, slot);
+                // One bit per 128-byte granule of the region: set while netd holds those bytes as
+                // a posted buffer. Sized once, at registration, by the region the consumer paid for.
+                _regions[i] = new Region(true, handle, slot, new ulong[((handle.Length / NetdLimits.SmallPacket) + 63) / 64]);
                 id = (ushort)(i + 1);
                 return true;
             }
@@ -95,7 +97,7 @@ internal sealed class Consumer
 
     /// <summary>The bytes a descriptor names, checked against the region (bounds and the capability's generation).</summary>
     /// <returns>The status; <paramref name="bytes"/> is valid only with <see cref="NetdStatus.Ok"/>.</returns>
-    public NetdStatus Resolve(in Descriptor d, uint length, out Span<byte> bytes)
+    public NetdStatus Resolve(scoped in Descriptor d, uint length, out Span<byte> bytes)
     {
         bytes = default;
         int index = d.Region - 1;
@@ -119,6 +121,56 @@ internal sealed class Consumer
         return NetdStatus.Ok;
     }
 
+    /// <summary>Bytes of this consumer's regions netd holds now as posted, empty buffers (the ledger's count).</summary>
+    public long HeldBytes { get; private set; }
+
+    /// <summary>
+    /// The ledger: marks the buffer <paramref name="d"/> names (already resolved: a live region,
+    /// in bounds, aligned to 128 bytes) as held by netd; false when netd already holds any of its
+    /// bytes (the same buffer posted twice, or overlapping one posted), so ownership is exact.
+    /// </summary>
+    public bool TryHold(in Descriptor d)
+    {
+        ulong[] held = _regions[d.Region - 1].Held;
+        int first = (int)(d.Offset / NetdLimits.SmallPacket);
+        int end = (int)((d.Offset + d.Length + NetdLimits.SmallPacket - 1) / NetdLimits.SmallPacket);
+        for (int g = first; g < end; g++)
+        {
+            if ((held[g >> 6] & (1UL << (g & 63))) != 0)
+            {
+                return false;
+            }
+        }
+
+        for (int g = first; g < end; g++)
+        {
+            held[g >> 6] |= 1UL << (g & 63);
+        }
+
+        HeldBytes += (end - first) * NetdLimits.SmallPacket;
+        return true;
+    }
+
+    /// <summary>The buffer goes back to the consumer (its completion is on the way): the ledger forgets it.</summary>
+    public void Release(in Descriptor d)
+    {
+        int index = d.Region - 1;
+        if ((uint)index >= (uint)_regions.Length || !_regions[index].Live)
+        {
+            return; // the region went, and its whole ledger with it
+        }
+
+        ulong[] held = _regions[index].Held;
+        int first = (int)(d.Offset / NetdLimits.SmallPacket);
+        int end = (int)((d.Offset + d.Length + NetdLimits.SmallPacket - 1) / NetdLimits.SmallPacket);
+        for (int g = first; g < end; g++)
+        {
+            held[g >> 6] &= ~(1UL << (g & 63));
+        }
+
+        HeldBytes -= (end - first) * NetdLimits.SmallPacket;
+    }
+
     /// <summary>Forgets region <paramref name="id"/>; returns its slot in netd's CSpace (to delete), or -1.</summary>
     public int RetireRegion(ushort id)
     {
@@ -129,6 +181,11 @@ internal sealed class Consumer
         }
 
         int slot = _regions[index].Slot;
+        foreach (ulong word in _regions[index].Held)
+        {
+            HeldBytes -= (long)ulong.PopCount(word) * NetdLimits.SmallPacket;
+        }
+
         _regions[index] = default;
         Small.RemoveAll(static (d, region) => d.Region == region, id);
         Pages.RemoveAll(static (d, region) => d.Region == region, id);
@@ -161,7 +218,7 @@ internal sealed class Consumer
         }
     }
 
-    public ConsumerStats Stats() => new(Id, Name, RxPackets, RxBytes, TxPackets, DroppedNoBuffer, Small.Count, Pages.Count, Owed.Count);
+    public ConsumerStats Stats() => new(Id, Name, RxPackets, RxBytes, TxPackets, DroppedNoBuffer, Small.Count, Pages.Count, Owed.Count, HeldBytes);
 
-    private readonly record struct Region(bool Live, FrameHandle Handle, int Slot);
+    private readonly record struct Region(bool Live, FrameHandle Handle, int Slot, ulong[] Held);
 }

@@ -35,6 +35,7 @@ public sealed class NetdCounters
     internal long LocalFramesField;
     internal long SmallCopiesField;
     internal long PageDeliveriesField;
+    internal long PayloadCopiesField;
     internal int PendingTxField;
 
     /// <summary>Frames received from the device.</summary>
@@ -69,6 +70,14 @@ public sealed class NetdCounters
 
     /// <summary>Larger frames delivered into page buffers.</summary>
     public long PageDeliveries => Volatile.Read(ref PageDeliveriesField);
+
+    /// <summary>
+    /// Frames netd copied from a buffer it received into (or a consumer's transmit page) into a
+    /// consumer's buffer: small frames into small slots, larger ones only when the device could
+    /// not place them itself (TAP, a switch port with injected faults) or between two stacks of
+    /// this machine. 0 for large frames the device placed into the consumer's posted page.
+    /// </summary>
+    public long PayloadCopies => Volatile.Read(ref PayloadCopiesField);
 
     /// <summary>Transmit descriptors waiting for a busy device now (all consumers).</summary>
     public int PendingTransmits => Volatile.Read(ref PendingTxField);
@@ -117,4 +126,5 @@ public static class NetdTags
 /// <param name="PostedSmall">Small buffers netd holds for it now.</param>
 /// <param name="PostedPages">Page buffers netd holds for it now.</param>
 /// <param name="Owed">Completions waiting for room on its channel.</param>
-public sealed record ConsumerStats(int Id, string Name, long RxPackets, long RxBytes, long TxPackets, long DroppedNoBuffer, int PostedSmall, int PostedPages, int Owed);
+/// <param name="HeldBytes">Bytes of its regions netd holds now as posted, empty buffers (the ledger: every post adds its buffer, every completion takes it back).</param>
+public sealed record ConsumerStats(int Id, string Name, long RxPackets, long RxBytes, long TxPackets, long DroppedNoBuffer, int PostedSmall, int PostedPages, int Owed, long HeldBytes = 0);

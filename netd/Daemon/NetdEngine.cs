@@ -17,7 +17,7 @@ namespace Multikernel.Netd.Daemon;
 /// echo answered for what nobody claims. Per packet there is no capability operation and no
 /// allocation: a packet is a descriptor on the consumer's channel.
 /// </summary>
-internal sealed class NetdEngine
+internal sealed class NetdEngine : IFramePlacer
 {
     private readonly INetworkDevice _device;
     private readonly PacketClassifier _classifier;
@@ -37,6 +37,14 @@ internal sealed class NetdEngine
     private readonly Dictionary<int, (int Slot, ulong Object, int Owner)> _filterCaps = [];
     private readonly Dictionary<ulong, int> _filterByObject = [];
     private ushort _nextIpId;
+
+    // The frame a placing device is writing now (between Place and Placed): into a consumer's
+    // posted buffer, or into netd's own receive buffer for its own handlers.
+    private Consumer? _placingFor;
+    private Descriptor _placingBuffer;
+    private bool _placingSmall;
+    private Activity? _placingJourney;
+    private int _placingOwn;
 
     /// <param name="device">The NIC.</param>
     /// <param name="classifier">The merged packet filters.</param>
@@ -206,10 +214,10 @@ internal sealed class NetdEngine
         switch (message.Type)
         {
             case NetdMessages.PostSmall:
-                Post(consumer, Descriptor.From(in message), consumer.Small, NetdLimits.SmallPacket);
+                Post(consumer, Descriptor.From(in message), consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
                 return -1;
             case NetdMessages.PostPage:
-                Post(consumer, Descriptor.From(in message), consumer.Pages, _device.Mtu + NetworkDevice.EthernetHeaderLength);
+                Post(consumer, Descriptor.From(in message), consumer.Pages, _device.Mtu + NetworkDevice.EthernetHeaderLength, NetdLimits.PageBuffer);
                 return -1;
             case NetdMessages.Transmit:
                 OnTransmit(consumer, Descriptor.From(in message));
@@ -234,12 +242,24 @@ internal sealed class NetdEngine
         }
     }
 
-    private void Post(Consumer consumer, Descriptor d, BoundedRing<Descriptor> ring, int minimum)
+    private void Post(Consumer consumer, Descriptor d, BoundedRing<Descriptor> ring, int minimum, int alignment)
     {
-        NetdStatus status = d.Length < minimum ? NetdStatus.BadDescriptor : consumer.Resolve(d, d.Length, out _);
-        if (status == NetdStatus.Ok && !ring.TryPush(d))
+        NetdStatus status = d.Length < minimum || d.Offset % alignment != 0 ? NetdStatus.BadDescriptor : consumer.Resolve(d, d.Length, out _);
+        if (status == NetdStatus.Ok && ring.Count == ring.Capacity)
         {
             status = NetdStatus.LimitReached;
+        }
+
+        // The ledger: a buffer is netd's from its post until its completion, once; posting bytes
+        // netd already holds (the same buffer twice, a page over a posted small slot) is refused.
+        if (status == NetdStatus.Ok && !consumer.TryHold(in d))
+        {
+            status = NetdStatus.BadDescriptor;
+        }
+
+        if (status == NetdStatus.Ok)
+        {
+            ring.TryPush(d);
         }
 
         if (status != NetdStatus.Ok)
@@ -525,6 +545,13 @@ internal sealed class NetdEngine
     public int Poll()
     {
         int work = FlushPendingTx() + FlushOwed();
+        if (_device is IFramePlacingDevice { CanPlace: true } placing)
+        {
+            // Each frame classified where the device holds it and written once, straight into
+            // its consumer's posted buffer: netd copies nothing.
+            return work + placing.ReceivePlaced(this, _options.RxBurst);
+        }
+
         Span<byte> pool = _rxPool.Span;
         var buffers = new StridedFrameBuffers(pool, NetdLimits.PageBuffer, _options.RxBurst);
         int received = _device.ReceiveBurst(ref buffers, _rxLengths);
@@ -538,6 +565,64 @@ internal sealed class NetdEngine
         }
 
         return work + received;
+    }
+
+    /// <summary>A placing device shows a received frame: the buffer it goes to (a consumer's posted one, or netd's own), or empty to drop it.</summary>
+    Span<byte> IFramePlacer.Place(ReadOnlySpan<byte> frame)
+    {
+        Counters.RxPacketsField++;
+        Counters.RxBytesField += frame.Length;
+        _capture?.Write(frame, CaptureDirection.Received);
+        _placingFor = null;
+        if (EthernetFrame.TryParse(frame, out EthernetFrame _) != WireError.None)
+        {
+            Counters.Drop(RxDropReason.Malformed);
+            return default;
+        }
+
+        ClassifyResult claim = _classifier.Classify(frame);
+        if (claim.Matched && (uint)(claim.Owner - 1) < (uint)_consumers.Length && _consumers[claim.Owner - 1] is { } owner)
+        {
+            _placingJourney = ActivitySources.Netd.HasListeners() ? StartJourney(frame.Length, claim, owner) : null;
+            if (!TryTakeBuffer(owner, frame.Length, out Descriptor buffer, out Span<byte> target, out bool small))
+            {
+                EndPlacingJourney();
+                return default; // no buffer posted: dropped and counted against that consumer
+            }
+
+            _placingFor = owner;
+            _placingBuffer = buffer;
+            _placingSmall = small;
+            return target;
+        }
+
+        // Not claimed: netd's own handlers (ARP, ICMP echo) read it from netd's receive pool,
+        // one buffer after another, so a reply never overwrites the frame it answers.
+        _placingOwn = (_placingOwn + 1) % _options.RxBurst;
+        return _rxPool.Span.Slice(_placingOwn * NetdLimits.PageBuffer, NetdLimits.PageBuffer);
+    }
+
+    /// <summary>The device wrote the frame where <see cref="IFramePlacer.Place"/> said.</summary>
+    void IFramePlacer.Placed(int length)
+    {
+        if (_placingFor is { } consumer)
+        {
+            _placingFor = null;
+            CompleteDelivery(consumer, _placingBuffer, length, _placingSmall);
+            EndPlacingJourney();
+            return;
+        }
+
+        Dispatch(_rxPool.Span.Slice(_placingOwn * NetdLimits.PageBuffer, length));
+    }
+
+    private void EndPlacingJourney()
+    {
+        if (_placingJourney is { } journey)
+        {
+            _placingJourney = null;
+            StopJourney(journey);
+        }
     }
 
     private void Dispatch(Span<byte> frame)
@@ -578,51 +663,75 @@ internal sealed class NetdEngine
         Counters.Drop(RxDropReason.Unclaimed);
     }
 
+    // A frame netd holds (TAP, a faulty switch port, another stack's transmit page, an ARP reply
+    // for a consumer's address) copied into its consumer's posted buffer.
     private void Deliver(Consumer consumer, ReadOnlySpan<byte> frame)
     {
+        if (TryTakeBuffer(consumer, frame.Length, out Descriptor buffer, out Span<byte> target, out bool small))
+        {
+            frame.CopyTo(target);
+            Counters.PayloadCopiesField++;
+            CompleteDelivery(consumer, buffer, frame.Length, small);
+        }
+    }
+
+    // The posted buffer a frame of `length` bytes for `consumer` goes into: a small slot for at most
+    // 128 bytes (when one is posted), else a page. False when none is posted (dropped and counted
+    // against that consumer, nobody else) or its region is gone.
+    private bool TryTakeBuffer(Consumer consumer, int length, out Descriptor buffer, out Span<byte> target, out bool small)
+    {
+        bool regionGone = false;
         while (true)
         {
-            bool small = frame.Length <= NetdLimits.SmallPacket && consumer.Small.Count > 0;
+            small = length <= NetdLimits.SmallPacket && consumer.Small.Count > 0;
             BoundedRing<Descriptor> ring = small ? consumer.Small : consumer.Pages;
-            if (!ring.TryPop(out Descriptor d))
+            if (!ring.TryPop(out buffer))
             {
+                // Billed to this consumer; counted once, by why (the frame that found its region
+                // revoked and nothing else posted is a region-gone drop, not also a no-buffer one).
                 consumer.DroppedNoBuffer++;
-                Counters.Drop(RxDropReason.NoBuffer);
-                return;
+                Counters.Drop(regionGone ? RxDropReason.RegionGone : RxDropReason.NoBuffer);
+                target = default;
+                return false;
             }
 
-            NetdStatus status = consumer.Resolve(d, (uint)frame.Length, out Span<byte> target);
+            NetdStatus status = consumer.Resolve(buffer, (uint)length, out target);
             if (status == NetdStatus.BadCapability)
             {
-                // The consumer revoked the region: every buffer of it is gone; try its next one.
-                RetireRegion(consumer, d.Region, notify: true);
-                Counters.Drop(RxDropReason.RegionGone);
+                // The consumer revoked the region: netd forgets every buffer of it at once (and
+                // never touches it again); try its next one, of another region.
+                RetireRegion(consumer, buffer.Region, notify: true);
+                regionGone = true;
                 continue;
             }
 
             if (status != NetdStatus.Ok)
             {
+                consumer.Release(in buffer);
                 Counters.Drop(RxDropReason.NoBuffer);
-                return;
+                return false;
             }
 
-            // TODO(next): frames above SmallPacket go by page exchange ("become", docs/netd-datapath.md),
-            // not by this copy, once the capability layer can swap the frames behind two page objects.
-            frame.CopyTo(target);
-            if (small)
-            {
-                Counters.SmallCopiesField++;
-            }
-            else
-            {
-                Counters.PageDeliveriesField++;
-            }
-
-            consumer.RxPackets++;
-            consumer.RxBytes += frame.Length;
-            Complete(consumer, NetdMessages.Received, d with { Length = (uint)frame.Length, Flags = small ? DescriptorFlags.Small : DescriptorFlags.Page }, NetdStatus.Ok);
-            return;
+            // The buffer goes back to its owner with this completion (the ledger forgets it).
+            consumer.Release(in buffer);
+            return true;
         }
+    }
+
+    private void CompleteDelivery(Consumer consumer, in Descriptor buffer, int length, bool small)
+    {
+        if (small)
+        {
+            Counters.SmallCopiesField++;
+        }
+        else
+        {
+            Counters.PageDeliveriesField++;
+        }
+
+        consumer.RxPackets++;
+        consumer.RxBytes += length;
+        Complete(consumer, NetdMessages.Received, buffer with { Length = (uint)length, Flags = small ? DescriptorFlags.Small : DescriptorFlags.Page }, NetdStatus.Ok);
     }
 
     /// <summary>The span name of a received packet's way through netd.</summary>

@@ -192,3 +192,37 @@ public readonly ref struct StridedFrames : ITransmitFrames
 
     public ReadOnlySpan<byte> this[int index] => _memory.Slice(index * _stride, _lengths[index]);
 }
+
+/// <summary>
+/// A device that shows its owner each received frame where the device holds it (its own memory:
+/// the switch's port queue, a NIC's descriptor ring) before the frame is placed anywhere, and
+/// then writes it exactly where the owner says — the place a NIC's DMA engine writes to. netd
+/// classifies the frame in place and has it written straight into the owning consumer's posted
+/// buffer: the frame crosses memory once, and netd copies nothing (docs/netd-datapath.md).
+/// </summary>
+/// <remarks>A device that cannot (TAP: <c>read</c> needs its destination first) simply does not implement this; netd then receives bursts into its own buffers and copies.</remarks>
+public interface IFramePlacingDevice
+{
+    /// <summary>True while frames can be placed now (a switch port with injected faults cannot: it mangles frames on receive).</summary>
+    bool CanPlace { get; }
+
+    /// <summary>
+    /// Receives up to <paramref name="max"/> frames, each placed where <paramref name="placer"/>
+    /// says (or dropped when it names no buffer); returns how many frames were taken. Never blocks.
+    /// Owner thread only, like <see cref="INetworkDevice.ReceiveBurst"/>.
+    /// </summary>
+    int ReceivePlaced(IFramePlacer placer, int max);
+}
+
+/// <summary>Where a <see cref="IFramePlacingDevice"/> puts each frame it receives.</summary>
+public interface IFramePlacer
+{
+    /// <summary>
+    /// Looks at <paramref name="frame"/> in the device's memory (valid during this call only) and
+    /// names the buffer it goes to, at least <c>frame.Length</c> bytes; an empty span drops it.
+    /// </summary>
+    Span<byte> Place(ReadOnlySpan<byte> frame);
+
+    /// <summary>The device wrote the <paramref name="length"/>-byte frame into the buffer <see cref="Place"/> named.</summary>
+    void Placed(int length);
+}

@@ -8,7 +8,7 @@ namespace Multikernel.Netd.Drivers;
 /// <see cref="TransmitBurst"/> forwards on that thread into other ports' inbound rings, its
 /// <see cref="ReceiveBurst"/> drains its own inbound rings (applying injected faults).
 /// </summary>
-public sealed class SwitchPort : INetworkDevice
+public sealed class SwitchPort : INetworkDevice, IFramePlacingDevice
 {
     private readonly VirtualSwitch _switch;
     private readonly FrameRing?[] _inbound;   // [source port]: written (once) by the source, read by us
@@ -263,6 +263,46 @@ public sealed class SwitchPort : INetworkDevice
         }
 
         return ReceiveWithFaults(ref buffers, lengths, max);
+    }
+
+    /// <summary>True unless faults are injected on this port's receive side (they mangle frames as they are received).</summary>
+    public bool CanPlace => !_faulty;
+
+    /// <summary>
+    /// Receives up to <paramref name="max"/> frames, each written once, from this port's queue
+    /// straight into the buffer <paramref name="placer"/> names after looking at it in the queue.
+    /// </summary>
+    public int ReceivePlaced(IFramePlacer placer, int max)
+    {
+        ArgumentNullException.ThrowIfNull(placer);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_faulty)
+        {
+            throw new InvalidOperationException($"Switch port {Name} injects faults on receive; receive bursts instead (CanPlace is false).");
+        }
+
+        int n = 0;
+        while (n < max && TryNext(0, out FrameRing? ring, out ReadOnlySpan<byte> frame))
+        {
+            int length = frame.Length;
+            Counters.Received(length);
+            Span<byte> destination = placer.Place(frame);
+            if (destination.IsEmpty)
+            {
+                ring.Advance(length); // dropped, and counted, by the placer
+            }
+            else
+            {
+                CheckBuffer(destination, length);
+                frame.CopyTo(destination);
+                ring.Advance(length);
+                placer.Placed(length);
+            }
+
+            n++;
+        }
+
+        return n;
     }
 
     private int ReceiveWithFaults<TBuffers>(scoped ref TBuffers buffers, scoped Span<int> lengths, int max)

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Multikernel.Cli.Bench.Report;
+using Multikernel.CpuDriver.Kernel;
 using Multikernel.CpuDriver.Urpc;
 using Multikernel.Monitor;
 using Multikernel.Monitor.Hosting;
@@ -25,8 +26,11 @@ namespace Multikernel.Cli.Bench;
 /// <param name="NoBuffer">Frames netd dropped in the window because the application had no buffer posted.</param>
 /// <param name="QueueFull">Frames the switch dropped in the window because a port's queue was full.</param>
 /// <param name="NetdCoreAllocBytesPerPacket">Bytes allocated by netd's core thread per packet.</param>
-/// <param name="AppCoreAllocBytesPerPacket">Bytes allocated by the application's core thread per packet (its NetdClient and echo loop).</param>
-internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double Seconds, double AllocBytesPerPacket, double UrpcMessagesPerSecond, long SmallDeliveries, long PageDeliveries, long NoBuffer, long QueueFull, double NetdCoreAllocBytesPerPacket, double AppCoreAllocBytesPerPacket)
+/// <param name="AppCoreAllocBytesPerPacket">Bytes allocated by the application's core thread per packet (its NetdClient, its echo loop and the load generator).</param>
+/// <param name="NetdParksPerPacket">Times netd's core parked (slept in its wait set) per packet: the wake-ups a packet costs.</param>
+/// <param name="AppParksPerPacket">Times the application's core parked per packet.</param>
+/// <param name="PayloadCopies">Frames netd copied from one buffer into another in the window (small frames into small slots; large ones only when the device cannot place them).</param>
+internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double Seconds, double AllocBytesPerPacket, double UrpcMessagesPerSecond, long SmallDeliveries, long PageDeliveries, long NoBuffer, long QueueFull, double NetdCoreAllocBytesPerPacket, double AppCoreAllocBytesPerPacket, double NetdParksPerPacket, double AppParksPerPacket, long PayloadCopies)
 {
     public double PacketsPerSecond => Packets / Seconds;
 
@@ -40,11 +44,13 @@ internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double
 /// rate of one-way messages over a channel between the same two cores, the yardstick.
 /// </summary>
 /// <remarks>
-/// The load generator is a switch port driven by the benchmark thread (not a core). Allocation is
-/// the whole process's (<see cref="GC.GetTotalAllocatedBytes(bool)"/>) over the window, divided by
-/// the packets. Frames above 128 bytes are today copied into the application's page buffer (the
-/// page exchange of docs/netd-datapath.md waits for the capability layer's primitive), so the
-/// 1500-byte rate includes that copy (and the echo's copy in the application).
+/// The load generator is a switch port driven by a kernel service in core 0's loop (the
+/// application's core), woken by the port's eventfd when frames come back: the benchmark uses
+/// exactly the two cores the yardstick uses, and no third thread competes with them for the CPUs
+/// (on a two-CPU machine a spinning generator thread starved the pinned cores). Allocation is the
+/// whole process's (<see cref="GC.GetTotalAllocatedBytes(bool)"/>) over the window, divided by the
+/// packets. Frames above 128 bytes are placed by the device straight into the application's posted
+/// page (docs/netd-datapath.md); the echo copies each one into a transmit page.
 /// </remarks>
 internal static class NetdBench
 {
@@ -69,8 +75,11 @@ internal static class NetdBench
         new("lost", r => r.Lost),
         new("small_deliveries", r => r.SmallDeliveries),
         new("page_deliveries", r => r.PageDeliveries),
+        new("payload_copies", r => r.PayloadCopies),
         new("netd_core_alloc_bytes_per_packet", r => r.NetdCoreAllocBytesPerPacket),
         new("app_core_alloc_bytes_per_packet", r => r.AppCoreAllocBytesPerPacket),
+        new("netd_core_parks_per_packet", r => r.NetdParksPerPacket),
+        new("app_core_parks_per_packet", r => r.AppParksPerPacket),
         new("no_buffer_drops", r => r.NoBuffer),
         new("queue_full_drops", r => r.QueueFull),
     ];
@@ -90,8 +99,10 @@ internal static class NetdBench
     {
         TimeSpan warmup = quick ? TimeSpan.FromMilliseconds(100) : TimeSpan.FromMilliseconds(500);
         TimeSpan window = quick ? TimeSpan.FromMilliseconds(400) : TimeSpan.FromSeconds(3);
-        using var host = new NetdHost(new VirtualSwitch());
-        using SwitchPort generator = host.Switch!.AddPort("load", GeneratorMac);
+        // Port queues that hold a whole window of the largest frames, so the bench measures netd,
+        // not the switch's drops.
+        using var host = new NetdHost(new VirtualSwitch(new VirtualSwitchOptions { QueueBytes = 256 << 10 }));
+        using SwitchPort port = host.Switch!.AddPort("load", GeneratorMac, new SwitchPortOptions { WakeFileDescriptor = true });
         var echoReady = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var urpc = new UrpcStream();
         var options = new MultikernelOptions
@@ -109,6 +120,7 @@ internal static class NetdBench
         options.SpawnAtBoot("bench-echo", core: 0);
         var runtime = new MultikernelRuntime(options);
         var results = new List<NetdBenchResult>();
+        LoadGenerator? generator = null;
         try
         {
             await runtime.StartAsync();
@@ -123,15 +135,27 @@ internal static class NetdBench
             double urpcRate = MeasureUrpc(urpc, warmup, window);
             urpc.Stop = true;
 
+            CoreKernel core0 = runtime.Machine.Kernels[0];
+            NetdCounters counters = host.Counters!;
+            generator = new LoadGenerator(port, () => counters.Dropped(RxDropReason.NoBuffer) + counters.Dropped(RxDropReason.Unclaimed) + QueueFull(host, port));
+            LoadGenerator g = generator;
+            await core0.RunAsync(() => g.Attach(core0));
             foreach (int size in new[] { 64, 1500 })
             {
                 progress?.Invoke(string.Create(CultureInfo.InvariantCulture, $"netd: {size}-byte frames, window {Window}"));
-                results.Add(MeasureNetd(host, generator, netdMac, size, warmup, window, urpcRate, appAllocated));
+                results.Add(MeasureNetd(runtime, host, generator, port, netdMac, size, warmup, window, urpcRate, appAllocated));
             }
         }
         finally
         {
             urpc.Stop = true;
+            if (generator is not null)
+            {
+                LoadGenerator g = generator;
+                CoreKernel core0 = runtime.Machine.Kernels[0];
+                await core0.RunAsync(() => g.Detach(core0));
+            }
+
             await runtime.StopAsync();
         }
 
@@ -140,112 +164,158 @@ internal static class NetdBench
 
     // ------------------------------------------------------------------ netd
 
-    private static NetdBenchResult MeasureNetd(NetdHost host, SwitchPort generator, MacAddress netdMac, int size, TimeSpan warmup, TimeSpan window, double urpcRate, StrongBox<long> appAllocated)
+    private static NetdBenchResult MeasureNetd(MultikernelRuntime runtime, NetdHost host, LoadGenerator generator, SwitchPort port, MacAddress netdMac, int size, TimeSpan warmup, TimeSpan window, double urpcRate, StrongBox<long> appAllocated)
     {
-        byte[] frame = BuildFrame(netdMac, size);
-        var rx = new byte[Window * 2048];
-        var lengths = new int[Window];
         NetdCounters counters = host.Counters!;
-        long Dropped() => counters.Dropped(RxDropReason.NoBuffer) + counters.Dropped(RxDropReason.Unclaimed) + QueueFull(host, generator);
-        var state = new PumpState { DroppedBefore = Dropped() };
-        Pump(generator, frame, rx, lengths, state, warmup, Dropped);
-        long small0 = counters.SmallDeliveries, pages0 = counters.PageDeliveries;
+        generator.Start(BuildFrame(netdMac, size));
+        Thread.Sleep(warmup);
+        CoreCounters netdCore = runtime.Machine.Kernels[1].Counters, appCore = runtime.Machine.Kernels[0].Counters;
+        long small0 = counters.SmallDeliveries, pages0 = counters.PageDeliveries, copies0 = counters.PayloadCopies;
         long noBuffer0 = counters.Dropped(RxDropReason.NoBuffer);
-        long queueFull0 = QueueFull(host, generator);
-        long sent0 = state.Sent, got0 = state.Received;
-        long netdCore0 = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult();
+        long queueFull0 = QueueFull(host, port);
+        long sent0 = generator.Sent, got0 = generator.Received;
+        long netdAlloc0 = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult();
         long app0 = Volatile.Read(ref appAllocated.Value);
+        long netdParks0 = netdCore.ParkCount, appParks0 = appCore.ParkCount;
         long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
         long start = Stopwatch.GetTimestamp();
-        Pump(generator, frame, rx, lengths, state, window, Dropped);
+        Thread.Sleep(window);
+        long packets = generator.Received - got0;
+        long sent = generator.Sent - sent0;
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         long alloc = GC.GetTotalAllocatedBytes(precise: true) - alloc0;
+        long netdParks = netdCore.ParkCount - netdParks0, appParks = appCore.ParkCount - appParks0;
         long app = Volatile.Read(ref appAllocated.Value) - app0;
-        long packets = state.Received - got0;
-        long netdCore = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult() - netdCore0;
-        long lost = Math.Max(0, state.Sent - sent0 - packets - state.InFlight);
-        Drain(generator, rx, lengths, state);
-        return new NetdBenchResult(size, packets, lost, seconds, packets == 0 ? double.NaN : (double)alloc / packets, urpcRate,
+        long netdAlloc = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult() - netdAlloc0;
+        long lost = Math.Max(0, sent - packets - Window);
+        generator.Pause();
+        double PerPacket(double value) => packets == 0 ? double.NaN : value / packets;
+        return new NetdBenchResult(size, packets, lost, seconds, PerPacket(alloc), urpcRate,
             counters.SmallDeliveries - small0, counters.PageDeliveries - pages0,
-            counters.Dropped(RxDropReason.NoBuffer) - noBuffer0, QueueFull(host, generator) - queueFull0,
-            packets == 0 ? double.NaN : (double)netdCore / packets, packets == 0 ? double.NaN : (double)app / packets);
+            counters.Dropped(RxDropReason.NoBuffer) - noBuffer0, QueueFull(host, port) - queueFull0,
+            PerPacket(netdAlloc), PerPacket(app), PerPacket(netdParks), PerPacket(appParks), counters.PayloadCopies - copies0);
     }
 
     private static long QueueFull(NetdHost host, SwitchPort generator) =>
         (host.DeviceCounters?.Dropped(DropReason.QueueFull) ?? 0) + generator.Counters.Dropped(DropReason.QueueFull);
 
-    private sealed class PumpState
+    /// <summary>
+    /// The load generator: a kernel service of core 0 that keeps <see cref="Window"/> frames in
+    /// flight on its switch port and counts what comes back. It sleeps with the core (the port's
+    /// eventfd is one of the core's wake sources) while the whole window is out. A frame dropped
+    /// on the way is counted exactly (netd's no-buffer drops, the switch's full queues), so when
+    /// replies pause the window is recomputed from those counts; after 500 ms of silence it is
+    /// refilled from scratch. Benchmark harness state: written on core 0, read by the bench thread.
+    /// </summary>
+    private sealed class LoadGenerator(SwitchPort port, Func<long> dropped) : IKernelService
     {
-        public long Sent;
-        public long Received;
-        public int InFlight;
-        public long DroppedBefore;
-    }
+        private readonly byte[] _rx = new byte[Window * 2048];
+        private readonly int[] _lengths = new int[Window];
+        private byte[]? _frame;
+        private volatile byte[]? _next;
+        private volatile bool _paused = true;
+        private int _inFlight;
+        private long _sent;
+        private long _received;
+        private long _quietSince;
+        private long _droppedBefore;
+        private WakeSource? _wake;
 
-    // Keeps Window frames in flight: sends while fewer are out, takes back what returned. A frame
-    // dropped on the way is counted exactly (netd's no-buffer drops, the switch's full queues), so
-    // when replies pause the window is recomputed from those counts instead of guessed; only after
-    // 500 ms of silence is it refilled from scratch.
-    private static void Pump(SwitchPort port, byte[] frame, byte[] rx, int[] lengths, PumpState state, TimeSpan duration, Func<long> dropped)
-    {
-        long end = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
-        long quietSince = Stopwatch.GetTimestamp();
-        long recount = Stopwatch.Frequency / 200;
-        long giveUp = Stopwatch.Frequency / 2;
-        while (true)
+        public long Sent => Volatile.Read(ref _sent);
+
+        public long Received => Volatile.Read(ref _received);
+
+        public int Attach(CoreKernel core)
+        {
+            _wake = core.RegisterWakeSource(port.WaitFileDescriptor, this);
+            return 0;
+        }
+
+        public int Detach(CoreKernel core)
+        {
+            _wake?.Dispose();
+            core.RemoveService(this);
+            return 0;
+        }
+
+        /// <summary>Bench thread: start sending <paramref name="frame"/> (after the previous size drained).</summary>
+        public void Start(byte[] frame)
+        {
+            _next = frame;
+            _paused = false;
+            port.SetLinkState(true);
+        }
+
+        /// <summary>Bench thread: stop sending; what is in flight drains.</summary>
+        public void Pause() => _paused = true;
+
+        public bool HasWork => (!_paused && (_inFlight < Window || _next is not null)) || !port.PrepareToWait();
+
+        public int Poll()
         {
             long now = Stopwatch.GetTimestamp();
-            if (now >= end)
-            {
-                return;
-            }
-
-            while (state.InFlight < Window && port.TransmitOne(frame))
-            {
-                state.InFlight++;
-                state.Sent++;
-            }
-
-            var buffers = new StridedFrameBuffers(rx, 2048, Window);
-            int n = port.ReceiveBurst(ref buffers, lengths);
+            var buffers = new StridedFrameBuffers(_rx, 2048, Window);
+            int n = port.ReceiveBurst(ref buffers, _lengths);
             if (n > 0)
             {
-                state.InFlight = Math.Max(0, state.InFlight - n);
-                state.Received += n;
-                quietSince = now;
+                _inFlight = Math.Max(0, _inFlight - n);
+                Volatile.Write(ref _received, _received + n);
+                _quietSince = now;
             }
-            else if (now - quietSince > giveUp)
+
+            if (_paused)
             {
-                state.InFlight = 0;
-                quietSince = now;
+                return n;
             }
-            else if (now - quietSince > recount)
+
+            if (_next is { } next && _inFlight == 0)
             {
-                state.InFlight = (int)Math.Clamp(state.Sent - state.Received - (dropped() - state.DroppedBefore), 0, Window);
-                Thread.Yield();
+                _frame = next; // a new size starts once the last one's frames are back
+                _next = null;
+                _droppedBefore = dropped();
+                _quietSince = now;
             }
-            else
+
+            if (_frame is null || _next is not null)
             {
-                Thread.SpinWait(20);
+                return n;
             }
+
+            if (_inFlight > 0 && n == 0 && now - _quietSince > Stopwatch.Frequency / 200)
+            {
+                // Replies paused: whatever was dropped on the way is counted; take it out of the window.
+                long gone = dropped() - _droppedBefore;
+                _inFlight = (int)Math.Clamp(_sent - _received - gone, 0, Window);
+                if (now - _quietSince > Stopwatch.Frequency / 2)
+                {
+                    _inFlight = 0;
+                }
+            }
+
+            int want = Window - _inFlight;
+            if (want > 0)
+            {
+                var frames = new RepeatedFrame(_frame, want);
+                int sent = port.TransmitBurst(ref frames);
+                _inFlight += sent;
+                Volatile.Write(ref _sent, _sent + sent);
+                if (sent > 0 && n == 0 && _inFlight == sent)
+                {
+                    _quietSince = now;
+                }
+            }
+
+            return n + want;
         }
     }
 
-    private static void Drain(SwitchPort port, byte[] rx, int[] lengths, PumpState state)
+    private readonly ref struct RepeatedFrame(ReadOnlySpan<byte> frame, int count) : ITransmitFrames
     {
-        long end = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 10;
-        while (state.InFlight > 0 && Stopwatch.GetTimestamp() < end)
-        {
-            var buffers = new StridedFrameBuffers(rx, 2048, Window);
-            int n = port.ReceiveBurst(ref buffers, lengths);
-            state.InFlight -= n;
-            if (n == 0)
-            {
-                Thread.Yield();
-            }
-        }
+        private readonly ReadOnlySpan<byte> _frame = frame;
 
-        state.InFlight = 0;
+        public int Count { get; } = count;
+
+        public ReadOnlySpan<byte> this[int index] => _frame;
     }
 
     private static byte[] BuildFrame(MacAddress netdMac, int size)
@@ -393,13 +463,15 @@ internal static class NetdBench
         {
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"{r.Size,4}   {r.PacketsPerSecond,10:F0}   {r.VsUrpc,12:F3}x   {r.AllocBytesPerPacket,10:F2} / {r.NetdCoreAllocBytesPerPacket,6:F2} / {r.AppCoreAllocBytesPerPacket,6:F2}               {r.Lost,4}   {r.SmallDeliveries}/{r.PageDeliveries}   {r.NoBuffer}/{r.QueueFull}"));
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"       parks per packet: netd core {r.NetdParksPerPacket:F3}, app core {r.AppParksPerPacket:F3}; frames netd copied: {r.PayloadCopies}"));
         }
 
         NetdBenchResult? small = results.FirstOrDefault(r => r.Size == 64);
         NetdBenchResult? large = results.FirstOrDefault(r => r.Size == 1500);
         if (small is not null && large is not null)
         {
-            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"1500/64-byte rate: {large.PacketsPerSecond / small.PacketsPerSecond:F3}x (frames above 128 bytes are still copied into the application's page: no page exchange yet)"));
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"1500/64-byte rate: {large.PacketsPerSecond / small.PacketsPerSecond:F3}x (the device places each frame straight into the application's posted buffer; netd copied {large.PayloadCopies} of the 1500-byte frames)"));
         }
 
         return text.ToString();

@@ -254,7 +254,7 @@ public sealed class BenchSuiteTests : IDisposable
         ["timers"] = ["name", "arms_per_s", "resets_per_s", "cancels_per_s", "alloc_bytes_per_op"],
         ["wakeup"] = ["name", "samples", "p50_us", "p99_us", "mean_us"],
         ["endpoint"] = ["name", "tracing", "rtt_ns", "msgs_per_s", "alloc_bytes_per_msg", "oversubscribed"],
-        ["netd"] = ["size", "packets_per_s", "alloc_bytes_per_packet", "urpc_messages_per_s", "vs_urpc", "packets", "lost", "small_deliveries", "page_deliveries", "netd_core_alloc_bytes_per_packet", "app_core_alloc_bytes_per_packet", "no_buffer_drops", "queue_full_drops"],
+        ["netd"] = ["size", "packets_per_s", "alloc_bytes_per_packet", "urpc_messages_per_s", "vs_urpc", "packets", "lost", "small_deliveries", "page_deliveries", "payload_copies", "netd_core_alloc_bytes_per_packet", "app_core_alloc_bytes_per_packet", "netd_core_parks_per_packet", "app_core_parks_per_packet", "no_buffer_drops", "queue_full_drops"],
     };
 
     /// <summary>Checks the four files of a scenario and returns its JSON rows.</summary>

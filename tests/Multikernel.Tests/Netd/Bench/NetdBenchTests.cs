@@ -14,8 +14,8 @@ public sealed class NetdBenchTests : IDisposable
     private static readonly string[] Columns =
     [
         "size", "packets_per_s", "alloc_bytes_per_packet", "urpc_messages_per_s", "vs_urpc", "packets", "lost",
-        "small_deliveries", "page_deliveries", "netd_core_alloc_bytes_per_packet", "app_core_alloc_bytes_per_packet",
-        "no_buffer_drops", "queue_full_drops",
+        "small_deliveries", "page_deliveries", "payload_copies", "netd_core_alloc_bytes_per_packet", "app_core_alloc_bytes_per_packet",
+        "netd_core_parks_per_packet", "app_core_parks_per_packet", "no_buffer_drops", "queue_full_drops",
     ];
 
     private readonly string _out = Path.Combine(Path.GetTempPath(), "mk-bench-netd-" + Guid.NewGuid().ToString("N"));
