@@ -70,6 +70,7 @@ public sealed class NetworkCounters
     internal long DatagramsReassembledField;
     internal long FragmentsSentField;
     internal long LinkWaitsField;
+    internal long FramesDeferredField;
 
     public long FramesReceived => Volatile.Read(ref FramesReceivedField);
 
@@ -126,6 +127,9 @@ public sealed class NetworkCounters
 
     /// <summary>Times a TCP connection held data back because the link's transmit queue was full (sent when it drained, not dropped).</summary>
     public long LinkWaits => Volatile.Read(ref LinkWaitsField);
+
+    /// <summary>Control frames (RST, FIN, ACK, ARP) kept for a full link and sent when it drained, instead of dropped.</summary>
+    public long FramesDeferred => Volatile.Read(ref FramesDeferredField);
 
     /// <summary>Drops for one reason.</summary>
     public long Drops(DropReason reason) => Volatile.Read(ref _drops[(int)reason]);

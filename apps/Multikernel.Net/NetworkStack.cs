@@ -33,6 +33,9 @@ public sealed partial class NetworkStack : IDisposable
     private List<Tcp.TcpConnection> _linkWaiters = [];
     private List<Tcp.TcpConnection> _linkWaking = [];
     private ITimer? _linkRetry;
+    private readonly byte[] _deferred = new byte[DeferredFrames * DeferredFrameBytes];
+    private readonly int[] _deferredLengths = new int[DeferredFrames];
+    private int _deferredCount;
 
     /// <summary>
     /// Creates a stack on the calling thread, which becomes its thread; call <see cref="Start"/>
@@ -470,14 +473,65 @@ public sealed partial class NetworkStack : IDisposable
 
     internal bool TransmitFrame(ReadOnlySpan<byte> frame)
     {
-        if (!_link.TryTransmit(frame))
+        if (_deferredCount > 0)
         {
-            Counters.Drop(DropReason.TransmitQueueFull);
-            return false;
+            FlushDeferred(); // frames deferred earlier go first
         }
 
-        Counters.FramesSentField++;
-        return true;
+        if (_deferredCount == 0 && _link.TryTransmit(frame))
+        {
+            Counters.FramesSentField++;
+            return true;
+        }
+
+        // A full link. A control frame (a RST, FIN, pure ACK, ARP: at most DeferredFrameBytes) is
+        // kept and sent when the link drains: a RST goes out once, and a lost one would leave its
+        // peer hanging. Data is held back before it gets here (ILinkPort.CanTransmit); anything
+        // else that meets a full link is dropped and counted, as a full NIC ring would.
+        if (frame.Length <= DeferredFrameBytes && _deferredCount < DeferredFrames)
+        {
+            frame.CopyTo(_deferred.AsSpan(_deferredCount * DeferredFrameBytes, DeferredFrameBytes));
+            _deferredLengths[_deferredCount++] = frame.Length;
+            Counters.FramesDeferredField++;
+            ArmLinkRetry();
+            return true;
+        }
+
+        Counters.Drop(DropReason.TransmitQueueFull);
+        return false;
+    }
+
+    /// <summary>Control frames a stack keeps for a full link before it drops more (see <see cref="TransmitFrame"/>). 16.</summary>
+    public const int DeferredFrames = 16;
+
+    /// <summary>The largest frame that may be deferred: headers with options, no payload. 128 bytes.</summary>
+    public const int DeferredFrameBytes = 128;
+
+    // Sends deferred frames in order while the link takes them.
+    private void FlushDeferred()
+    {
+        int sent = 0;
+        while (sent < _deferredCount && _link.TryTransmit(_deferred.AsSpan(sent * DeferredFrameBytes, _deferredLengths[sent])))
+        {
+            Counters.FramesSentField++;
+            sent++;
+        }
+
+        if (sent == 0)
+        {
+            return;
+        }
+
+        int left = _deferredCount - sent;
+        _deferred.AsSpan(sent * DeferredFrameBytes, left * DeferredFrameBytes).CopyTo(_deferred);
+        Array.Copy(_deferredLengths, sent, _deferredLengths, 0, left);
+        _deferredCount = left;
+    }
+
+    private void ArmLinkRetry()
+    {
+        _linkRetry ??= Time.CreateTimer(static s => ((NetworkStack)s!).OnLinkWritable(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _linkRetry.Change(LinkRetryInterval, Timeout.InfiniteTimeSpan);
     }
 
     // ---------------------------------------------------------------- holding data back for the link
@@ -501,8 +555,7 @@ public sealed partial class NetworkStack : IDisposable
         connection.WaitingForLink = true;
         _linkWaiters.Add(connection);
         Counters.LinkWaitsField++;
-        _linkRetry ??= Time.CreateTimer(static s => ((NetworkStack)s!).OnLinkWritable(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        _linkRetry.Change(LinkRetryInterval, Timeout.InfiniteTimeSpan);
+        ArmLinkRetry();
     }
 
     /// <summary>How soon connections held back by a full link try again when nothing else wakes them. 1 ms.</summary>
@@ -514,7 +567,22 @@ public sealed partial class NetworkStack : IDisposable
     /// </summary>
     public void OnLinkWritable()
     {
-        if (_linkWaiters.Count == 0 || _disposed)
+        if (_disposed)
+        {
+            return;
+        }
+
+        if (_deferredCount > 0)
+        {
+            FlushDeferred();
+            if (_deferredCount > 0)
+            {
+                ArmLinkRetry(); // still full: the data waits behind the control frames
+                return;
+            }
+        }
+
+        if (_linkWaiters.Count == 0)
         {
             return;
         }

@@ -12,9 +12,10 @@ namespace Multikernel.Net.Netd;
 /// <remarks>
 /// Bounded by the client's transmit pages: with all of them in flight <see cref="TryTransmit"/>
 /// says no. TCP asks <see cref="CanTransmit"/> first and holds its data back until pages come
-/// home (the stack retries on every received batch and on a short timer); what still meets a
-/// full queue (UDP, ICMP) is counted as a <c>TransmitQueueFull</c> drop, as a NIC with a full
-/// ring would make it. The last <see cref="ControlReserve"/> pages are
+/// home (the stack retries on every received batch and on a short timer); a control frame that
+/// meets a full queue (a RST, FIN, ACK) is kept by the stack (a bounded few) and sent when pages
+/// come home; what else meets a full queue (UDP, ICMP) is counted as a <c>TransmitQueueFull</c>
+/// drop, as a NIC with a full ring would make it. The last <see cref="ControlReserve"/> pages are
 /// kept for small frames (ACK, FIN, RST, ARP: at most <see cref="SmallFrame"/> bytes): data is
 /// retransmitted when dropped, but a RST is sent once, and a lost one would leave the peer hanging. Once netd has gone (its channel closed, the
 /// region revoked) every transmit is refused the same way and counted in <see cref="Refused"/>.

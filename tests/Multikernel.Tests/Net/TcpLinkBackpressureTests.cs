@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Multikernel.Net;
 using Multikernel.Net.Tcp;
+using Multikernel.Net.Wire;
 
 namespace Multikernel.Tests.Net;
 
@@ -58,5 +59,53 @@ public sealed class TcpLinkBackpressureTests
         Assert.Equal(0, a.S.Counters.TcpRetransmits);
         Assert.Equal(0, a.S.Counters.TcpTimeouts);
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+    }
+    [Fact]
+    public void AResetMeetingAFullLink_IsKeptAndSentWhenItDrains_NotLost()
+    {
+        // A RST goes out once: dropped at a full transmit queue, it would leave the peer holding
+        // a connection we consider gone (the shutdown test's stuck peer did exactly that).
+        using var net = new SimNetwork(78);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        a.ReportsRoom = false;
+        a.AcceptTransmit = false;
+        int resetsBefore = Packets.TcpSent(a).Count(s => s.Has(TcpFlags.Rst));
+        client.Abort();
+        net.RunFor(TimeSpan.FromMilliseconds(20));
+        Assert.Equal(resetsBefore, Packets.TcpSent(a).Count(s => s.Has(TcpFlags.Rst)));
+        Assert.Equal(1, a.S.Counters.FramesDeferred);
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+
+        a.ReportsRoom = null;
+        a.AcceptTransmit = true;
+        net.RunUntil(() => server.State == TcpState.Closed, Limit, "the peer to take the deferred RST");
+        Assert.Equal(resetsBefore + 1, Packets.TcpSent(a).Count(s => s.Has(TcpFlags.Rst)));
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+    }
+
+    [Fact]
+    public void ControlFramesBeyondTheDeferredLimit_AreDroppedAndCounted()
+    {
+        using var net = new SimNetwork(79);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        var pairs = new List<TcpConnection>();
+        for (int i = 0; i < NetworkStack.DeferredFrames + 4; i++)
+        {
+            (TcpConnection c, _) = TcpHandshakeTests.Connect(net, a, b, (ushort)(100 + i));
+            pairs.Add(c);
+        }
+
+        a.ReportsRoom = false;
+        a.AcceptTransmit = false;
+        foreach (TcpConnection c in pairs)
+        {
+            c.Abort();
+        }
+
+        Assert.Equal(NetworkStack.DeferredFrames, a.S.Counters.FramesDeferred);
+        Assert.Equal(4, a.S.Counters.Drops(DropReason.TransmitQueueFull));
     }
 }
