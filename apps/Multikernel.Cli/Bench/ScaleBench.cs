@@ -33,9 +33,9 @@ internal sealed record ScaleResult(string Mode, string Mix, int Cores, double Op
 /// <param name="Runs">Runs per point (the median is reported); the two modes alternate run by run.</param>
 internal sealed record ScaleSettings(IReadOnlyList<int> CoreCounts, IReadOnlyList<ScaleMix> Mixes, int KeySpace, int Batch, int Window, TimeSpan Warmup, TimeSpan RunDuration, int Runs)
 {
-    public static ScaleSettings Quick => new([1, 2], ScaleMix.All, 1 << 16, 64, 4, TimeSpan.FromMilliseconds(20), TimeSpan.FromMilliseconds(60), 1);
+    public static ScaleSettings Quick => new([1, 2], ScaleMix.All, 1 << 16, 512, 4, TimeSpan.FromMilliseconds(20), TimeSpan.FromMilliseconds(60), 1);
 
-    public static ScaleSettings Full => new([1, 2, 4], ScaleMix.All, 1 << 20, 64, 4, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(400), 5);
+    public static ScaleSettings Full => new([1, 2, 4], ScaleMix.All, 1 << 20, 512, 4, TimeSpan.FromMilliseconds(100), TimeSpan.FromMilliseconds(400), 5);
 
     /// <summary>The full run's core counts: powers of two up to the CPUs, the CPU count, and one oversubscribed count (twice the CPUs).</summary>
     public static IReadOnlyList<int> DefaultCoreCounts(int cpus)

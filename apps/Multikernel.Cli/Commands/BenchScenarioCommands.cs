@@ -158,7 +158,7 @@ internal static partial class BenchScenarioCommands
     {
         var common = new Common();
         var keys = new Option<int?>("--keys") { Description = "Keys in the store (default 1048576; --quick 65536)." };
-        var batch = new Option<int?>("--batch") { Description = "Requests a core gathers for another core before sending them as one call (default 64; 1 = one call per request)." };
+        var batch = new Option<int?>("--batch") { Description = "Requests a core gathers for another core before sending them as one call (default 512; 1 = one call per request)." };
         var window = new Option<int?>("--window") { Description = "Batches a core may have in flight to one other core (default 4)." };
         var command = new ScenarioCommand(ScaleBench.Scenario, "A sharded in-memory key-value store on the per-core service API (each core owns a shard; requests for other cores' keys travel over the rings in batches) vs N threads on one ConcurrentDictionary, by core count, read-heavy (95% GET) and write-heavy (50% GET).",
             quick => (quick ? ScaleSettings.Quick : ScaleSettings.Full).EstimatedDuration);
