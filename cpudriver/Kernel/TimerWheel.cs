@@ -23,6 +23,15 @@ internal abstract class WheelTimer
     /// <summary>True while the timer will fire (armed and not disarmed). Maintained by the wheel.</summary>
     internal bool Armed;
 
+    /// <summary>
+    /// The expiry its bucket was chosen for (at most <see cref="Expires"/>): kept on the timer so a
+    /// push-out compares and stores here without touching the wheel's node array.
+    /// </summary>
+    internal long Placed;
+
+    /// <summary>True while the timer is on the firing list of the tick being processed.</summary>
+    internal bool Firing;
+
     /// <summary>Tick (µs) at which the timer fires (as last scheduled).</summary>
     internal long Expires;
 
@@ -141,29 +150,29 @@ internal sealed class TimerWheel
         }
         else
         {
-            ref Entry entry = ref _nodes[node];
-            if (expires >= entry.Expires && entry.Bucket != FiringBucket)
+            if (expires >= timer.Placed && !timer.Firing)
             {
-                // Later than before (a retransmission timer pushed out by an ACK): the bucket it
-                // sits in is processed no later than its old expiry, and processing places it by
-                // its expiry, so moving it now would be wasted work. Two stores, no list surgery.
-                entry.Expires = expires;
+                // Later than where it was placed (a retransmission timer pushed out by an ACK):
+                // the bucket it sits in is processed no later than that, and processing places it
+                // by its expiry, so moving it now would be wasted work. Stores on the timer only.
                 return;
             }
 
             int bucket = BucketOf(expires, out int level);
+            ref Entry entry = ref _nodes[node];
             if (entry.Bucket == bucket)
             {
                 entry.Expires = expires; // same bucket: where it sits in the list does not matter
+                timer.Placed = expires;
                 return;
             }
 
             Unlink(node);
-            LinkAt(node, expires, bucket, level);
+            LinkAt(node, expires, bucket, level, timer);
             return;
         }
 
-        Link(node, expires);
+        Link(node, expires, timer);
     }
 
     /// <summary>Disarms <paramref name="timer"/> and takes it out of its list now; false when it was not armed.</summary>
@@ -201,7 +210,7 @@ internal sealed class TimerWheel
             return false;
         }
 
-        if (_nodes[timer.Node].Bucket == FiringBucket)
+        if (timer.Firing)
         {
             return Cancel(timer); // the firing list fires whatever is on it: take it off
         }
@@ -290,7 +299,7 @@ internal sealed class TimerWheel
                     WheelTimer owner = _owners[node].Timer!;
                     if (owner.Armed)
                     {
-                        Link(node, _nodes[node].Expires); // only the place moves
+                        Link(node, owner.Expires, owner); // only the place moves
                     }
                     else
                     {
@@ -323,15 +332,16 @@ internal sealed class TimerWheel
             {
                 Release(n, owner); // disarmed lazily: swept now
             }
-            else if (entry.Expires > tick)
+            else if (owner.Expires > tick)
             {
-                Link(n, entry.Expires);
+                Link(n, owner.Expires, owner);
             }
             else
             {
                 entry.Previous = None;
                 entry.Next = firing;
                 entry.Bucket = FiringBucket;
+                owner.Firing = true;
                 if (firing != None)
                 {
                     _nodes[firing].Previous = n;
@@ -407,15 +417,17 @@ internal sealed class TimerWheel
         return (level * Slots) + (int)((placed >> (SlotBits * level)) & (Slots - 1));
     }
 
-    private void Link(int node, long expires)
+    private void Link(int node, long expires, WheelTimer timer)
     {
         int bucket = BucketOf(expires, out int level);
-        LinkAt(node, expires, bucket, level);
+        LinkAt(node, expires, bucket, level, timer);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void LinkAt(int node, long expires, int bucket, int level)
+    private void LinkAt(int node, long expires, int bucket, int level, WheelTimer timer)
     {
+        timer.Placed = expires;
+        timer.Firing = false;
         int head = _heads[bucket];
         ref Entry entry = ref _nodes[node];
         entry.Expires = expires;
@@ -479,6 +491,7 @@ internal sealed class TimerWheel
         _free[_freeCount++] = node;
         _owners[node].Timer = null;
         timer.Node = None;
+        timer.Firing = false;
         _linked--;
     }
 
