@@ -55,7 +55,16 @@ public sealed partial class NetdTests
             o.AddNetd(n => n.Core = 1, host);
             programs?.Invoke(o);
         });
-        await Eventually(() => host.Counters is not null, "netd runs");
+        try
+        {
+            await Eventually(() => host.Counters is not null, "netd runs");
+        }
+        catch
+        {
+            await runtime.StopAsync().WaitAsync(TestMachine.Patience); // a failed start leaves no machine running
+            throw;
+        }
+
         return new Rig { Runtime = runtime, Host = host, Peer = peer };
     }
 
