@@ -48,6 +48,8 @@ internal sealed partial class KvConnection : IDisposable
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        // The connection's own thread's context (a core's): the loop must stay there.
+        SynchronizationContext? home = SynchronizationContext.Current;
         try
         {
             while (true)
@@ -98,6 +100,11 @@ internal sealed partial class KvConnection : IDisposable
                             // to the same core through a new callback and a tuple (64 B per call
                             // to another core's shard; RemoteGets_AllocateNothingPerCall_… checks).
                             await run.ConfigureAwait(false);
+
+                            // Belt and braces: should `run` ever complete on another thread (a
+                            // path that finishes a command from another core or the pool), come
+                            // back before touching shards or buffers. Free when already home.
+                            await new ReturnTo(home);
                         }
 
                         if (_quit)
@@ -368,4 +375,20 @@ internal static class Errors
     public static string UnknownSubcommand(string sub, string container) => $"ERR unknown subcommand '{Truncate(sub, 128)}'. Try {container.ToUpperInvariant()} HELP.";
 
     private static string Truncate(string s, int max) => s.Length <= max ? s : s[..max];
+}
+
+/// <summary>Resumes on <paramref name="context"/> (completes inline when already running there, or when there is none).</summary>
+internal readonly struct ReturnTo(SynchronizationContext? context) : System.Runtime.CompilerServices.ICriticalNotifyCompletion
+{
+    public ReturnTo GetAwaiter() => this;
+
+    public bool IsCompleted => context is null || SynchronizationContext.Current == context;
+
+    public void GetResult()
+    {
+    }
+
+    public void OnCompleted(Action continuation) => context!.Post(static c => ((Action)c!)(), continuation);
+
+    public void UnsafeOnCompleted(Action continuation) => context!.Post(static c => ((Action)c!)(), continuation);
 }
