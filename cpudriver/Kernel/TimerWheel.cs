@@ -50,14 +50,15 @@ internal abstract class WheelTimer
 /// at most six times before it fires, and fires in exactly its tick.
 /// </summary>
 /// <remarks>
-/// <para>Storage: one array of nodes (expiry, next, previous, bucket), an array of bucket heads,
-/// an array of owners and a stack of free node numbers, all indexed by node number. A re-arm is
-/// an unlink and a link of integers in the node array, or only two stores when the new expiry is
-/// later than the old one (the retransmission timer an ACK pushes out): the timer stays in its
-/// bucket, which comes up no later than the old expiry, and is filed again by its expiry then.
-/// The cost is at most one early visit of the core per push-out, never an early firing. Popping
-/// a free node depends on no node's contents, so back-to-back arms do not wait on each other's loads. The arrays grow by doubling up to the
-/// capacity, so a core that arms few timers holds little memory; growth is the only allocation
+/// <para>Storage: one array of nodes (next, previous, bucket), an array of bucket heads, an
+/// array of owners and a stack of free node numbers, all indexed by node number; the expiry
+/// lives on the timer. A re-arm is an unlink and a link of integers in the node array, or only
+/// stores on the timer when the new expiry is later than where it was placed (the
+/// retransmission timer an ACK pushes out): the timer stays in its bucket, which comes up no
+/// later than that, and is filed again by its expiry then. The cost is at most one early visit
+/// of the core per push-out, never an early firing. Popping a free node depends on no node's
+/// contents, so back-to-back arms do not wait on each other's loads. The arrays grow by doubling
+/// up to the capacity, so a core that arms few timers holds little memory; growth is the only allocation
 /// and happens at most log2(capacity) times in a wheel's life.</para>
 /// <para>Each level keeps a 64-bit map of its non-empty slots, so <see cref="NextEventTick"/> (the
 /// next tick at which a slot fires or cascades) is a rotate and a trailing-zero count per level:
@@ -81,7 +82,6 @@ internal sealed class TimerWheel
 
     private struct Entry
     {
-        public long Expires;
         public int Next;
         public int Previous;
         public int Bucket;
@@ -162,17 +162,16 @@ internal sealed class TimerWheel
             ref Entry entry = ref _nodes[node];
             if (entry.Bucket == bucket)
             {
-                entry.Expires = expires; // same bucket: where it sits in the list does not matter
-                timer.Placed = expires;
+                timer.Placed = expires; // same bucket: where it sits in the list does not matter
                 return;
             }
 
             Unlink(node);
-            LinkAt(node, expires, bucket, level, timer);
+            LinkAt(node, bucket, level, timer);
             return;
         }
 
-        Link(node, expires, timer);
+        Link(node, timer);
     }
 
     /// <summary>Disarms <paramref name="timer"/> and takes it out of its list now; false when it was not armed.</summary>
@@ -299,7 +298,7 @@ internal sealed class TimerWheel
                     WheelTimer owner = _owners[node].Timer!;
                     if (owner.Armed)
                     {
-                        Link(node, owner.Expires, owner); // only the place moves
+                        Link(node, owner); // only the place moves
                     }
                     else
                     {
@@ -334,7 +333,7 @@ internal sealed class TimerWheel
             }
             else if (owner.Expires > tick)
             {
-                Link(n, owner.Expires, owner);
+                Link(n, owner);
             }
             else
             {
@@ -417,20 +416,20 @@ internal sealed class TimerWheel
         return (level * Slots) + (int)((placed >> (SlotBits * level)) & (Slots - 1));
     }
 
-    private void Link(int node, long expires, WheelTimer timer)
+    // Files the node by its timer's expiry.
+    private void Link(int node, WheelTimer timer)
     {
-        int bucket = BucketOf(expires, out int level);
-        LinkAt(node, expires, bucket, level, timer);
+        int bucket = BucketOf(timer.Expires, out int level);
+        LinkAt(node, bucket, level, timer);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void LinkAt(int node, long expires, int bucket, int level, WheelTimer timer)
+    private void LinkAt(int node, int bucket, int level, WheelTimer timer)
     {
-        timer.Placed = expires;
+        timer.Placed = timer.Expires;
         timer.Firing = false;
         int head = _heads[bucket];
         ref Entry entry = ref _nodes[node];
-        entry.Expires = expires;
         entry.Previous = None;
         entry.Next = head;
         entry.Bucket = bucket;

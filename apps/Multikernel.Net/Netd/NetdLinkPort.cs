@@ -69,7 +69,7 @@ public sealed class NetdLinkPort : ILinkPort
 
         try
         {
-            if ((frame.Length > SmallFrame && _client.FreeTransmitBuffers <= ControlReserve) || !_client.TryGetTransmitBuffer(out TransmitBuffer buffer))
+            if (!CanTransmit(frame.Length) || !_client.TryGetTransmitBuffer(out TransmitBuffer buffer))
             {
                 Busy++;
                 return false;
