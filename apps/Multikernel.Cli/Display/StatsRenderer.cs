@@ -84,19 +84,24 @@ internal static class StatsRenderer
     {
         var channels = new Table().Border(TableBorder.Rounded).Title($"busiest channels (top {topChannels}, from the Multikernel meter)");
         channels.AddColumns("channel", "core", "to core", "sent", "received", "queued");
-        var sent = values.Where(v => v.Instrument == "multikernel.channel.messages.sent").ToList();
-        string Key(MetricValue v) => $"{v.Tag(TelemetryTags.Channel)}|{v.Tag(TelemetryTags.Core)}";
-        var received = values.Where(v => v.Instrument == "multikernel.channel.messages.received").ToDictionary(Key, v => v.Value);
-        var queued = values.Where(v => v.Instrument == "multikernel.channel.queue.depth").ToDictionary(Key, v => v.Value);
-        foreach (MetricValue v in sent.OrderByDescending(v => v.Value + received.GetValueOrDefault(Key(v))).Take(topChannels))
+        // Many endpoints can share a name and a core (every application binds "netd"): one row per
+        // (channel, core, destination), their values summed.
+        (string Channel, string Core, string To) Key(MetricValue v) =>
+            (v.Tag(TelemetryTags.Channel)?.ToString() ?? "?", v.Tag(TelemetryTags.Core)?.ToString() ?? "?", v.Tag(TelemetryTags.CoreDestination)?.ToString() ?? "?");
+        Dictionary<(string Channel, string Core, string To), double> Sum(string instrument) =>
+            values.Where(v => v.Instrument == instrument).GroupBy(Key).ToDictionary(g => g.Key, g => g.Sum(v => v.Value));
+        var sent = Sum("multikernel.channel.messages.sent");
+        var received = Sum("multikernel.channel.messages.received");
+        var queued = Sum("multikernel.channel.queue.depth");
+        foreach (var (key, value) in sent.OrderByDescending(kv => kv.Value + received.GetValueOrDefault(kv.Key)).Take(topChannels))
         {
             channels.AddRow(
-                Markup.Escape(v.Tag(TelemetryTags.Channel)?.ToString() ?? "?"),
-                v.Tag(TelemetryTags.Core)?.ToString() ?? "?",
-                v.Tag(TelemetryTags.CoreDestination)?.ToString() ?? "?",
-                v.Value.ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
-                received.GetValueOrDefault(Key(v)).ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
-                queued.GetValueOrDefault(Key(v)).ToString("N0", System.Globalization.CultureInfo.InvariantCulture));
+                Markup.Escape(key.Channel),
+                key.Core,
+                key.To,
+                value.ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
+                received.GetValueOrDefault(key).ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
+                queued.GetValueOrDefault(key).ToString("N0", System.Globalization.CultureInfo.InvariantCulture));
         }
 
         var operations = new Table().Border(TableBorder.Rounded).Title("monitor and capability operations");

@@ -951,8 +951,8 @@ public sealed partial class TcpConnection : IDisposable
 
         _stack.Counters.TcpRetransmitsField++;
         _timing = false; // Karn: never time a retransmitted segment
-        SendData(seq, length, fin);
-        _highRxt = SeqNumber.Max(_highRxt, seq + length + (fin ? 1 : 0));
+        int sent = SendData(seq, length, fin);
+        _highRxt = SeqNumber.Max(_highRxt, seq + sent + (fin && sent == length ? 1 : 0));
     }
 
     /// <summary>Bytes of data available to send from <paramref name="seq"/>, at most <paramref name="max"/>.</summary>
@@ -1065,8 +1065,11 @@ public sealed partial class TcpConnection : IDisposable
                     _timedAtMs = _stack.NowMs;
                 }
 
-                SendData(_sndNxt, length, fin);
-                _sndNxt += length + (fin ? 1 : 0);
+                // SACK blocks can take room the MSS left for data: the segment may carry less than
+                // planned, and SND.NXT moves by what went out (and FIN only once all of it did).
+                int sent = SendData(_sndNxt, length, fin);
+                fin &= sent == length;
+                _sndNxt += sent + (fin ? 1 : 0);
                 _sndMax = SeqNumber.Max(_sndMax, _sndNxt);
                 if (_rtoAt == Never)
                 {
@@ -1122,8 +1125,12 @@ public sealed partial class TcpConnection : IDisposable
         SendData(_sndNxt, 0, fin: false);
     }
 
-    /// <summary>Builds one segment of the connection (ACK set, options as negotiated, data from the send ring) and sends it.</summary>
-    private void SendData(SeqNumber seq, int length, bool fin)
+    /// <summary>
+    /// Builds one segment of the connection (ACK set, options as negotiated, data from the send ring)
+    /// and sends it; returns the payload bytes it carried, which is less than <paramref name="length"/>
+    /// when the options (SACK blocks) left less room, and then the FIN is not sent.
+    /// </summary>
+    private int SendData(SeqNumber seq, int length, bool fin)
     {
         var options = default(TcpOptions);
         if (_tsEnabled)
@@ -1149,7 +1156,7 @@ public sealed partial class TcpConnection : IDisposable
             flags |= TcpFlags.Psh;
         }
 
-        Emit(seq, length, flags, in options, AdvertiseWindow());
+        return Emit(seq, length, flags, in options, AdvertiseWindow());
     }
 
     /// <summary>The window field to send: free receive space, scaled, never moving the right edge left (RFC 9293 §3.8.6.2.2).</summary>
@@ -1179,11 +1186,17 @@ public sealed partial class TcpConnection : IDisposable
         return (ushort)scaled;
     }
 
-    private void Emit(SeqNumber seq, int length, TcpFlags flags, in TcpOptions options, ushort window)
+    /// <summary>Writes and sends one segment; returns the payload bytes it carries (at most what fits after the header).</summary>
+    private int Emit(SeqNumber seq, int length, TcpFlags flags, in TcpOptions options, ushort window)
     {
         Span<byte> payload = _stack.TransmitPayload;
         int header = TcpSegment.WriteHeader(payload, Key.LocalPort, Key.RemotePort, seq, (flags & TcpFlags.Ack) != 0 ? _rcvNxt : default, flags, window, in options);
-        length = Math.Min(length, payload.Length - header);
+        if (length > payload.Length - header)
+        {
+            // Cut short: the rest (and the FIN after it) goes in the next segment.
+            length = payload.Length - header;
+            TcpSegment.RewriteFlags(payload, flags & ~(TcpFlags.Fin | TcpFlags.Psh));
+        }
         if (length > 0)
         {
             _send!.CopyTo(seq - _sndBufSeq, payload.Slice(header, length));
@@ -1200,6 +1213,8 @@ public sealed partial class TcpConnection : IDisposable
             _ackAt = Never;
             _segmentsSinceAck = 0;
         }
+
+        return length;
     }
 
     // ---------------------------------------------------------------- timers
@@ -1340,8 +1355,7 @@ public sealed partial class TcpConnection : IDisposable
         {
             // A window too small for Nagle and SWS avoidance: send what fits (RFC 9293's override timeout).
             int length = DataLengthAt(_sndNxt, (int)Math.Min(_sndWnd, (uint)_sndMss));
-            SendData(_sndNxt, length, fin: false);
-            _sndNxt += length;
+            _sndNxt += SendData(_sndNxt, length, fin: false);
             _sndMax = SeqNumber.Max(_sndMax, _sndNxt);
             _rtoAt = _stack.NowMs + _rto;
             _persistBackoff = 0;

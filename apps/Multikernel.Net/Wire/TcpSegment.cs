@@ -335,6 +335,9 @@ public readonly ref struct TcpSegment
         return headerLength;
     }
 
+    /// <summary>Replaces the flags of a header written by <see cref="WriteHeader"/> (before its checksum is computed).</summary>
+    public static void RewriteFlags(Span<byte> header, TcpFlags flags) => header[13] = (byte)flags;
+
     /// <summary>Computes and stores the checksum of a whole segment (header and payload in <paramref name="segment"/>).</summary>
     public static void WriteChecksum(Span<byte> segment, Ipv4Address source, Ipv4Address destination)
     {

@@ -133,6 +133,19 @@ public sealed class CliTests
     }
 
     [Fact]
+    public async Task Run_WithStatsAndSeveralApps_ShowsTheTables_AndExitsCleanly()
+    {
+        // Several applications bind channels of the same name on the same core ("netd"): the meter's
+        // table must add them up, not die on a duplicate key (it did, on the first refresh).
+        var (code, output, err) = await RunAsync("run --cores 2 --duration 3 --stats --app echo@0:10.77.0.2:7 --app http@0:10.77.0.3:8080 --app kv@1:10.77.0.4:6379");
+        string all = output + err;
+        Assert.True(code == 0, all);
+        Assert.DoesNotContain("Unhandled exception", all, StringComparison.Ordinal);
+        Assert.Contains("busiest channels", all, StringComparison.Ordinal);
+        Assert.Contains("All cores halted", all, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Demo_PrintsThePerCoreSummaryAndTheMatrix()
     {
         var (code, output, err) = await RunAsync("demo --cores 2 --seconds 1");

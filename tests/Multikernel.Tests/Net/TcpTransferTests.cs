@@ -127,6 +127,59 @@ public sealed class TcpTransferTests
     }
 
     [Fact]
+    public void SackBlocks_TakeRoomFromData_WithoutSkippingBytes()
+    {
+        // Both directions carry data; a lost segment from a leaves b holding out-of-order data, so
+        // b's own full-size data segments must also carry SACK blocks. The blocks take room the MSS
+        // left for data: the segment carries less, and the next one must start where it ended (a
+        // hole there is repaired only by the retransmission timer — the 200 ms stalls of bulk echo).
+        using var net = new SimNetwork(12);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        int fromA = 0;
+        net.Tap = (from, frame) => !(from == a && Packets.ParseTcp(frame) is { Payload.Length: > 0 } && ++fromA == 3);
+        byte[] up = Packets.Pattern(200 * 1448, 6);
+        byte[] down = Packets.Pattern(200 * 1448, 7);
+        int sentBefore = b.Sent.Count;
+        Task<byte[]> atServer = Read(net, server);
+        Task<byte[]> atClient = Read(net, client);
+        Task upload = net.Spawn(async () => { await client.WriteAsync(up); client.Shutdown(); });
+        Task download = net.Spawn(async () => { await server.WriteAsync(down); server.Shutdown(); });
+        net.Await(upload, Limit);
+        net.Await(download, Limit);
+        Assert.Equal(up, net.Await(atServer, Limit));
+        Assert.Equal(down, net.Await(atClient, Limit));
+
+        Packets.Seg[] data = [.. Packets.TcpSent(b, sentBefore).Where(s => s.Payload.Length > 0)];
+        Assert.Contains(data, s => s.Options.SackCount > 0 && s.Payload.Length < server.SendMss);
+        uint end = data[0].Seq;
+        foreach (Packets.Seg s in data)
+        {
+            Assert.True((int)(s.Seq - end) <= 0, $"b skipped {(int)(s.Seq - end)} bytes before {s.Seq} (a hole only a timeout repairs)");
+            if ((int)(s.Seq + (uint)s.Payload.Length - end) > 0)
+            {
+                end = s.Seq + (uint)s.Payload.Length;
+            }
+        }
+
+        Assert.Equal(0, b.S.Counters.TcpTimeouts);
+    }
+
+    private static Task<byte[]> Read(SimNetwork net, TcpConnection connection) => net.Spawn(async () =>
+    {
+        var received = new MemoryStream();
+        byte[] buffer = new byte[65536];
+        int n;
+        while ((n = await connection.ReadAsync(buffer)) > 0)
+        {
+            received.Write(buffer, 0, n);
+        }
+
+        return received.ToArray();
+    });
+
+    [Fact]
     public void Nagle_CoalescesSmallWrites_UntilTheFirstIsAcknowledged_AndNoDelayDoesNot()
     {
         foreach (bool noDelay in new[] { false, true })
