@@ -537,7 +537,18 @@ public sealed partial class NetworkStack : IDisposable
     // ---------------------------------------------------------------- holding data back for the link
 
     /// <summary>True when the link takes a frame of <paramref name="frameLength"/> bytes now (see <see cref="ILinkPort.CanTransmit"/>).</summary>
-    internal bool LinkCanTake(int frameLength) => _link.CanTransmit(frameLength);
+    internal bool LinkCanTake(int frameLength)
+    {
+        // Deferred control frames go first (TransmitFrame flushes them before anything else): a
+        // frame that fits the link now but not after them would be dropped there, so while any
+        // remain the answer is no.
+        if (_deferredCount > 0)
+        {
+            FlushDeferred();
+        }
+
+        return _deferredCount == 0 && _link.CanTransmit(frameLength);
+    }
 
     /// <summary>
     /// <paramref name="connection"/> has data the link cannot take now: it is called back from

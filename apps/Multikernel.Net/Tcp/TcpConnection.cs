@@ -541,9 +541,12 @@ public sealed partial class TcpConnection : IDisposable
             return;
         }
 
+        bool sackedNew = false;
         if (_sackEnabled && seg.Options.SackCount > 0)
         {
+            long before = SackedBytes();
             MergeSack(seg.Options);
+            sackedNew = SackedBytes() > before;
         }
 
         uint newWindow = (uint)seg.Window << _sndShift;
@@ -552,8 +555,13 @@ public sealed partial class TcpConnection : IDisposable
         {
             OnAckAdvances(in seg);
         }
-        else if (seg.Ack == _sndUna && seg.PayloadLength == 0 && !seg.Has(TcpFlags.Fin) && !windowChanged && _sndMax > _sndUna)
+        else if (seg.Ack == _sndUna && _sndMax > _sndUna
+            && ((seg.PayloadLength == 0 && !seg.Has(TcpFlags.Fin) && !windowChanged) || sackedNew))
         {
+            // A duplicate ACK: RFC 5681's (nothing but the same ACK and window), or RFC 6675's (it
+            // SACKs bytes not SACKed before). The second counts when the peer's window moves or the
+            // ACK rides on data — both the rule in a bidirectional transfer, where the strict
+            // definition never reaches three and every loss waits for the timeout.
             OnDuplicateAck();
         }
 
@@ -823,6 +831,17 @@ public sealed partial class TcpConnection : IDisposable
                 RetransmitNextHole();
             }
         }
+    }
+
+    private long SackedBytes()
+    {
+        long total = 0;
+        for (int j = 0; j < _scoreboardCount; j++)
+        {
+            total += _scoreboard[j].Right - _scoreboard[j].Left;
+        }
+
+        return total;
     }
 
     private void MergeSack(in TcpOptions options)

@@ -61,6 +61,55 @@ public sealed class TcpLinkBackpressureTests
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
     }
     [Fact]
+    public void DataBehindDeferredControlFrames_IsHeld_NotDroppedWhenTheyTakeTheRoom()
+    {
+        // Deferred control frames are flushed before anything else, so room the link reports may
+        // be gone by the time a data segment reaches it (netd's last free pages taken by the
+        // deferred ACKs): the data must wait like on a full link, not be dropped into a hole that
+        // only the peer's duplicate ACKs or the timeout repair.
+        using var net = new SimNetwork(79);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        byte[] data = RandomNumberGenerator.GetBytes(16 * 1024);
+        var received = new MemoryStream();
+        Task reading = net.Spawn(async () =>
+        {
+            var buffer = new byte[8192];
+            while (received.Length < data.Length)
+            {
+                int n = await server.ReadAsync(buffer);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                received.Write(buffer, 0, n);
+            }
+        });
+        a.ReportsRoom = false;
+        a.AcceptTransmit = false;
+        net.Await(net.Spawn(async () => await server.WriteAsync(new byte[3000])), Limit);
+        net.RunFor(TimeSpan.FromMilliseconds(300)); // a's ACK of it meets the full link: deferred
+        Assert.True(a.S.Counters.FramesDeferred > 0, "no control frame was deferred");
+
+        // The link now reports room, but the deferred frames go first and it takes none of them.
+        a.ReportsRoom = true;
+        Task writing = net.Spawn(async () => await client.WriteAsync(data));
+        net.RunFor(TimeSpan.FromMilliseconds(20));
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+
+        a.ReportsRoom = null;
+        a.AcceptTransmit = true;
+        net.Await(writing, Limit);
+        net.RunUntil(() => received.Length == data.Length, Limit, "the held data to arrive");
+        net.Await(reading, Limit);
+        Assert.True(data.AsSpan().SequenceEqual(received.ToArray()), "the data arrived different");
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+        Assert.Equal(0, a.S.Counters.TcpTimeouts);
+    }
+
+    [Fact]
     public void AResetMeetingAFullLink_IsKeptAndSentWhenItDrains_NotLost()
     {
         // A RST goes out once: dropped at a full transmit queue, it would leave the peer holding

@@ -166,6 +166,41 @@ public sealed class TcpTransferTests
         Assert.Equal(0, b.S.Counters.TcpTimeouts);
     }
 
+    [Fact]
+    public void DuplicateAcks_ThatMoveTheWindow_StillTriggerFastRetransmit_WhenTheySackNewData()
+    {
+        // Linux's receive buffer grows during a transfer, so the window of its duplicate ACKs keeps
+        // changing: by RFC 5681's strict definition none is a duplicate and every loss waits for the
+        // retransmission timeout. RFC 6675 counts an ACK that SACKs new data as a duplicate.
+        using var net = new SimNetwork(13);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        int fromA = 0;
+        int fromB = 0;
+        net.Tap = (from, frame) =>
+        {
+            if (from == a)
+            {
+                return !(Packets.ParseTcp(frame) is { Payload.Length: > 0 } && ++fromA == 3);
+            }
+
+            if (Packets.ParseTcp(frame) is not null && ++fromB % 2 == 0)
+            {
+                // Each segment of b's offers a window other than the one before, and stays valid.
+                Span<byte> tcp = frame.AsSpan(14 + 20);
+                tcp[15] ^= 1;
+                Multikernel.Net.Wire.TcpSegment.WriteChecksum(tcp, b.Ip, a.Ip);
+            }
+
+            return true;
+        };
+        byte[] data = Packets.Pattern(60 * 1448, 8);
+        Assert.Equal(data, Transfer(net, client, server, data, data.Length));
+        Assert.True(a.S.Counters.TcpFastRetransmits >= 1, "the loss was not repaired by fast retransmit");
+        Assert.Equal(0, a.S.Counters.TcpTimeouts);
+    }
+
     private static Task<byte[]> Read(SimNetwork net, TcpConnection connection) => net.Spawn(async () =>
     {
         var received = new MemoryStream();
