@@ -174,21 +174,29 @@ internal sealed class NetworkApps
         NetworkCounters c = network.Stack.Counters;
         Volatile.Write(ref state.Snapshot, new AppSnapshot(
             network.Stack.ConnectionCount, c.TcpSegmentsReceived, c.TcpSegmentsSent, c.TcpRetransmits, network.FramesReceived,
-            network.Link.Transmitted, network.Link.Busy, app.Served, Describe(network.Stack)));
+            network.Link.Transmitted, network.Link.Busy, app.Served, Describe(network.Stack), Drops(network.Stack), c.TcpTimeouts, c.TcpFastRetransmits));
     }
 
-    // Drops by reason and each connection's state, for diagnostics (made on the app's core, read on the host).
-    private static string Describe(NetworkStack stack)
+    // Drops by reason, "" for none.
+    private static string Drops(NetworkStack stack)
     {
         var text = new System.Text.StringBuilder();
         foreach (DropReason reason in Enum.GetValues<DropReason>())
         {
             if (stack.Counters.Drops(reason) is long n and > 0)
             {
-                text.Append(System.Globalization.CultureInfo.InvariantCulture, $"{reason}={n} ");
+                text.Append(System.Globalization.CultureInfo.InvariantCulture, $"{(text.Length > 0 ? " " : "")}{reason}={n}");
             }
         }
 
+        return text.ToString();
+    }
+
+    // Drops by reason and each connection's state, for diagnostics (made on the app's core, read on the host).
+    private static string Describe(NetworkStack stack)
+    {
+        var text = new System.Text.StringBuilder(Drops(stack));
+        text.Append(' ');
         foreach (Net.Tcp.TcpConnection c in stack.ConnectionsSnapshot())
         {
             text.Append(System.Globalization.CultureInfo.InvariantCulture, $"[{c.State} cwnd={c.CongestionWindow} unsent={c.BufferedToSend} unread={c.UnreadBytes}] ");
@@ -207,7 +215,8 @@ internal sealed class NetworkApps
 
 /// <summary>An application's counters as its domain last published them.</summary>
 internal sealed record AppSnapshot(int Connections = 0, long SegmentsReceived = 0, long SegmentsSent = 0, long Retransmits = 0,
-    long FramesReceived = 0, long FramesSent = 0, long TransmitBusy = 0, long Served = 0, string Detail = "");
+    long FramesReceived = 0, long FramesSent = 0, long TransmitBusy = 0, long Served = 0, string Detail = "", string Drops = "",
+    long Timeouts = 0, long FastRetransmits = 0);
 
 /// <summary>Waits for the applications to listen at start, and drains them before the machine stops.</summary>
 internal sealed class NetworkAppsHostedService(NetworkApps apps, TimeSpan startTimeout) : IHostedService

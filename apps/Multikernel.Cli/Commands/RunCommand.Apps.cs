@@ -126,7 +126,21 @@ internal static partial class RunCommand
             }
         }
 
-        public Task StopAsync(CancellationToken cancellationToken) =>
-            setup.Apps is { } apps ? apps.DrainAsync(TimeSpan.FromSeconds(30)) : Task.CompletedTask;
+        public async Task StopAsync(CancellationToken cancellationToken)
+        {
+            if (setup.Apps is not { } apps)
+            {
+                return;
+            }
+
+            await apps.DrainAsync(TimeSpan.FromSeconds(30));
+            foreach (NetworkAppSpec spec in apps.Specs)
+            {
+                // What each stack did, once, as it ends: the first place to look when a client saw stalls.
+                AppSnapshot s = apps.Snapshot(spec);
+                Console.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"{spec.Name}: {s.Served} served; {s.SegmentsReceived} segments in, {s.SegmentsSent} out, {s.Retransmits} retransmitted ({s.Timeouts} timeouts, {s.FastRetransmits} fast); frames {s.FramesReceived} in, {s.FramesSent} out, {s.TransmitBusy} waited for a transmit page; drops: {(s.Drops.Length == 0 ? "none" : s.Drops)}"));
+            }
+        }
     }
 }

@@ -1026,6 +1026,7 @@ public sealed partial class TcpConnection : IDisposable
         bool canSendData = State is TcpState.Established or TcpState.CloseWait or TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck;
         if (canSendData && _send is not null)
         {
+            bool heldByLink = false;
             int guard = 0;
             while (guard++ < 10_000)
             {
@@ -1070,6 +1071,7 @@ public sealed partial class TcpConnection : IDisposable
                     // when the link drains, instead of into a drop that a retransmission timeout
                     // (200 ms or more) would have to repair.
                     _stack.WaitForLink(this);
+                    heldByLink = true;
                     break;
                 }
 
@@ -1101,8 +1103,10 @@ public sealed partial class TcpConnection : IDisposable
                 }
             }
 
-            // Zero window (or a window too small to use) with nothing in flight: the persist timer probes it.
-            if (_sndUna == _sndMax && DataLengthAt(_sndNxt, 1) > 0 && _persistAt == Never)
+            // Zero window (or a window too small to use) with nothing in flight: the persist timer
+            // probes it. Not when the link held the data: the link's wake-up sends it, and a probe
+            // forced onto a full link would only be dropped.
+            if (!heldByLink && _sndUna == _sndMax && DataLengthAt(_sndNxt, 1) > 0 && _persistAt == Never)
             {
                 _persistBackoff = Math.Max(_persistBackoff, _rto);
                 _persistAt = _stack.NowMs + _persistBackoff;
@@ -1372,6 +1376,14 @@ public sealed partial class TcpConnection : IDisposable
 
         if (_sndWnd > 0)
         {
+            if (!_stack.LinkCanTake(MaxFrameOverhead + _sndMss))
+            {
+                // The link, not the window, holds the data back now: it goes when the link drains.
+                _persistBackoff = 0;
+                _stack.WaitForLink(this);
+                return;
+            }
+
             // A window too small for Nagle and SWS avoidance: send what fits (RFC 9293's override timeout).
             int length = DataLengthAt(_sndNxt, (int)Math.Min(_sndWnd, (uint)_sndMss));
             _sndNxt += SendData(_sndNxt, length, fin: false);

@@ -61,6 +61,49 @@ public sealed class TcpLinkBackpressureTests
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
     }
     [Fact]
+    public void ALinkFullForLong_WithNothingInFlight_SendsNoProbeIntoIt_AndLosesNothing()
+    {
+        // Nothing in flight and data held by the link looks like a zero window to the persist
+        // logic; its probe (after an RTO) used to be forced onto the still-full link and dropped,
+        // leaving a hole that cost another RTO — the wrk p99 of 150 ms.
+        using var net = new SimNetwork(80);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        byte[] data = RandomNumberGenerator.GetBytes(6000);
+        var received = new MemoryStream();
+        Task reading = net.Spawn(async () =>
+        {
+            var buffer = new byte[8192];
+            while (received.Length < data.Length)
+            {
+                int n = await server.ReadAsync(buffer);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                received.Write(buffer, 0, n);
+            }
+        });
+        a.ReportsRoom = false;
+        a.AcceptTransmit = false;
+        Task writing = net.Spawn(async () => await client.WriteAsync(data));
+        net.RunFor(TimeSpan.FromSeconds(5)); // many RTOs and persist intervals
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+
+        a.ReportsRoom = null;
+        a.AcceptTransmit = true;
+        net.Await(writing, Limit);
+        net.RunUntil(() => received.Length == data.Length, Limit, "the held data to arrive");
+        net.Await(reading, Limit);
+        Assert.True(data.AsSpan().SequenceEqual(received.ToArray()), "the data arrived different");
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
+        Assert.Equal(0, a.S.Counters.TcpTimeouts);
+        Assert.Equal(0, a.S.Counters.TcpRetransmits);
+    }
+
+    [Fact]
     public void DataBehindDeferredControlFrames_IsHeld_NotDroppedWhenTheyTakeTheRoom()
     {
         // Deferred control frames are flushed before anything else, so room the link reports may
