@@ -94,6 +94,13 @@ internal sealed class NetLab : IDisposable
         return process;
     }
 
+    /// <summary>Asks <paramref name="process"/> to stop (SIGTERM, as systemd or Ctrl-C would), waits up to <paramref name="grace"/>, then kills it.</summary>
+    public void StopGracefully(LabProcess process, TimeSpan grace)
+    {
+        process.Terminate(grace);
+        Stop(process);
+    }
+
     public void Stop(LabProcess process)
     {
         process.Dispose();
@@ -246,6 +253,20 @@ internal sealed class LabProcess : IDisposable
     public int ExitCode => _process.ExitCode;
 
     public string Output => NetLab.Text(_output);
+
+    /// <summary>SIGTERM, then waits for the exit up to <paramref name="grace"/> (the caller kills what is left).</summary>
+    public void Terminate(TimeSpan grace)
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+
+        // `ip netns exec` execs the command, so the process id is the command's own.
+        using var kill = Process.Start(NetLab.Info(["kill", "-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]));
+        kill?.WaitForExit(5_000);
+        _process.WaitForExit(grace);
+    }
 
     public static LabProcess Start(string name, string[] command)
     {

@@ -13,6 +13,9 @@ namespace Multikernel.Cli.Bench;
 /// </summary>
 internal sealed record NetBenchRow(string App, string Peer, string Metric, double Ours, double Theirs, double OursMin, double OursMax, double TheirsMin, double TheirsMax, int Runs)
 {
+    /// <summary>Kernels our machine ran (see <see cref="NetBench.Placement"/>); the peers are the same whatever it is.</summary>
+    public int Cores { get; init; } = 2;
+
     /// <summary>Latencies are better lower, throughputs higher.</summary>
     public bool LowerIsBetter => Metric.EndsWith("_us", StringComparison.Ordinal) || Metric.EndsWith("_ms", StringComparison.Ordinal);
 
@@ -73,6 +76,7 @@ internal static class NetBench
     public static readonly IReadOnlyList<BenchColumn<NetBenchRow>> Columns =
     [
         new("app", r => r.App),
+        new("cores", r => r.Cores),
         new("peer", r => r.Peer),
         new("metric", r => r.Metric),
         new("ours", r => r.Ours),
@@ -91,7 +95,7 @@ internal static class NetBench
         "ours / theirs (latency: theirs / ours)",
         _ => 0,
         r => r.OursVsTheirs,
-        r => $"{r.App} vs {r.Peer}: {r.Metric}",
+        r => $"{r.App} ({r.Cores} core{(r.Cores == 1 ? "" : "s")}) vs {r.Peer}: {r.Metric}",
         Bars: true);
 
     /// <summary>What is missing to run here (one clear line), or null.</summary>
@@ -122,7 +126,21 @@ internal static class NetBench
         return missing.Count == 0 ? null : $"bench net skipped: it needs {string.Join("; ", missing)}.";
     }
 
-    public static IReadOnlyList<NetBenchRow> Run(NetBenchSettings settings, string? kestrelDll, Action<string> log)
+    /// <summary>Our machine's core counts when <c>--cores</c> is not given: one kernel (netd and the applications share it, the second CPU is the clients'), then two (netd alone on core 1).</summary>
+    public static readonly IReadOnlyList<int> DefaultCoreCounts = [1, 2];
+
+    /// <summary>
+    /// Where our machine's parts run for a core count: with one kernel everything shares core 0;
+    /// with more, netd owns the last core and the applications run on the others (echo and http
+    /// on core 0, kv's connections on core 1 and its shards on every core), so every packet crosses
+    /// cores — the multikernel's own shape, which on two CPUs competes with the clients for them.
+    /// </summary>
+    public static (int Echo, int Http, int Kv) Placement(int cores) => cores == 1 ? (0, 0, 0) : (0, 0, 1);
+
+    public static IReadOnlyList<NetBenchRow> Run(NetBenchSettings settings, string? kestrelDll, Action<string> log) =>
+        Run(settings, kestrelDll, DefaultCoreCounts, log);
+
+    public static IReadOnlyList<NetBenchRow> Run(NetBenchSettings settings, string? kestrelDll, IReadOnlyList<int> coreCounts, Action<string> log)
     {
         using NetLab lab = NetLab.Create(log);
         string www = Path.Combine(lab.Directory, "www");
@@ -136,20 +154,38 @@ internal static class NetBench
         }
 
         log($"net: namespaces {lab.Ours} (our machine, TAP {lab.Tap}, {NetLab.OursSubnet}.0/24), {lab.Server} and {lab.Client} (veth, {NetLab.VethSubnet}.0/24)");
-        LabProcess ours = lab.Start("multikernel run", lab.Ours, [.. Self(),
-            "run", "--cores", "2", "--nic", "tap:" + lab.Tap, "--host-ip", NetLab.OursSubnet + ".1/24", "--netd-ip", NetLab.OursSubnet + ".254",
-            "--app", $"echo@0:{OursEcho}:{EchoPort}", "--app", $"http@0:{OursHttp}:{HttpPort}", "--app", $"kv@1:{OursKv}:{KvPort}",
-            "--http-root", www, "--duration", "3600"]);
-        ours.WaitFor(" listening at ", 3, TimeSpan.FromSeconds(60));
-        log("net: our machine is up (echo, http, kv over TAP)");
-
         var rows = new List<NetBenchRow>();
-        rows.AddRange(Echo(lab, settings, log));
-        rows.AddRange(Http(lab, settings, www, kestrelDll, log));
-        rows.AddRange(Kv(lab, settings, log));
-        if (ours.HasExited)
+        foreach (int cores in coreCounts)
         {
-            throw new InvalidOperationException($"our machine exited during the run ({ours.ExitCode}): {ours.Output}");
+            (int echo, int http, int kv) = Placement(cores);
+            LabProcess ours = lab.Start("multikernel run", lab.Ours, [.. Self(),
+                "run", "--cores", cores.ToString(CultureInfo.InvariantCulture), "--nic", "tap:" + lab.Tap, "--host-ip", NetLab.OursSubnet + ".1/24", "--netd-ip", NetLab.OursSubnet + ".254",
+                "--app", $"echo@{echo}:{OursEcho}:{EchoPort}", "--app", $"http@{http}:{OursHttp}:{HttpPort}", "--app", $"kv@{kv}:{OursKv}:{KvPort}",
+                "--http-root", www, "--duration", "3600"]);
+            try
+            {
+                ours.WaitFor(" listening at ", 3, TimeSpan.FromSeconds(60));
+                log(string.Create(CultureInfo.InvariantCulture, $"net: our machine is up with {cores} core{(cores == 1 ? "" : "s")} (echo@{echo}, http@{http}, kv@{kv}; netd on core {cores - 1})"));
+                var these = new List<NetBenchRow>();
+                these.AddRange(Echo(lab, settings, log));
+                these.AddRange(Http(lab, settings, www, kestrelDll, log));
+                these.AddRange(Kv(lab, settings, log));
+                if (ours.HasExited)
+                {
+                    throw new InvalidOperationException($"our machine exited during the run ({ours.ExitCode}): {ours.Output}");
+                }
+
+                rows.AddRange(these.Select(r => r with { Cores = cores }));
+            }
+            finally
+            {
+                // Gracefully, so it prints what each stack counted (retransmissions, drops) into the log.
+                lab.StopGracefully(ours, TimeSpan.FromSeconds(15));
+                foreach (string line in ours.Output.Split('\n').Where(l => l.Contains(" served; ", StringComparison.Ordinal)))
+                {
+                    log($"net: ours ({cores} core{(cores == 1 ? "" : "s")}) {line.Trim()}");
+                }
+            }
         }
 
         return rows;
@@ -448,11 +484,11 @@ internal static class NetBench
     public static string Render(IReadOnlyList<NetBenchRow> rows)
     {
         var text = new StringBuilder();
-        text.AppendLine("app    peer        metric           ours          theirs        ours vs theirs (>1 = ours better)   runs");
+        text.AppendLine("app    cores  peer        metric           ours          theirs        ours vs theirs (>1 = ours better)   runs");
         foreach (NetBenchRow r in rows)
         {
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.App,-6} {r.Peer,-11} {r.Metric,-15} {Format(r.Ours),12}  {Format(r.Theirs),12}  {r.OursVsTheirs,10:F3}x{Spread(r)}   {r.Runs}"));
+                $"{r.App,-6} {r.Cores,5}  {r.Peer,-11} {r.Metric,-15} {Format(r.Ours),12}  {Format(r.Theirs),12}  {r.OursVsTheirs,10:F3}x{Spread(r)}   {r.Runs}"));
         }
 
         return text.ToString();

@@ -13,8 +13,8 @@ internal static partial class BenchScenarioCommands
         var common = new Common();
         var kestrel = new Option<string?>("--kestrel-dll") { Description = "The built Kestrel peer (default: bench/peers/KestrelPeer/bin/Release/net10.0/KestrelPeer.dll, searched upwards from this command)." };
         var command = new ScenarioCommand(NetBench.Scenario, "Our echo, http and kv, each on its own stack over TAP, vs the Linux kernel over veth in the same run: echo round trip and bulk vs socat/iperf3, wrk on a 4 KiB file vs nginx and Kestrel, redis-benchmark SET/GET vs redis-server and Garnet. Needs root and the Debian tools (exit 3 and what is missing otherwise).",
-            quick => (quick ? NetBenchSettings.Quick : NetBenchSettings.Full).EstimatedDuration);
-        common.AddTo(command, cores: false);
+            quick => (quick ? NetBenchSettings.Quick : NetBenchSettings.Full).EstimatedDuration * NetBench.DefaultCoreCounts.Count);
+        common.AddTo(command);
         command.Options.Add(kestrel);
         command.Subcommands.Add(Probe());
         command.SetAction(parse =>
@@ -25,9 +25,16 @@ internal static partial class BenchScenarioCommands
                 return Skipped;
             }
 
+            // Our machine's kernel counts (2 CPUs: 1 and 2 by default; more are oversubscribed here).
+            IReadOnlyList<int>? cores = Common.ParseCounts(parse.GetValue(common.Cores), "--cores", 64, NetBench.DefaultCoreCounts);
+            if (cores is null)
+            {
+                return CliHost.UsageError;
+            }
+
             NetBenchSettings settings = parse.GetValue(common.Quick) ? NetBenchSettings.Quick : NetBenchSettings.Full;
-            Announce(NetBench.Scenario, settings.EstimatedDuration);
-            IReadOnlyList<NetBenchRow> rows = NetBench.Run(settings, parse.GetValue(kestrel), m => Console.Error.WriteLine(m));
+            Announce(NetBench.Scenario, settings.EstimatedDuration * cores.Count);
+            IReadOnlyList<NetBenchRow> rows = NetBench.Run(settings, parse.GetValue(kestrel), cores, m => Console.Error.WriteLine(m));
             Console.WriteLine(NetBench.Render(rows));
             return Report(parse.GetValue(common.Out)!, parse.GetValue(common.Json), NetBench.Scenario, rows, NetBench.Columns, NetBench.Plot);
         });

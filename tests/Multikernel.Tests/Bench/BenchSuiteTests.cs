@@ -140,7 +140,7 @@ public sealed class BenchSuiteTests : IDisposable
         Assert.Equal([1, 10, 100, 1000], CheckFiles("classify", Suite["classify"]).Select(r => r.GetProperty("filters").GetInt32()));
     }
 
-    private static readonly string[] NetColumns = ["app", "peer", "metric", "ours", "theirs", "ours_vs_theirs", "ours_min", "ours_max", "theirs_min", "theirs_max", "runs"];
+    private static readonly string[] NetColumns = ["app", "cores", "peer", "metric", "ours", "theirs", "ours_vs_theirs", "ours_min", "ours_max", "theirs_min", "theirs_max", "runs"];
 
     [RootFact]
     public async Task Net_Quick_AsRoot_EveryRowHasOursAndTheirs_AndEverythingItMadeIsGone()
@@ -168,9 +168,19 @@ public sealed class BenchSuiteTests : IDisposable
             }
         }
 
+        // Every figure for each of our machine's default core counts (one kernel, then two).
         Assert.Equal(
-            expected.Select(e => $"{e.App}/{e.Peer}/{e.Metric}").Order(),
-            rows.Select(r => $"{r.GetProperty("app").GetString()}/{r.GetProperty("peer").GetString()}/{r.GetProperty("metric").GetString()}").Order());
+            new[] { 1, 2 }.SelectMany(c => expected.Select(e => $"{c}/{e.App}/{e.Peer}/{e.Metric}")).Order(),
+            rows.Select(r => $"{r.GetProperty("cores").GetInt32()}/{r.GetProperty("app").GetString()}/{r.GetProperty("peer").GetString()}/{r.GetProperty("metric").GetString()}").Order());
+
+        // Our machine was stopped gracefully each time: every application reported its stack's counters.
+        foreach (int cores in new[] { 1, 2 })
+        {
+            foreach (string app in new[] { "echo", "http", "kv" })
+            {
+                Assert.Contains($"net: ours ({cores} core{(cores == 1 ? "" : "s")}) {app}: ", stderr, StringComparison.Ordinal);
+            }
+        }
         foreach (JsonElement row in rows)
         {
             double ours = row.GetProperty("ours").GetDouble();
