@@ -811,7 +811,7 @@ public sealed partial class TcpConnection : IDisposable
     {
         _dupAcks++;
         uint mss = (uint)_sndMss;
-        if (!_inRecovery && _dupAcks == 3 && _sndUna > _recover)
+        if (!_inRecovery && _dupAcks >= DuplicateAckThreshold() && _sndUna > _recover)
         {
             // Fast retransmit (RFC 5681 §3.2) entering NewReno recovery (RFC 6582).
             uint flight = (uint)Math.Max(0, _sndMax - _sndUna);
@@ -831,6 +831,25 @@ public sealed partial class TcpConnection : IDisposable
                 RetransmitNextHole();
             }
         }
+    }
+
+    /// <summary>
+    /// Duplicate ACKs that mean a loss: three, or with fewer than four segments outstanding and
+    /// nothing new that can be sent, one less than outstanding (RFC 5827 early retransmit) — a
+    /// response of three segments whose first is lost gets only two, and would otherwise wait
+    /// for the RTO.
+    /// </summary>
+    private int DuplicateAckThreshold()
+    {
+        long outstanding = Math.Max(0, _sndMax - _sndUna);
+        int unsent = DataLengthAt(_sndMax, _sndMss);
+        if (unsent > 0 && (unsent == _sndMss || NoDelay) && _sndWnd - outstanding >= unsent)
+        {
+            return 3; // new data can go out and bring more duplicates (limited transmit); a partial segment Nagle holds cannot
+        }
+
+        long segments = (outstanding + _sndMss - 1) / Math.Max(1, _sndMss);
+        return segments is >= 2 and < 4 ? (int)segments - 1 : 3;
     }
 
     private long SackedBytes()

@@ -167,6 +167,43 @@ public sealed class TcpTransferTests
     }
 
     [Fact]
+    public void AResponseOfThreeSegments_WhoseFirstIsLost_IsRepairedByEarlyRetransmit_NotTheTimeout()
+    {
+        // An HTTP response of 4 KiB is three segments; losing the first brings two duplicate ACKs,
+        // never three. RFC 5827 lowers the threshold when nothing more can be sent.
+        using var net = new SimNetwork(14);
+        SimPort a = net.AddHost(1);
+        SimPort b = net.AddHost(2);
+        (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
+        int fromA = 0;
+        net.Tap = (from, frame) => !(from == a && Packets.ParseTcp(frame) is { Payload.Length: > 0 } && ++fromA == 1);
+        byte[] data = Packets.Pattern((2 * 1448) + 1200, 9);
+        Task writing = net.Spawn(async () => await client.WriteAsync(data));
+        byte[] received = new byte[data.Length];
+        Task<int> reading = net.Spawn(async () =>
+        {
+            int got = 0;
+            while (got < received.Length)
+            {
+                int n = await server.ReadAsync(received.AsMemory(got));
+                if (n == 0)
+                {
+                    break;
+                }
+
+                got += n;
+            }
+
+            return got;
+        });
+        net.Await(writing, Limit);
+        Assert.Equal(data.Length, net.Await(reading, Limit));
+        Assert.Equal(data, received);
+        Assert.Equal(1, a.S.Counters.TcpFastRetransmits);
+        Assert.Equal(0, a.S.Counters.TcpTimeouts);
+    }
+
+    [Fact]
     public void DuplicateAcks_ThatMoveTheWindow_StillTriggerFastRetransmit_WhenTheySackNewData()
     {
         // Linux's receive buffer grows during a transfer, so the window of its duplicate ACKs keeps
