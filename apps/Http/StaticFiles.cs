@@ -45,16 +45,44 @@ public interface IStaticFileSource
 /// (following symlinks the way the kernel would) and refuses anything whose real path is not
 /// inside the root's real path, so neither <c>..</c> nor a symlink can lead out.
 /// </summary>
-/// <remarks>The check and the open are two steps: a file swapped for a symlink in between is not caught (the root is assumed not writable by attackers).</remarks>
+/// <remarks>
+/// The check and the open are two steps: a file swapped for a symlink in between is not caught (the
+/// root is assumed not writable by attackers). A resolved path is remembered for
+/// <see cref="ResolutionLifetime"/> (nginx's <c>open_file_cache_valid</c>, shorter), so a hot file
+/// costs one <c>open</c> per request instead of a <c>stat</c> per path component; a file removed
+/// meanwhile is still a 404 (the open fails), a symlink changed is seen within that time. Reads of
+/// at most <see cref="SynchronousReadBytes"/> are one synchronous <c>pread</c> — for a file in
+/// the page cache a microsecond, where an asynchronous read is a thread-pool round trip and a
+/// wake-up of the core — larger ones stay asynchronous so a big file never holds the core.
+/// </remarks>
 public sealed class PhysicalFileSource : IStaticFileSource
 {
     private const int MaxLinkDepth = 40;
     private readonly string _root;
+    private readonly TimeProvider _time;
+    private readonly Dictionary<string, (string Real, long ValidUntil)> _resolved = new(StringComparer.Ordinal);
+
+    /// <summary>How long a resolved path is reused without resolving it again. 1 s.</summary>
+    public static readonly TimeSpan ResolutionLifetime = TimeSpan.FromSeconds(1);
+
+    /// <summary>Resolved paths remembered; when full the table starts over. 256.</summary>
+    public const int MaxResolvedPaths = 256;
+
+    /// <summary>Reads up to this size are synchronous (see remarks). 64 KiB.</summary>
+    public const int SynchronousReadBytes = 64 * 1024;
 
     /// <summary>Serves <paramref name="root"/>.</summary>
     public PhysicalFileSource(string root)
+        : this(root, TimeProvider.System)
+    {
+    }
+
+    /// <summary>Serves <paramref name="root"/>; <paramref name="time"/> ages resolved paths.</summary>
+    public PhysicalFileSource(string root, TimeProvider time)
     {
         ArgumentException.ThrowIfNullOrEmpty(root);
+        ArgumentNullException.ThrowIfNull(time);
+        _time = time;
         _root = RealPath(Path.GetFullPath(root), 0) ?? throw new DirectoryNotFoundException($"Root '{root}' does not exist.");
         if (!Directory.Exists(_root))
         {
@@ -70,7 +98,22 @@ public sealed class PhysicalFileSource : IStaticFileSource
     {
         ArgumentNullException.ThrowIfNull(segments);
         file = null;
-        string candidate = segments.Count == 0 ? _root : Path.Join(_root, string.Join('/', segments));
+        string relative = string.Join('/', segments);
+        long now = _time.GetTimestamp();
+        lock (_resolved)
+        {
+            if (_resolved.TryGetValue(relative, out (string Real, long ValidUntil) hit) && now < hit.ValidUntil)
+            {
+                if (Open(hit.Real, out file))
+                {
+                    return StaticFileLookup.Found;
+                }
+
+                _resolved.Remove(relative); // gone or changed: resolve it again
+            }
+        }
+
+        string candidate = segments.Count == 0 ? _root : Path.Join(_root, relative);
         string? real = RealPath(candidate, 0);
         if (real is null)
         {
@@ -96,20 +139,44 @@ public sealed class PhysicalFileSource : IStaticFileSource
             }
         }
 
-        if (!File.Exists(real))
+        if (!File.Exists(real) || !Open(real, out file))
         {
             return StaticFileLookup.NotFound;
         }
 
+        lock (_resolved)
+        {
+            if (_resolved.Count >= MaxResolvedPaths)
+            {
+                _resolved.Clear();
+            }
+
+            _resolved[relative] = (real, now + (long)(ResolutionLifetime.TotalSeconds * _time.TimestampFrequency));
+        }
+
+        return StaticFileLookup.Found;
+    }
+
+    private static bool Open(string real, out IStaticFile? file)
+    {
         try
         {
             SafeFileHandle handle = File.OpenHandle(real, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
-            file = new PhysicalFile(handle, Path.GetFileName(real), RandomAccess.GetLength(handle), File.GetLastWriteTimeUtc(real));
-            return StaticFileLookup.Found;
+            try
+            {
+                file = new PhysicalFile(handle, Path.GetFileName(real), RandomAccess.GetLength(handle), File.GetLastWriteTimeUtc(handle));
+                return true;
+            }
+            catch
+            {
+                handle.Dispose();
+                throw;
+            }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return StaticFileLookup.NotFound;
+            file = null;
+            return false;
         }
     }
 
@@ -167,7 +234,9 @@ public sealed class PhysicalFileSource : IStaticFileSource
         public DateTimeOffset? LastModified => new DateTimeOffset(lastWrite, TimeSpan.Zero);
 
         public ValueTask<int> ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
-            RandomAccess.ReadAsync(handle, buffer, offset, cancellationToken);
+            buffer.Length <= SynchronousReadBytes
+                ? new ValueTask<int>(RandomAccess.Read(handle, buffer.Span, offset))
+                : RandomAccess.ReadAsync(handle, buffer, offset, cancellationToken);
 
         public void Dispose() => handle.Dispose();
     }

@@ -156,6 +156,43 @@ public sealed class HttpServerTests
         Assert.NotNull(part["Last-Modified"]);
     }
 
+    [Fact]
+    public async Task AServedFile_ThatIsRemoved_IsA404Next_AndOneReplaced_ServesItsNewContent()
+    {
+        // The resolved path is remembered for a second; the open per request still sees the file as it is now.
+        using var site = new TempSite();
+        site.Write("page.txt", "first");
+        await using var http = new HttpHarness(new HttpOptions { Root = site.Root });
+        Assert.Equal("first", (await http.GetAsync("/page.txt")).Text);
+        File.Delete(Path.Combine(site.Root, "page.txt"));
+        Assert.Equal(404, (await http.GetAsync("/page.txt")).Status);
+        site.Write("page.txt", "second, longer");
+        HttpReply again = await http.GetAsync("/page.txt");
+        Assert.Equal(200, again.Status);
+        Assert.Equal("second, longer", again.Text);
+    }
+
+    [Fact]
+    public async Task ASymlinkRetargetedOutsideTheRoot_AfterItWasServed_IsNeverFollowedOut()
+    {
+        // What is remembered is the real path inside the root, never the link: a link swapped to
+        // lead out serves the old inside file or nothing, never the outside one.
+        using var site = new TempSite();
+        File.WriteAllText(Path.Combine(site.Path, "secret.txt"), "SECRET");
+        site.Write("sub/inside.txt", "inside");
+        string link = Path.Combine(site.Root, "link.txt");
+        File.CreateSymbolicLink(link, Path.Combine(site.Root, "sub", "inside.txt"));
+        await using var http = new HttpHarness(new HttpOptions { Root = site.Root });
+        Assert.Equal("inside", (await http.GetAsync("/link.txt")).Text);
+        File.Delete(link);
+        File.CreateSymbolicLink(link, Path.Combine(site.Path, "secret.txt"));
+        for (int i = 0; i < 3; i++)
+        {
+            HttpReply reply = await http.GetAsync("/link.txt");
+            Assert.DoesNotContain("SECRET", reply.Text, StringComparison.Ordinal);
+        }
+    }
+
     [Theory]
     [InlineData("/../secret.txt", 400)]
     [InlineData("/%2e%2e/secret.txt", 400)]
