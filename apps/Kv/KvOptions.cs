@@ -10,6 +10,7 @@ public sealed class KvOptions
     private int _maxArguments = 65536;
     private int _maxQueryBufferBytes = 4 * 1024 * 1024;
     private int _maxPipelineDepth = 1024;
+    private int _maxRemoteRepliesInFlight = 16;
     private int _flushThresholdBytes = 64 * 1024;
     private int _maxConnections = 10_000;
     private long _maxKeys = 1_000_000;
@@ -63,6 +64,23 @@ public sealed class KvOptions
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
             _maxPipelineDepth = value;
+        }
+    }
+
+    /// <summary>
+    /// Pipelined commands of one connection whose (other cores') shards may still be working while
+    /// the connection runs the next ones; one more waits for the oldest reply. 1 = each command
+    /// waits for its reply before the next runs. Default 16 (a <c>-P 16</c> batch; the runtime's
+    /// <c>ShardedRequestsInFlight</c> budget, 32 per pair of cores, is shared by the connections of a core).
+    /// </summary>
+    public int MaxRemoteRepliesInFlight
+    {
+        get => _maxRemoteRepliesInFlight;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, 4096);
+            _maxRemoteRepliesInFlight = value;
         }
     }
 

@@ -24,6 +24,7 @@ public sealed class KvServer
     private long _accepted;
     private long _refused;
     private long _commands;
+    private long _overlapped;
     private long _protocolErrors;
     private long _queryBufferOverflows;
     private long _nextClientId;
@@ -66,7 +67,8 @@ public sealed class KvServer
         Interlocked.Read(ref _refused),
         Interlocked.Read(ref _commands),
         Interlocked.Read(ref _protocolErrors),
-        Interlocked.Read(ref _queryBufferOverflows));
+        Interlocked.Read(ref _queryBufferOverflows),
+        Interlocked.Read(ref _overlapped));
 
     /// <summary>
     /// Serves one connection until the peer closes it, sends QUIT, breaks the protocol, or
@@ -138,6 +140,8 @@ public sealed class KvServer
 
     internal void CountCommand() => Interlocked.Increment(ref _commands);
 
+    internal void CountOverlappedReply() => Interlocked.Increment(ref _overlapped);
+
     internal void CountProtocolError() => Interlocked.Increment(ref _protocolErrors);
 
     internal void CountQueryBufferOverflow() => Interlocked.Increment(ref _queryBufferOverflows);
@@ -150,7 +154,8 @@ public readonly record struct KvServerStatistics(
     long RefusedConnections,
     long CommandsProcessed,
     long ProtocolErrors,
-    long QueryBufferOverflows);
+    long QueryBufferOverflows,
+    long OverlappedRemoteReplies = 0);
 
 /// <summary>Source-generated log messages of the key-value server (event ids 1100–1199).</summary>
 internal static partial class KvLog

@@ -370,7 +370,10 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
     {
         private readonly Endpoint _client;
         private readonly Pump _pump;
-        private readonly Stack<Slot>[] _free;
+        // First in, first out: a slot comes back into use as late as possible, so a caller that
+        // takes its result later than the reply came (a pipelining connection) has done so by then
+        // and the slot's call record is reused instead of replaced.
+        private readonly Queue<Slot>[] _free;
         private readonly Queue<TaskCompletionSource<Slot>>[] _waiting;
         private readonly int _maxWaiting;
 
@@ -379,17 +382,17 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
             _client = client;
             _maxWaiting = maxWaiting;
             Slots = new Slot[levels * slotsPerLevel];
-            _free = new Stack<Slot>[levels];
+            _free = new Queue<Slot>[levels];
             _waiting = new Queue<TaskCompletionSource<Slot>>[levels];
             for (int level = 0; level < levels; level++)
             {
-                _free[level] = new Stack<Slot>(slotsPerLevel);
+                _free[level] = new Queue<Slot>(slotsPerLevel);
                 _waiting[level] = new Queue<TaskCompletionSource<Slot>>();
                 for (int i = slotsPerLevel - 1; i >= 0; i--)
                 {
                     var slot = new Slot((level * slotsPerLevel) + i, level);
                     Slots[slot.Index] = slot;
-                    _free[level].Push(slot);
+                    _free[level].Enqueue(slot);
                 }
             }
 
@@ -407,7 +410,7 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
         /// <summary>Why the channel ended, once its reply reader saw it end (then no call can complete through it).</summary>
         public Exception? Closed { get; private set; }
 
-        public Slot? TryTake(int level) => _free[level].TryPop(out Slot? slot) ? slot : null;
+        public Slot? TryTake(int level) => _free[level].TryDequeue(out Slot? slot) ? slot : null;
 
         public Task<Slot> WaitForSlotAsync(int level)
         {
@@ -431,7 +434,7 @@ public sealed class Sharded<TService> : IShardedCalls where TService : class
                 return;
             }
 
-            _free[slot.Level].Push(slot);
+            _free[slot.Level].Enqueue(slot);
         }
 
         public void Send(Slot slot) => _pump.Send(Message.Create(RequestMessage, (ulong)slot.Index));

@@ -36,16 +36,16 @@ internal sealed partial class KvConnection
                 }
                 else if (c.Count == 2)
                 {
-                    RespWriter.WriteBulk(_output, c[1]);
+                    RespWriter.WriteBulk(_out, c[1]);
                 }
                 else
                 {
-                    RespWriter.WriteRaw(_output, "+PONG\r\n"u8);
+                    RespWriter.WriteRaw(_out, "+PONG\r\n"u8);
                 }
 
                 return default;
             case CommandId.Echo:
-                RespWriter.WriteBulk(_output, c[1]);
+                RespWriter.WriteBulk(_out, c[1]);
                 return default;
             case CommandId.Get:
                 return Reply(OnKey(c[1], c, static (s, c) => new ShardReply(s.TryGet(c[1], out byte[]? v), Bulk: v)), ReplyKind.BulkOrNull);
@@ -234,9 +234,9 @@ internal sealed partial class KvConnection
                 return Keys(c);
             case CommandId.Time:
                 long micros = _server.Time.GetUtcNow().ToUnixTimeMilliseconds() * 1000;
-                RespWriter.WriteArrayHeader(_output, 2);
-                RespWriter.WriteBulk(_output, micros / 1_000_000);
-                RespWriter.WriteBulk(_output, micros % 1_000_000);
+                RespWriter.WriteArrayHeader(_out, 2);
+                RespWriter.WriteBulk(_out, micros / 1_000_000);
+                RespWriter.WriteBulk(_out, micros % 1_000_000);
                 return default;
             case CommandId.Auth:
                 WriteError(Errors.Auth);
@@ -440,16 +440,16 @@ internal sealed partial class KvConnection
 
     private void WriteValues(byte[]?[] values, int count)
     {
-        RespWriter.WriteArrayHeader(_output, count - 1);
+        RespWriter.WriteArrayHeader(_out, count - 1);
         for (int i = 1; i < count; i++)
         {
             if (values[i] is { } v)
             {
-                RespWriter.WriteBulk(_output, v);
+                RespWriter.WriteBulk(_out, v);
             }
             else
             {
-                RespWriter.WriteNullBulk(_output);
+                RespWriter.WriteNullBulk(_out);
             }
         }
 
@@ -508,14 +508,14 @@ internal sealed partial class KvConnection
     {
         if (pending.IsCompletedSuccessfully)
         {
-            RespWriter.WriteInteger(_output, pending.Result);
+            RespWriter.WriteInteger(_out, pending.Result);
             return default;
         }
 
         return Awaited(pending);
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-        async ValueTask Awaited(ValueTask<long> p) => RespWriter.WriteInteger(_output, await p);
+        async ValueTask Awaited(ValueTask<long> p) => RespWriter.WriteInteger(_out, await p);
     }
 
     private ValueTask WriteOkAfter(ValueTask<long> pending)
@@ -563,12 +563,12 @@ internal sealed partial class KvConnection
 
     private void WriteKeys(List<byte[]>[] found)
     {
-        RespWriter.WriteArrayHeader(_output, found.Sum(l => l.Count));
+        RespWriter.WriteArrayHeader(_out, found.Sum(l => l.Count));
         foreach (List<byte[]> list in found)
         {
             foreach (byte[] key in list)
             {
-                RespWriter.WriteBulk(_output, key);
+                RespWriter.WriteBulk(_out, key);
             }
         }
     }
@@ -725,11 +725,11 @@ internal sealed partial class KvConnection
                     }
                 }
 
-                RespWriter.WriteArrayHeader(_output, pairs.Count * 2);
+                RespWriter.WriteArrayHeader(_out, pairs.Count * 2);
                 foreach ((string name, string value) in pairs)
                 {
-                    RespWriter.WriteBulk(_output, name);
-                    RespWriter.WriteBulk(_output, value);
+                    RespWriter.WriteBulk(_out, name);
+                    RespWriter.WriteBulk(_out, value);
                 }
 
                 break;
@@ -765,7 +765,7 @@ internal sealed partial class KvConnection
     {
         if (c.Count == 1)
         {
-            RespWriter.WriteArrayHeader(_output, CommandTable.All.Length);
+            RespWriter.WriteArrayHeader(_out, CommandTable.All.Length);
             foreach (CommandSpec spec in CommandTable.All)
             {
                 WriteCommandInfo(spec);
@@ -782,14 +782,14 @@ internal sealed partial class KvConnection
         switch (sub)
         {
             case "count":
-                RespWriter.WriteInteger(_output, CommandTable.All.Length);
+                RespWriter.WriteInteger(_out, CommandTable.All.Length);
                 break;
             case "docs":
                 // No documentation is served: an empty map (redis-cli then offers no hints).
-                RespWriter.WriteArrayHeader(_output, 0);
+                RespWriter.WriteArrayHeader(_out, 0);
                 break;
             case "info":
-                RespWriter.WriteArrayHeader(_output, c.Count - 2);
+                RespWriter.WriteArrayHeader(_out, c.Count - 2);
                 for (int i = 2; i < c.Count; i++)
                 {
                     if (CommandTable.Find(c[i]) is { } spec)
@@ -798,16 +798,16 @@ internal sealed partial class KvConnection
                     }
                     else
                     {
-                        RespWriter.WriteNullArray(_output);
+                        RespWriter.WriteNullArray(_out);
                     }
                 }
 
                 break;
             case "list":
-                RespWriter.WriteArrayHeader(_output, CommandTable.All.Length);
+                RespWriter.WriteArrayHeader(_out, CommandTable.All.Length);
                 foreach (CommandSpec spec in CommandTable.All)
                 {
-                    RespWriter.WriteBulk(_output, spec.Name);
+                    RespWriter.WriteBulk(_out, spec.Name);
                 }
 
                 break;
@@ -820,21 +820,21 @@ internal sealed partial class KvConnection
     private void WriteCommandInfo(CommandSpec spec)
     {
         // Redis 7's ten-element entry: name, arity, flags, first key, last key, step, ACL categories, tips, key specs, subcommands.
-        RespWriter.WriteArrayHeader(_output, 10);
-        RespWriter.WriteBulk(_output, spec.Name);
-        RespWriter.WriteInteger(_output, spec.Arity);
-        RespWriter.WriteArrayHeader(_output, spec.Flags.Length);
+        RespWriter.WriteArrayHeader(_out, 10);
+        RespWriter.WriteBulk(_out, spec.Name);
+        RespWriter.WriteInteger(_out, spec.Arity);
+        RespWriter.WriteArrayHeader(_out, spec.Flags.Length);
         foreach (string flag in spec.Flags)
         {
-            RespWriter.WriteSimpleString(_output, Encoding.ASCII.GetBytes(flag));
+            RespWriter.WriteSimpleString(_out, Encoding.ASCII.GetBytes(flag));
         }
 
-        RespWriter.WriteInteger(_output, spec.FirstKey);
-        RespWriter.WriteInteger(_output, spec.LastKey);
-        RespWriter.WriteInteger(_output, spec.Step);
+        RespWriter.WriteInteger(_out, spec.FirstKey);
+        RespWriter.WriteInteger(_out, spec.LastKey);
+        RespWriter.WriteInteger(_out, spec.Step);
         for (int i = 0; i < 4; i++)
         {
-            RespWriter.WriteArrayHeader(_output, 0);
+            RespWriter.WriteArrayHeader(_out, 0);
         }
     }
 
@@ -848,7 +848,7 @@ internal sealed partial class KvConnection
         switch (sub)
         {
             case "id":
-                RespWriter.WriteInteger(_output, Id);
+                RespWriter.WriteInteger(_out, Id);
                 break;
             case "setname":
                 ReadOnlySpan<byte> name = c[2];
@@ -867,11 +867,11 @@ internal sealed partial class KvConnection
             case "getname":
                 if (Name is null)
                 {
-                    RespWriter.WriteNullBulk(_output);
+                    RespWriter.WriteNullBulk(_out);
                 }
                 else
                 {
-                    RespWriter.WriteBulk(_output, Name);
+                    RespWriter.WriteBulk(_out, Name);
                 }
 
                 break;
@@ -885,10 +885,10 @@ internal sealed partial class KvConnection
                 WriteOk();
                 break;
             case "info":
-                RespWriter.WriteBulk(_output, ClientLine() + "\n");
+                RespWriter.WriteBulk(_out, ClientLine() + "\n");
                 break;
             case "list":
-                RespWriter.WriteBulk(_output, ClientLine() + "\n");
+                RespWriter.WriteBulk(_out, ClientLine() + "\n");
                 break;
             default:
                 WriteHelp("CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", "ID", "SETNAME <name>", "GETNAME", "SETINFO <option> <value>", "INFO", "LIST");
@@ -933,21 +933,21 @@ internal sealed partial class KvConnection
             }
         }
 
-        RespWriter.WriteArrayHeader(_output, 14);
-        RespWriter.WriteBulk(_output, "server");
-        RespWriter.WriteBulk(_output, "redis");
-        RespWriter.WriteBulk(_output, "version");
-        RespWriter.WriteBulk(_output, ServerVersion);
-        RespWriter.WriteBulk(_output, "proto");
-        RespWriter.WriteInteger(_output, 2);
-        RespWriter.WriteBulk(_output, "id");
-        RespWriter.WriteInteger(_output, Id);
-        RespWriter.WriteBulk(_output, "mode");
-        RespWriter.WriteBulk(_output, "standalone");
-        RespWriter.WriteBulk(_output, "role");
-        RespWriter.WriteBulk(_output, "master");
-        RespWriter.WriteBulk(_output, "modules");
-        RespWriter.WriteArrayHeader(_output, 0);
+        RespWriter.WriteArrayHeader(_out, 14);
+        RespWriter.WriteBulk(_out, "server");
+        RespWriter.WriteBulk(_out, "redis");
+        RespWriter.WriteBulk(_out, "version");
+        RespWriter.WriteBulk(_out, ServerVersion);
+        RespWriter.WriteBulk(_out, "proto");
+        RespWriter.WriteInteger(_out, 2);
+        RespWriter.WriteBulk(_out, "id");
+        RespWriter.WriteInteger(_out, Id);
+        RespWriter.WriteBulk(_out, "mode");
+        RespWriter.WriteBulk(_out, "standalone");
+        RespWriter.WriteBulk(_out, "role");
+        RespWriter.WriteBulk(_out, "master");
+        RespWriter.WriteBulk(_out, "modules");
+        RespWriter.WriteArrayHeader(_out, 0);
     }
 
     private readonly record struct InfoState(long[] Figures);
@@ -980,7 +980,7 @@ internal sealed partial class KvConnection
             ("clients", $"connected_clients:{stats.ActiveConnections}\r\nmaxclients:{_options.MaxConnections}\r\n"),
             ("memory", $"used_memory:{used}\r\nmaxmemory:{_options.MaxMemoryBytes}\r\nmaxmemory_policy:noeviction\r\n"),
             ("persistence", "loading:0\r\naof_enabled:0\r\nrdb_changes_since_last_save:0\r\n"),
-            ("stats", $"total_connections_received:{stats.AcceptedConnections}\r\ntotal_commands_processed:{stats.CommandsProcessed}\r\nrejected_connections:{stats.RefusedConnections}\r\nexpired_keys:{expired}\r\n"),
+            ("stats", $"total_connections_received:{stats.AcceptedConnections}\r\ntotal_commands_processed:{stats.CommandsProcessed}\r\nrejected_connections:{stats.RefusedConnections}\r\nexpired_keys:{expired}\r\nmultikernel_overlapped_remote_replies:{stats.OverlappedRemoteReplies}\r\n"),
             ("replication", "role:master\r\nconnected_slaves:0\r\n"),
             ("keyspace", keys > 0 ? $"db0:keys={keys},expires={expires},avg_ttl=0\r\n" : ""),
         };
@@ -1004,15 +1004,15 @@ internal sealed partial class KvConnection
             }
         }
 
-        RespWriter.WriteBulk(_output, text.ToString());
+        RespWriter.WriteBulk(_out, text.ToString());
     }
 
     private void WriteHelp(params string[] lines)
     {
-        RespWriter.WriteArrayHeader(_output, lines.Length);
+        RespWriter.WriteArrayHeader(_out, lines.Length);
         foreach (string line in lines)
         {
-            RespWriter.WriteSimpleString(_output, Encoding.ASCII.GetBytes(line));
+            RespWriter.WriteSimpleString(_out, Encoding.ASCII.GetBytes(line));
         }
     }
 
@@ -1037,7 +1037,7 @@ internal sealed partial class KvConnection
             args += arg.Length + 3;
         }
 
-        RespWriter.WriteError(_output, message.WrittenSpan);
+        RespWriter.WriteError(_out, message.WrittenSpan);
     }
 
     private static ReadOnlySpan<byte> CString(ReadOnlySpan<byte> s, int max)

@@ -23,8 +23,14 @@ internal sealed partial class KvConnection : IDisposable
     private readonly KvOptions _options;
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
+    private readonly OrderedReplies _out;
     private readonly RespParser _parser;
-    private readonly RespCommand _command;
+    // The command being parsed and run. One whose reply waits on another core keeps its buffer
+    // (that core's shard reads the arguments in place) and the next command gets a spare: at
+    // most MaxRemoteRepliesInFlight + 1 buffers, each only as large as its commands made it.
+    private RespCommand _command;
+    private readonly Stack<RespCommand> _spareCommands = new();
+    private readonly List<RespCommand> _allCommands = [];
     private readonly ValueTask<long>[] _remote;
     private int[] _owners = new int[16];
     private bool _quit;
@@ -36,8 +42,9 @@ internal sealed partial class KvConnection : IDisposable
         _options = server.Options;
         _input = transport.Input;
         _output = transport.Output;
+        _out = new OrderedReplies(_output, _options.MaxRemoteRepliesInFlight, (reply, kind) => Write(reply, (ReplyKind)kind), owner => _spareCommands.Push((RespCommand)owner));
         _parser = new RespParser(_options);
-        _command = new RespCommand(_options.MaxQueryBufferBytes);
+        _command = NewCommand();
         _remote = new ValueTask<long>[_shards.ShardCount];
         Id = id;
     }
@@ -80,7 +87,7 @@ internal sealed partial class KvConnection : IDisposable
                         {
                             _server.CountProtocolError();
                             KvLog.ProtocolError(_server.Logger, Id, error!);
-                            RespWriter.WriteError(_output, error!);
+                            RespWriter.WriteError(_out, error!);
                             close = true;
                             break;
                         }
@@ -107,6 +114,18 @@ internal sealed partial class KvConnection : IDisposable
                             await new ReturnTo(home);
                         }
 
+                        if (_out.TakeQueuedCount() > 0)
+                        {
+                            // Its reply waits on another core, which reads its arguments where they are.
+                            if (_out.PendingCount > 1)
+                            {
+                                _server.CountOverlappedReply(); // it went out while an earlier one still waited
+                            }
+
+                            _out.Attach(_command);
+                            _command = _spareCommands.Count > 0 ? _spareCommands.Pop() : NewCommand();
+                        }
+
                         if (_quit)
                         {
                             close = true;
@@ -117,6 +136,7 @@ internal sealed partial class KvConnection : IDisposable
                             (_output.CanGetUnflushedBytes && _output.UnflushedBytes >= _options.FlushThresholdBytes))
                         {
                             depth = 0;
+                            await DrainRepliesAsync(home);
                             FlushResult mid = await _output.FlushAsync(cancellationToken);
                             close = mid.IsCompleted;
                         }
@@ -128,6 +148,7 @@ internal sealed partial class KvConnection : IDisposable
                     _input.AdvanceTo(buffer.Start, buffer.End);
                 }
 
+                await DrainRepliesAsync(home);
                 FlushResult flushed = await _output.FlushAsync(cancellationToken);
                 if (close || flushed.IsCompleted || read.IsCompleted)
                 {
@@ -155,7 +176,35 @@ internal sealed partial class KvConnection : IDisposable
         }
     }
 
-    public void Dispose() => _command.Dispose();
+    public void Dispose()
+    {
+        foreach (RespCommand command in _allCommands)
+        {
+            command.Dispose();
+        }
+    }
+
+    private RespCommand NewCommand()
+    {
+        var command = new RespCommand(_options.MaxQueryBufferBytes);
+        _allCommands.Add(command);
+        return command;
+    }
+
+    /// <summary>The most replies this connection had waiting on other cores at once.</summary>
+    internal int PeakRepliesInFlight => _out.PeakPending;
+
+    // Every reply still waiting on another core's shard, in order (before a flush: the client gets whole batches).
+    private async ValueTask DrainRepliesAsync(SynchronizationContext? home)
+    {
+        if (_out.IsEmpty)
+        {
+            return;
+        }
+
+        await _out.DrainAsync().ConfigureAwait(false);
+        await new ReturnTo(home);
+    }
 
     // ------------------------------------------------------------------ routing
 
@@ -250,19 +299,9 @@ internal sealed partial class KvConnection : IDisposable
         ItemsOrNullArray,
     }
 
-    private ValueTask Reply(ValueTask<ShardReply> pending, ReplyKind kind)
-    {
-        if (pending.IsCompletedSuccessfully)
-        {
-            Write(pending.Result, kind);
-            return default;
-        }
-
-        return AwaitReply(pending, kind);
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] // a remote shard answers asynchronously every time: no box per call
-    private async ValueTask AwaitReply(ValueTask<ShardReply> pending, ReplyKind kind) => Write(await pending, kind);
+    // A single-key command's reply: written now, or (another core's shard still working) queued in
+    // order while the next pipelined commands run — see OrderedReplies.
+    private ValueTask Reply(ValueTask<ShardReply> pending, ReplyKind kind) => _out.Add(pending, (int)kind);
 
     private void Write(ShardReply reply, ReplyKind kind)
     {
@@ -288,33 +327,33 @@ internal sealed partial class KvConnection : IDisposable
             case ReplyKind.BulkOrNull:
                 if (ok && reply.Bulk is not null)
                 {
-                    RespWriter.WriteBulk(_output, reply.Bulk);
+                    RespWriter.WriteBulk(_out, reply.Bulk);
                 }
                 else
                 {
-                    RespWriter.WriteNullBulk(_output);
+                    RespWriter.WriteNullBulk(_out);
                 }
 
                 break;
             case ReplyKind.Integer:
-                RespWriter.WriteInteger(_output, reply.Integer);
+                RespWriter.WriteInteger(_out, reply.Integer);
                 break;
             case ReplyKind.OkOrNull:
                 if (ok)
                 {
-                    RespWriter.WriteRaw(_output, "+OK\r\n"u8);
+                    RespWriter.WriteRaw(_out, "+OK\r\n"u8);
                 }
                 else
                 {
-                    RespWriter.WriteNullBulk(_output);
+                    RespWriter.WriteNullBulk(_out);
                 }
 
                 break;
             case ReplyKind.OneIfOk:
-                RespWriter.WriteRaw(_output, ok ? ":1\r\n"u8 : ":0\r\n"u8);
+                RespWriter.WriteRaw(_out, ok ? ":1\r\n"u8 : ":0\r\n"u8);
                 break;
             case ReplyKind.Type:
-                RespWriter.WriteRaw(_output, (KvType)reply.Integer switch
+                RespWriter.WriteRaw(_out, (KvType)reply.Integer switch
                 {
                     KvType.String => "+string\r\n"u8,
                     KvType.List => "+list\r\n"u8,
@@ -327,29 +366,29 @@ internal sealed partial class KvConnection : IDisposable
                 {
                     if (kind == ReplyKind.ItemsOrNullArray)
                     {
-                        RespWriter.WriteNullArray(_output);
+                        RespWriter.WriteNullArray(_out);
                     }
                     else
                     {
-                        RespWriter.WriteArrayHeader(_output, 0);
+                        RespWriter.WriteArrayHeader(_out, 0);
                     }
 
                     break;
                 }
 
-                RespWriter.WriteArrayHeader(_output, reply.Items.Length);
+                RespWriter.WriteArrayHeader(_out, reply.Items.Length);
                 foreach (byte[] item in reply.Items)
                 {
-                    RespWriter.WriteBulk(_output, item);
+                    RespWriter.WriteBulk(_out, item);
                 }
 
                 break;
         }
     }
 
-    private void WriteError(string message) => RespWriter.WriteError(_output, message);
+    private void WriteError(string message) => RespWriter.WriteError(_out, message);
 
-    private void WriteOk() => RespWriter.WriteRaw(_output, "+OK\r\n"u8);
+    private void WriteOk() => RespWriter.WriteRaw(_out, "+OK\r\n"u8);
 }
 
 /// <summary>Redis-server 7's error texts, word for word.</summary>

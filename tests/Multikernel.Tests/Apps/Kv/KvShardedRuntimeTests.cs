@@ -77,6 +77,61 @@ public sealed class KvShardedRuntimeTests
     }
 
     [Fact]
+    public async Task APipelineSpreadOverTwoCoresShards_IsAnsweredInOrder_WhileRemoteRepliesOverlap()
+    {
+        // A pipelined command whose shard is on the other core does not wait for its reply before
+        // the next runs; its reply, and every later one, still reach the client in command order.
+        MultikernelRuntime runtime = await TestMachine.StartAsync(2);
+        var client = new CorePipe();
+        Task serving = Task.CompletedTask;
+        try
+        {
+            KvStore store = await KvStore.StartAsync(runtime, new KvOptions()).WaitAsync(Patience);
+            KvServer server = null!;
+            serving = runtime.InvokeAsync(0, ctx =>
+            {
+                server = store.CreateServer(ctx);
+                return server.RunConnectionAsync(client.ServerSide);
+            });
+            string r1 = KeyOwnedBy(1, 2);
+            string r2 = Enumerable.Range(0, 1000).Select(i => "other" + i).First(k => KeyHasher.ShardOf(Encoding.ASCII.GetBytes(k), 2) == 1);
+            string l1 = KeyOwnedBy(0, 2);
+            var commands = new List<(string[] Command, string Reply)>
+            {
+                (["SET", r1, "a"], "OK"),
+                (["GET", r1], "\"a\""),
+                (["SET", l1, "b"], "OK"),
+                (["INCR", r1], "(error) ERR value is not an integer or out of range"),
+                (["GET", l1], "\"b\""),
+                (["PING"], "PONG"),
+                (["GET", r1 + "-none"], "(nil)"),
+                (["INCR", r2], "(integer) 1"),
+                (["INCR", r2], "(integer) 2"),
+                (["GET"], "(error) ERR wrong number of arguments for 'get' command"),
+                (["MGET", r1, l1, r2], "[\"a\", \"b\", \"2\"]"),
+                (["DEL", r1], "(integer) 1"),
+                (["GET", r1], "(nil)"),
+                (["ECHO", "hi"], "\"hi\""),
+            };
+            for (int i = 0; i < 40; i++)
+            {
+                commands.Add((["INCR", r2], $"(integer) {3 + i}"));
+                commands.Add((["GET", l1], "\"b\""));
+            }
+
+            byte[] batch = [.. commands.SelectMany(c => Resp.Command(c.Command))];
+            List<string> replies = await client.PipelineRepliesAsync(batch, commands.Count);
+            Assert.Equal(commands.Select(c => c.Reply), replies);
+            Assert.True(server.Statistics.OverlappedRemoteReplies > 0, "no remote reply overlapped another: each command still waited for the one before");
+        }
+        finally
+        {
+            await client.CloseAsync(serving);
+            await runtime.StopCleanlyAsync();
+        }
+    }
+
+    [Fact]
     public async Task RemoteGets_AllocateNothingPerCall_OnTheConnectionsCore()
     {
         // Pipelined GETs of a key core 1 owns, from a connection on core 0: the commands are all
@@ -385,6 +440,24 @@ public sealed class KvShardedRuntimeTests
                 Assert.False(read.IsCompleted, "the server closed the connection");
                 _toClient.Reader.AdvanceTo(read.Buffer.Start, read.Buffer.End);
             }
+        }
+
+        /// <summary>Sends <paramref name="commands"/> at once and returns the first <paramref name="count"/> replies, in order.</summary>
+        public async Task<List<string>> PipelineRepliesAsync(byte[] commands, int count)
+        {
+            await SendAsync(commands);
+            using var cts = new CancellationTokenSource(Patience);
+            var all = new List<string>();
+            while (all.Count < count)
+            {
+                ReadResult read = await _toClient.Reader.ReadAsync(cts.Token);
+                byte[] bytes = System.Buffers.BuffersExtensions.ToArray(read.Buffer);
+                all.AddRange(Resp.ParseAll(bytes, out int consumed));
+                Assert.False(read.IsCompleted && all.Count < count, "the server closed the connection");
+                _toClient.Reader.AdvanceTo(read.Buffer.GetPosition(consumed), read.Buffer.End);
+            }
+
+            return all;
         }
 
         /// <summary>Sends <paramref name="commands"/> at once and reads <paramref name="count"/> replies, each <paramref name="expected"/>.</summary>
