@@ -132,6 +132,9 @@ internal sealed class TimerWheel
     /// <summary>The limit on armed timers.</summary>
     public int Capacity => _capacity;
 
+    /// <summary>A lazily disarmed timer whose node is still linked was armed again (by its owner, in place): one more armed.</summary>
+    internal void CountRearmed() => _count++;
+
     /// <summary>Arms or re-arms <paramref name="timer"/> for tick <paramref name="expires"/> (a past tick fires at the next advance).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Schedule(WheelTimer timer, long expires)

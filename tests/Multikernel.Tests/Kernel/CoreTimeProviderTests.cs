@@ -54,6 +54,29 @@ public sealed class CoreTimeProviderTests
     }
 
     [Fact]
+    public async Task ArmDisarmRearmLater_CountsOneArmedTimer_AndItFires()
+    {
+        // The TCP pattern on CoreTimer's in-place path: armed, pushed out, disarmed (lazily: the
+        // node stays), armed again later — the core counts exactly the armed ones, and it fires.
+        using var rig = new KernelRig(1);
+        var fired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        (int AfterArm, int AfterDisarm, int AfterRearm) counts = await rig.On(0, () =>
+        {
+            ITimer timer = rig[0].Timers.CreateTimer(_ => fired.TrySetResult(), null, TimeSpan.FromSeconds(5), Timeout.InfiniteTimeSpan);
+            timer.Change(TimeSpan.FromSeconds(6), Timeout.InfiniteTimeSpan);
+            int afterArm = rig[0].Timers.ArmedTimers;
+            timer.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            int afterDisarm = rig[0].Timers.ArmedTimers;
+            timer.Change(TimeSpan.FromSeconds(7), Timeout.InfiniteTimeSpan);
+            timer.Change(TimeSpan.FromMilliseconds(5), Timeout.InfiniteTimeSpan); // earlier: moved in the wheel
+            return (afterArm, afterDisarm, rig[0].Timers.ArmedTimers);
+        });
+        Assert.Equal((1, 0, 1), counts);
+        await fired.Task.WaitAsync(KernelRig.Patience);
+        Assert.Equal(0, await rig.On(0, () => rig[0].Timers.ArmedTimers));
+    }
+
+    [Fact]
     public async Task TaskDelay_AndCancelAfter_WorkOnTheCoresProvider()
     {
         using var rig = new KernelRig(1);
