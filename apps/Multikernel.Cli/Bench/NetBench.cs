@@ -32,7 +32,7 @@ internal sealed record NetBenchSettings(int Runs, int RttCount, int BulkMegabyte
 
     /// <summary>A rough duration: set-up, then each measurement of ours and of each peer, per run.</summary>
     public TimeSpan EstimatedDuration =>
-        TimeSpan.FromSeconds(15 + (Runs * (
+        TimeSpan.FromSeconds(15 + 10 /* warm-up */ + (Runs * (
             (2 * (1 + (RttCount / 20_000.0)))                                                        // two echo probes
             + (2 + (BulkMegabytes / 30.0) + IperfSeconds)                                            // ours moves ~0.25 Gbit/s here
             + (3 * (WrkSeconds + 2))                                                                 // ours, nginx, Kestrel (+ warm-up)
@@ -166,6 +166,7 @@ internal static class NetBench
             {
                 ours.WaitFor(" listening at ", 3, TimeSpan.FromSeconds(60));
                 log(string.Create(CultureInfo.InvariantCulture, $"net: our machine is up with {cores} core{(cores == 1 ? "" : "s")} (echo@{echo}, http@{http}, kv@{kv}; netd on core {cores - 1})"));
+                WarmUp(lab, log);
                 var these = new List<NetBenchRow>();
                 these.AddRange(Echo(lab, settings, log));
                 these.AddRange(Http(lab, settings, www, kestrelDll, log));
@@ -189,6 +190,21 @@ internal static class NetBench
         }
 
         return rows;
+    }
+
+    // Ours is JIT-compiled: in its first seconds the tiering thread recompiles the hot paths and
+    // takes one of the two CPUs (a quarter of the process's CPU in a profile of the first bulk
+    // run). The peers are native. Every application gets a few seconds of the same traffic first;
+    // nothing of it is measured.
+    private static void WarmUp(NetLab lab, Action<string> log)
+    {
+        lab.RunIn(lab.Ours, Client, [.. Self(), "bench", "net", "probe", "rtt", OursEcho, EchoPort.ToString(CultureInfo.InvariantCulture), "2000"]);
+        lab.RunIn(lab.Ours, Client, [.. Self(), "bench", "net", "probe", "bulk", OursEcho, EchoPort.ToString(CultureInfo.InvariantCulture), "64"]);
+        lab.RunIn(lab.Ours, Client, "wrk", "-t1", "-c32", "-d2s", string.Create(CultureInfo.InvariantCulture, $"http://{OursHttp}:{HttpPort}/{File4K}"));
+        string[] redis = ["redis-benchmark", "-h", OursKv, "-p", KvPort.ToString(CultureInfo.InvariantCulture), "-t", "set,get", "-c", "50", "-q"];
+        lab.RunIn(lab.Ours, Client, [.. redis, "-n", "20000"]);
+        lab.RunIn(lab.Ours, Client, [.. redis, "-n", "100000", "-P", "16"]);
+        log("net: warmed up (echo, bulk, wrk 2 s, redis-benchmark; not measured)");
     }
 
     private static string OursEcho => NetLab.OursSubnet + ".2";
