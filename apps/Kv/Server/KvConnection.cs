@@ -62,6 +62,13 @@ internal sealed partial class KvConnection : IDisposable
             while (true)
             {
                 ReadResult read = await _input.ReadAsync(cancellationToken);
+
+                // A pipe whose writer completes the read from another thread while this await is
+                // being registered runs the continuation on the thread pool, its captured context
+                // not yet recorded (System.IO.Pipelines' already-completed path): the flake of the
+                // kv runtime tests ("the server closed the connection", a shard touched off its
+                // core). Come home before touching shards; free when already there.
+                await new ReturnTo(home);
                 ReadOnlySequence<byte> buffer = read.Buffer;
                 bool close = false;
                 int depth = 0;
@@ -98,6 +105,14 @@ internal sealed partial class KvConnection : IDisposable
                         }
 
                         _server.CountCommand();
+                        if (_out.IsFull)
+                        {
+                            // Before the command sends anything: the runtime's call record of the
+                            // oldest reply is taken (and reusable) before this command takes a slot.
+                            await _out.MakeRoomAsync().ConfigureAwait(false);
+                            await new ReturnTo(home);
+                        }
+
                         ValueTask run = ExecuteAsync(_command);
                         if (!run.IsCompletedSuccessfully)
                         {
@@ -138,6 +153,7 @@ internal sealed partial class KvConnection : IDisposable
                             depth = 0;
                             await DrainRepliesAsync(home);
                             FlushResult mid = await _output.FlushAsync(cancellationToken);
+                            await new ReturnTo(home);
                             close = mid.IsCompleted;
                         }
                     }
@@ -150,6 +166,7 @@ internal sealed partial class KvConnection : IDisposable
 
                 await DrainRepliesAsync(home);
                 FlushResult flushed = await _output.FlushAsync(cancellationToken);
+                await new ReturnTo(home);
                 if (close || flushed.IsCompleted || read.IsCompleted)
                 {
                     break;

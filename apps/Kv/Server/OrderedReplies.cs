@@ -102,6 +102,12 @@ internal sealed class OrderedReplies : IBufferWriter<byte>
         return default;
     }
 
+    /// <summary>Every slot for a waiting reply is taken: the next command should wait for the oldest first (<see cref="MakeRoomAsync"/>).</summary>
+    public bool IsFull => _count == _ring.Length;
+
+    /// <summary>Writes the oldest waiting reply (and what was staged before it).</summary>
+    public ValueTask MakeRoomAsync() => _count == 0 ? default : WriteOldestAsync();
+
     /// <summary>Writes every waiting reply, in order, with what was staged between them.</summary>
     public ValueTask DrainAsync() => _count == 0 ? default : DrainAllAsync();
 
