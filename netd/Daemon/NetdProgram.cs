@@ -187,63 +187,48 @@ public sealed class NetdProgram
         }
     }
 
+    /// <summary>Most messages netd reads from one consumer's channel at once (a channel window).</summary>
+    private const int ReadBatch = 64;
+
+    // One consumer's requests, a batch at a time: everything the channel holds (up to what netd
+    // may read now, Consumer.RequestRoom) is handled, then the batch's transmits leave as one device
+    // burst and its completions as one channel batch (NetdEngine.EndBatch).
     private static async Task ServeAsync(DomainContext ctx, DomainChannel channel, Consumer consumer, NetdEngine engine)
     {
         CSpace caps = ctx.Capabilities;
+        CpuDriver.Channels.Endpoint endpoint = channel.Endpoint;
+        var batch = new Message[ReadBatch]; // once per consumer, reused for every batch
         try
         {
             while (!ctx.Stopping.IsCancellationRequested)
             {
-                while (!consumer.CanAcceptRequest)
+                int room = consumer.RequestRoom;
+                if (room <= 0)
                 {
-                    // The consumer sends requests without reading their replies: stop reading it, so
-                    // it stalls in its own sends (its channel window fills), until it catches up.
-                    await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
-                }
-
-                Message m = await channel.Endpoint.ReadAsync();
-                if (m.Type == NetdMessages.InstallFilter)
-                {
-                    // The PacketFilter capability came first (the consumer waited until this core's
-                    // kernel installed it); a filter without one is refused.
-                    int filterSlot = channel.TryReceiveCapability(out int granted) ? granted : -1;
-                    ulong filterObject = 0;
-                    if (filterSlot >= 0)
+                    // The consumer sends without reading what netd owes it: stop reading it, so it
+                    // stalls in its own sends (its channel window fills), until it takes its
+                    // completions (its credits wake this wait) — or it went away (false).
+                    engine.FlushOwed(consumer);
+                    if (consumer.RequestRoom <= 0 && !await endpoint.WaitToWriteAsync(ctx.Stopping))
                     {
-                        CapabilityInfo info = caps.Inspect(filterSlot);
-                        if (info.Type != CapabilityType.PacketFilter)
-                        {
-                            caps.Delete(filterSlot);
-                            filterSlot = -1;
-                        }
-                        else
-                        {
-                            filterObject = info.ObjectId;
-                        }
-                    }
-
-                    int refusedSlot = engine.OnInstallFilter(consumer, in m, filterSlot, filterObject);
-                    if (refusedSlot >= 0)
-                    {
-                        caps.Delete(refusedSlot);
+                        break;
                     }
 
                     continue;
                 }
 
-                if (m.Type == NetdMessages.AddRegion)
+                if (endpoint.QueuedCount == 0 && !await endpoint.WaitToReadAsync(ctx.Stopping))
                 {
-                    // The consumer sent the region's capability first and waited until this core's
-                    // kernel installed it; the slot comes from that kernel, never from the message.
-                    OnGrant(caps, engine, consumer, channel.TryReceiveCapability(out int granted) ? granted : -1, m.Word0);
-                    continue;
+                    break; // the consumer completed its end
                 }
 
-                int retired = engine.OnMessage(consumer, in m);
-                if (retired >= 0)
+                int n = endpoint.TryReadBatch(batch.AsSpan(0, Math.Min(batch.Length, room)));
+                for (int i = 0; i < n; i++)
                 {
-                    caps.Delete(retired);
+                    Handle(caps, channel, consumer, engine, in batch[i]);
                 }
+
+                engine.EndBatch();
             }
         }
         catch (ChannelClosedException)
@@ -263,7 +248,53 @@ public sealed class NetdProgram
                 }
             }
 
-            channel.Endpoint.Close();
+            endpoint.Close();
+        }
+    }
+
+    private static void Handle(CSpace caps, DomainChannel channel, Consumer consumer, NetdEngine engine, in Message m)
+    {
+        if (m.Type == NetdMessages.InstallFilter)
+        {
+            // The PacketFilter capability came first (the consumer waited until this core's
+            // kernel installed it); a filter without one is refused.
+            int filterSlot = channel.TryReceiveCapability(out int granted) ? granted : -1;
+            ulong filterObject = 0;
+            if (filterSlot >= 0)
+            {
+                CapabilityInfo info = caps.Inspect(filterSlot);
+                if (info.Type != CapabilityType.PacketFilter)
+                {
+                    caps.Delete(filterSlot);
+                    filterSlot = -1;
+                }
+                else
+                {
+                    filterObject = info.ObjectId;
+                }
+            }
+
+            int refusedSlot = engine.OnInstallFilter(consumer, in m, filterSlot, filterObject);
+            if (refusedSlot >= 0)
+            {
+                caps.Delete(refusedSlot);
+            }
+
+            return;
+        }
+
+        if (m.Type == NetdMessages.AddRegion)
+        {
+            // The consumer sent the region's capability first and waited until this core's
+            // kernel installed it; the slot comes from that kernel, never from the message.
+            OnGrant(caps, engine, consumer, channel.TryReceiveCapability(out int granted) ? granted : -1, m.Word0);
+            return;
+        }
+
+        int retired = engine.OnMessage(consumer, in m);
+        if (retired >= 0)
+        {
+            caps.Delete(retired);
         }
     }
 
