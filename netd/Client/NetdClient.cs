@@ -68,7 +68,7 @@ public sealed class NetdClient : IAsyncDisposable
     private readonly FrameHandle _region;
     private readonly Queue<Descriptor> _received;
     private readonly Stack<int> _freeTransmit;
-    private readonly Queue<Message> _outbox;
+    private readonly BoundedRing<Message> _outbox;
     private readonly Dictionary<int, (int Slot, byte[] Binary, string Text)> _filters = [];
     private int _nextFilterId = 1;
 
@@ -123,7 +123,7 @@ public sealed class NetdClient : IAsyncDisposable
         // Every message this client sends names a buffer it owns (posts, transmits) or is one of
         // its own few requests, so the outbox never holds more than that.
         _outboxLimit = options.ReceivePages + options.SmallBuffers + options.TransmitPages + 16;
-        _outbox = new Queue<Message>(64);
+        _outbox = new BoundedRing<Message>(_outboxLimit);
         _ = WriterAsync();
     }
 
@@ -496,12 +496,11 @@ public sealed class NetdClient : IAsyncDisposable
 
     private void Enqueue(in Message m)
     {
-        if (_outbox.Count >= _outboxLimit)
+        if (!_outbox.TryPush(in m))
         {
             throw new InvalidOperationException("More messages to netd are waiting than this client has buffers: a buffer was released twice.");
         }
 
-        _outbox.Enqueue(m);
         _writerSignal.Set();
     }
 
@@ -554,13 +553,9 @@ public sealed class NetdClient : IAsyncDisposable
                 CpuDriver.Channels.Endpoint endpoint = _channel.Endpoint;
                 try
                 {
-                    while (_outbox.TryPeek(out Message m))
+                    while (_outbox.Count > 0)
                     {
-                        if (endpoint.TryWrite(in m))
-                        {
-                            _outbox.Dequeue();
-                        }
-                        else if (!await endpoint.WaitToWriteAsync())
+                        if (WriteOutbox(endpoint) == 0 && !await endpoint.WaitToWriteAsync())
                         {
                             throw new ChannelClosedException();
                         }
@@ -584,6 +579,26 @@ public sealed class NetdClient : IAsyncDisposable
                 return; // the client faulted or was disposed: nothing more to write
             }
         }
+    }
+
+    // As much of the outbox as the window and the ring take now, as batches (one ring check and
+    // one doorbell each); returns how many went.
+    private int WriteOutbox(CpuDriver.Channels.Endpoint endpoint)
+    {
+        int sent = 0;
+        while (_outbox.Count > 0)
+        {
+            ReadOnlySpan<Message> segment = _outbox.FirstSegment;
+            int n = endpoint.TryWriteBatch(segment);
+            _outbox.DropFirst(n);
+            sent += n;
+            if (n < segment.Length)
+            {
+                break;
+            }
+        }
+
+        return sent;
     }
 
     // Drains every message the channel holds per wake (the channel's own reusable wait, nothing

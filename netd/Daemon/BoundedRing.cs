@@ -91,6 +91,9 @@ internal sealed class BoundedRing<T>(int capacity)
         _count -= n;
     }
 
+    /// <summary>Removes every item.</summary>
+    public void Clear() => DropFirst(_count);
+
     /// <summary>Removes every item <paramref name="match"/> selects, keeping the others in order; returns how many.</summary>
     public int RemoveAll<TState>(Func<T, TState, bool> match, TState state)
     {

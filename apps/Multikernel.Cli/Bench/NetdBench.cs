@@ -486,7 +486,7 @@ internal static class NetdBench
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"{r.Size,4}   {r.PacketsPerSecond,10:F0}   {r.VsUrpc,12:F3}x   {r.AllocBytesPerPacket,10:F2} / {r.NetdCoreAllocBytesPerPacket,6:F2} / {r.AppCoreAllocBytesPerPacket,6:F2}               {r.Lost,4}   {r.SmallDeliveries}/{r.PageDeliveries}   {r.NoBuffer}/{r.QueueFull}"));
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"       parks per packet: netd core {r.NetdParksPerPacket:F3}, app core {r.AppParksPerPacket:F3}; frames netd copied: {r.PayloadCopies}"));
+                $"       parks per 1000 packets: netd core {r.NetdParksPerPacket * 1000:F2}, app core {r.AppParksPerPacket * 1000:F2}; frames netd copied: {r.PayloadCopies}"));
         }
 
         NetdBenchResult? small = results.FirstOrDefault(r => r.Size == 64);
