@@ -384,16 +384,27 @@ public sealed class NetdHost : IDisposable
             throw new ArgumentException(problem);
         }
 
+        INetworkDevice device;
         if (tap is not null)
         {
             var tapOptions = new TapOptions { Name = tap, HostAddress = options.HostIp };
-            return TapDevice.Create(tapOptions);
+            device = TapDevice.Create(tapOptions);
+        }
+        else
+        {
+            Switch ??= new VirtualSwitch();
+            // An eventfd the switch signals when a frame arrives, so netd's core can sleep on it.
+            device = Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL), new SwitchPortOptions { WakeFileDescriptor = true });
         }
 
-        Switch ??= new VirtualSwitch();
-        // An eventfd the switch signals when a frame arrives, so netd's core can sleep on it.
-        return Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL), new SwitchPortOptions { WakeFileDescriptor = true });
+        return WrapDevice is { } wrap ? wrap(device) : device;
     }
+
+    /// <summary>
+    /// Tests only: puts a driver of the test's between netd and the device it opened (one that
+    /// takes part of a transmit burst, as a busy NIC or a full TAP queue does). Null: the device itself.
+    /// </summary>
+    internal Func<INetworkDevice, INetworkDevice>? WrapDevice { get; set; }
 
     /// <summary>Each bound consumer's counters, read on netd's core (its tables belong to that core).</summary>
     public Task<ConsumerStats[]> ConsumerStatsAsync()

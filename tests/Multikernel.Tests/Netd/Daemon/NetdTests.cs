@@ -45,9 +45,9 @@ public sealed partial class NetdTests
         }
     }
 
-    private static async Task<Rig> StartAsync(Action<MultikernelOptions>? programs = null)
+    private static async Task<Rig> StartAsync(Action<MultikernelOptions>? programs = null, Func<INetworkDevice, INetworkDevice>? wrapDevice = null)
     {
-        var host = new NetdHost(new VirtualSwitch());
+        var host = new NetdHost(new VirtualSwitch()) { WrapDevice = wrapDevice };
         SwitchPort peer = host.Switch!.AddPort("peer", PeerMac);
         MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
         {
