@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -59,9 +58,12 @@ internal static class NetdBench
     /// <summary>The scenario's name, file stem and command.</summary>
     public const string Scenario = "netd";
 
-    private static readonly int Window = int.Parse(Environment.GetEnvironmentVariable("NB4_WINDOW") ?? "256", CultureInfo.InvariantCulture);
-    private static readonly int ChannelWindow = int.Parse(Environment.GetEnvironmentVariable("NB4_CHWIN") ?? "0", CultureInfo.InvariantCulture) is > 0 and int w ? w : (int)BitOperations.RoundUpToPowerOf2((uint)(2 * Window));
-    private static readonly int RefillBurst = Math.Max(1, Window / 4);
+    // Frames in flight. 256 (was 32): enough that netd and the application each find a batch to
+    // work on whenever they run, rather than taking turns on two CPUs; docs/netd-running.md.
+    private const int Window = 256;
+
+    // The generator refills in bursts of at least this many frames (a quarter of the window).
+    private const int RefillBurst = Window / 4;
     private const ushort Port = 9000;
     private const string UrpcService = "bench-urpc";
     private static readonly Ipv4Address GeneratorIp = Ipv4Address.Parse("10.77.0.1");
@@ -105,7 +107,7 @@ internal static class NetdBench
         TimeSpan window = quick ? TimeSpan.FromMilliseconds(400) : TimeSpan.FromSeconds(3);
         // Port queues that hold a whole window of the largest frames, so the bench measures netd,
         // not the switch's drops.
-        using var host = new NetdHost(new VirtualSwitch(new VirtualSwitchOptions { QueueBytes = (int)BitOperations.RoundUpToPowerOf2((uint)(Window * 1536 * 2)) }));
+        using var host = new NetdHost(new VirtualSwitch(new VirtualSwitchOptions { QueueBytes = 1 << 20 }));
         using SwitchPort port = host.Switch!.AddPort("load", GeneratorMac, new SwitchPortOptions { WakeFileDescriptor = true });
         var echoReady = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var urpc = new UrpcStream();
@@ -115,8 +117,6 @@ internal static class NetdBench
             Memory = "128MiB",
             DomainMemory = "8MiB",
             ShutdownTimeout = TimeSpan.FromSeconds(10),
-            ChannelWindow = ChannelWindow,
-            RingSlots = Math.Max(256, 2 * ChannelWindow),
         };
         options.AddNetd(n =>
         {
