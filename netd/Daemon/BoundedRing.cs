@@ -22,7 +22,8 @@ internal sealed class BoundedRing<T>(int capacity)
             return false;
         }
 
-        _items[(_head + _count) % _items.Length] = item;
+        int tail = _head + _count;
+        _items[tail >= _items.Length ? tail - _items.Length : tail] = item; // no division on the per-packet path
         _count++;
         return true;
     }
@@ -46,8 +47,12 @@ internal sealed class BoundedRing<T>(int capacity)
             return false;
         }
 
-        _items[_head] = default!;
-        _head = (_head + 1) % _items.Length;
+        if (System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>())
+        {
+            _items[_head] = default!;
+        }
+
+        _head = _head + 1 == _items.Length ? 0 : _head + 1;
         _count--;
         return true;
     }
@@ -87,7 +92,12 @@ internal sealed class BoundedRing<T>(int capacity)
             }
         }
 
-        _head = (_head + n) % _items.Length;
+        _head += n;
+        if (_head >= _items.Length)
+        {
+            _head -= _items.Length;
+        }
+
         _count -= n;
     }
 

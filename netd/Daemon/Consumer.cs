@@ -110,17 +110,21 @@ internal sealed class Consumer
         }
 
         ref Region region = ref _regions[index];
-        if (!region.Handle.IsValid)
-        {
-            return NetdStatus.BadCapability; // revoked under us: the caller retires the region
-        }
-
         if ((ulong)d.Offset + length > (ulong)region.Handle.Length)
         {
             return NetdStatus.BadDescriptor;
         }
 
-        bytes = region.Handle.Span.Slice((int)d.Offset, (int)length);
+        // One generation check (the access's own), not two: a revoked region throws, rarely.
+        try
+        {
+            bytes = region.Handle.Span.Slice((int)d.Offset, (int)length);
+        }
+        catch (CpuDriver.Capabilities.CapabilityRevokedException)
+        {
+            return NetdStatus.BadCapability; // revoked under us: the caller retires the region
+        }
+
         return NetdStatus.Ok;
     }
 
@@ -138,7 +142,7 @@ internal sealed class Consumer
         }
 
         ref Region region = ref _regions[index];
-        if (!region.Handle.IsValid || (ulong)d.Offset + d.Length > (ulong)region.Handle.Length)
+        if ((ulong)d.Offset + d.Length > (ulong)region.Handle.Length)
         {
             return default;
         }
