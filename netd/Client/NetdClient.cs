@@ -682,6 +682,25 @@ public sealed class NetdClient : IAsyncDisposable
                 }
 
                 break;
+            case NetdMessages.TransmittedMany:
+                int count = (int)((m.Word0 >> 16) & 0xFFFF);
+                if ((ushort)m.Word0 != _regionId || count > NetdLimits.TagsPerTransmittedMany)
+                {
+                    break; // not this session's region, or malformed: ignored
+                }
+
+                for (int i = 0; i < count; i++)
+                {
+                    int sentIndex = NetdLimits.TransmittedTag(in m, i);
+                    if (sentIndex < _transmitInFlight.Length && _transmitInFlight[sentIndex])
+                    {
+                        _transmitInFlight[sentIndex] = false;
+                        _freeTransmit.Push(sentIndex);
+                        freed = true;
+                    }
+                }
+
+                break;
             case NetdMessages.RegionGone:
                 return new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
             case NetdMessages.RegionReply or NetdMessages.FilterReply or NetdMessages.Ack:

@@ -226,7 +226,12 @@ internal sealed class Consumer
         Small.RemoveAll(static (d, region) => d.Region == region, id);
         Pages.RemoveAll(static (d, region) => d.Region == region, id);
         // The region's buffer completions go: its RegionGone returns all of them at once.
-        Owed.RemoveAll(static (m, region) => m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region, id);
+        if (_sentRegion == id)
+        {
+            _sentCount = 0;
+        }
+
+        Owed.RemoveAll(static (m, region) => (m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region) || (m.Type == NetdMessages.TransmittedMany && (ushort)m.Word0 == region), id);
         return slot;
     }
 
@@ -251,10 +256,75 @@ internal sealed class Consumer
     /// <see cref="Owed"/> within its bound whatever the consumer sends and however long it does
     /// not read.
     /// </summary>
-    public int RequestRoom => Owed.Capacity - (Owed.Count + Small.Count + Pages.Count + TransmitsInFlight);
+    public int RequestRoom => Owed.Capacity - (Owed.Count + _sentCount + Small.Count + Pages.Count + TransmitsInFlight);
+
+    // Sent transmit buffers not yet written into a TransmittedMany (all of one region, in order).
+    private readonly ushort[] _sentTags = new ushort[NetdLimits.TagsPerTransmittedMany];
+    private int _sentCount;
+    private ushort _sentRegion;
+
+    /// <summary>True while sent transmit buffers wait to be written into a <see cref="NetdMessages.TransmittedMany"/>.</summary>
+    public bool HasSent => _sentCount > 0;
+
+    /// <summary>
+    /// A transmit buffer netd sent: gathered with the others of this step into one
+    /// <see cref="NetdMessages.TransmittedMany"/> (written into <see cref="Owed"/> when it is full,
+    /// the region changes, another message is owed — so the order of everything owed holds — or
+    /// the step's batch leaves). A tag that does not fit 16 bits goes alone.
+    /// </summary>
+    public void OweSent(in Descriptor d)
+    {
+        if (d.Tag > ushort.MaxValue)
+        {
+            Message alone = d.ToMessage(NetdMessages.Transmitted);
+            alone.Length = Message.PayloadSize;
+            Owe(in alone);
+            return;
+        }
+
+        if (_sentCount > 0 && _sentRegion != d.Region)
+        {
+            CloseSent();
+        }
+
+        _sentRegion = d.Region;
+        _sentTags[_sentCount++] = (ushort)d.Tag;
+        if (_sentCount == _sentTags.Length)
+        {
+            CloseSent();
+        }
+    }
+
+    /// <summary>Writes the gathered sent buffers into <see cref="Owed"/> as one message.</summary>
+    public void CloseSent()
+    {
+        if (_sentCount == 0)
+        {
+            return;
+        }
+
+        Span<ulong> words = stackalloc ulong[3];
+        words.Clear();
+        words[0] = _sentRegion | ((ulong)_sentCount << 16);
+        for (int i = 0; i < _sentCount; i++)
+        {
+            int bit = 32 + (16 * i);
+            words[bit >> 6] |= (ulong)_sentTags[i] << (bit & 63);
+        }
+
+        Message m = Message.Create(NetdMessages.TransmittedMany, words[0], words[1], words[2]);
+        _sentCount = 0;
+        Push(in m);
+    }
 
     /// <summary>Queues a message netd could not send yet (the read loop pauses before this can overflow).</summary>
     public void Owe(in Message m)
+    {
+        CloseSent(); // what was sent before this stays before it
+        Push(in m);
+    }
+
+    private void Push(in Message m)
     {
         if (!Owed.TryPush(in m))
         {

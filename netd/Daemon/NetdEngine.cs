@@ -534,6 +534,12 @@ internal sealed class NetdEngine : IFramePlacer
         }
 
         consumer.TransmitsInFlight--;
+        if (status == NetdStatus.Ok)
+        {
+            consumer.OweSent(in d); // gathered: one TransmittedMany for up to ten of them
+            return;
+        }
+
         Complete(consumer, NetdMessages.Transmitted, d, status);
     }
 
@@ -1008,7 +1014,7 @@ internal sealed class NetdEngine : IFramePlacer
         int n = 0;
         foreach (Consumer? c in _consumers)
         {
-            if (c is not null && c.Owed.Count > 0)
+            if (c is not null && (c.Owed.Count > 0 || c.HasSent))
             {
                 n += FlushOwed(c);
             }
@@ -1024,6 +1030,7 @@ internal sealed class NetdEngine : IFramePlacer
     /// </summary>
     public int FlushOwed(Consumer consumer)
     {
+        consumer.CloseSent();
         int sent = 0;
         while (consumer.Owed.Count > 0)
         {
@@ -1068,7 +1075,7 @@ internal sealed class NetdEngine : IFramePlacer
             {
                 // Only what can leave now: a consumer whose window is full returns credits in a
                 // message, which wakes this core; until then there is nothing to do for it.
-                if (c is not null && c.Owed.Count > 0 && c.Channel.Credits > 0 && !c.Channel.IsCompleted)
+                if (c is not null && (c.Owed.Count > 0 || c.HasSent) && c.Channel.Credits > 0 && !c.Channel.IsCompleted)
                 {
                     return true;
                 }

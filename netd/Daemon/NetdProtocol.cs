@@ -56,6 +56,15 @@ public static class NetdMessages
     /// <summary>A transmit buffer given back (sent, or refused with a status in the flags).</summary>
     public const ushort Transmitted = 0x4E45;
 
+    /// <summary>
+    /// Up to <see cref="NetdLimits.TagsPerTransmittedMany"/> transmit buffers of one region given
+    /// back, all sent: Word0 bits 0..15 are the region, bits 16..31 how many, and the buffers' tags
+    /// follow, 16 bits each, from bit 32 of Word0 on through Word1 and Word2. A buffer whose tag
+    /// does not fit 16 bits, or that was refused, comes back alone as <see cref="Transmitted"/>.
+    /// One message for a step's worth of sent frames instead of one each.
+    /// </summary>
+    public const ushort TransmittedMany = 0x4E48;
+
     /// <summary>A region netd can no longer reach (revoked or removed): every buffer of it is back with its owner.</summary>
     public const ushort RegionGone = 0x4E46;
 
@@ -110,6 +119,17 @@ public static class NetdLimits
 {
     /// <summary>Frames of at most this many bytes are copied into small buffers (seed 001's XX).</summary>
     public const int SmallPacket = 128;
+
+    /// <summary>Tags one <see cref="NetdMessages.TransmittedMany"/> carries at most.</summary>
+    public const int TagsPerTransmittedMany = 10;
+
+    /// <summary>Tag <paramref name="index"/> (0..9) of a <see cref="NetdMessages.TransmittedMany"/>.</summary>
+    public static ushort TransmittedTag(in Message message, int index) => index switch
+    {
+        < 2 => (ushort)(message.Word0 >> (32 + (16 * index))),
+        < 6 => (ushort)(message.Word1 >> (16 * (index - 2))),
+        _ => (ushort)(message.Word2 >> (16 * (index - 6))),
+    };
 
     /// <summary>Largest frame a page buffer must hold (MTU 1500 + Ethernet header), rounded to the page.</summary>
     public const int PageBuffer = 4096;
