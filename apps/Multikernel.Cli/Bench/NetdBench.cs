@@ -50,7 +50,10 @@ internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double
 /// The load generator is a switch port driven by a kernel service in core 0's loop (the
 /// application's core), woken by the port's eventfd when frames come back: the benchmark uses
 /// exactly the two cores the yardstick uses, and no third thread competes with them for the CPUs
-/// (on a two-CPU machine a spinning generator thread starved the pinned cores). Allocation is the
+/// (on a two-CPU machine a spinning generator thread starved the pinned cores). It keeps
+/// <see cref="Window"/> frames in flight, refilled in bursts of <see cref="RefillBurst"/>, and
+/// counts the echoes in the switch's queue without copying them. The machine keeps its default
+/// channel window and ring, so the yardstick is the machine every other benchmark runs. Allocation is the
 /// whole process's (<see cref="GC.GetTotalAllocatedBytes(bool)"/>) over the window, divided by the
 /// packets. Frames above 128 bytes are placed by the device straight into the application's posted
 /// page (docs/netd-datapath.md); the echo copies each one into a transmit page.
@@ -217,7 +220,8 @@ internal static class NetdBench
 
     /// <summary>
     /// The load generator: a kernel service of core 0 that keeps <see cref="Window"/> frames in
-    /// flight on its switch port and counts what comes back. It sleeps with the core (the port's
+    /// flight on its switch port (refilled in bursts of at least <see cref="RefillBurst"/>) and
+    /// counts what comes back. It sleeps with the core (the port's
     /// eventfd is one of the core's wake sources) while the whole window is out. A frame dropped
     /// on the way is counted exactly (netd's no-buffer drops, the switch's full queues), so when
     /// replies pause the window is recomputed from those counts; after 500 ms of silence it is
