@@ -472,6 +472,11 @@ public sealed class NetdClient : IAsyncDisposable
         ThrowIfFaulted();
         if (_outbox.Count == 0)
         {
+            if (m.Type == NetdMessages.PostSmall && _batchCount > 0 && TryExtendRun(ref _batch[_batchCount - 1], in m))
+            {
+                return; // joined the run of small buffers just before it (flush already scheduled)
+            }
+
             _batch[_batchCount++] = m;
             if (_batchCount == _batch.Length)
             {
@@ -492,6 +497,27 @@ public sealed class NetdClient : IAsyncDisposable
         }
 
         Enqueue(in m);
+    }
+
+    // Small buffers given back in order (slot after slot, tag after tag) travel as one PostSmallRun.
+    private static bool TryExtendRun(ref Message last, in Message post)
+    {
+        if (last.Type is not (NetdMessages.PostSmall or NetdMessages.PostSmallRun))
+        {
+            return false;
+        }
+
+        Descriptor run = Descriptor.From(in last);
+        Descriptor next = Descriptor.From(in post);
+        uint slots = run.Length / NetdLimits.SmallPacket;
+        if (next.Region != run.Region || slots >= NetdLimits.MaxSmallRun
+            || next.Offset != run.Offset + run.Length || next.Tag != run.Tag + slots)
+        {
+            return false;
+        }
+
+        last = (run with { Length = run.Length + NetdLimits.SmallPacket }).ToMessage(NetdMessages.PostSmallRun);
+        return true;
     }
 
     private void Enqueue(in Message m)
@@ -715,6 +741,20 @@ public sealed class NetdClient : IAsyncDisposable
 
     private bool OnReceived(Descriptor d, NetdStatus status)
     {
+        if (status != NetdStatus.Ok && (d.Flags & DescriptorFlags.Small) != 0 && d.Length > NetdLimits.SmallPacket)
+        {
+            // A run of posts refused whole: each of its buffers is ours again and stays unused.
+            for (uint k = 0; k < d.Length / NetdLimits.SmallPacket; k++)
+            {
+                if (d.Tag + k < (uint)_smallPosted.Length)
+                {
+                    _smallPosted[d.Tag + k] = false;
+                }
+            }
+
+            return false;
+        }
+
         int index = (int)d.Tag;
         bool[] posted = (d.Flags & DescriptorFlags.Small) != 0 ? _smallPosted : _pagePosted;
         if ((uint)index >= (uint)posted.Length || !posted[index])

@@ -211,6 +211,9 @@ internal sealed class NetdEngine : IFramePlacer
             case NetdMessages.PostSmall:
                 Post(consumer, Descriptor.From(in message), consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
                 return -1;
+            case NetdMessages.PostSmallRun:
+                PostRun(consumer, Descriptor.From(in message));
+                return -1;
             case NetdMessages.PostPage:
                 Post(consumer, Descriptor.From(in message), consumer.Pages, _device.Mtu + NetworkDevice.EthernetHeaderLength, NetdLimits.PageBuffer);
                 return -1;
@@ -261,6 +264,39 @@ internal sealed class NetdEngine : IFramePlacer
         {
             // The buffer goes straight back, marked, so the consumer's accounting stays exact.
             Complete(consumer, NetdMessages.Received, d with { Length = 0 }, status);
+        }
+    }
+
+    /// <summary>
+    /// What reading <paramref name="message"/> can add to what netd holds for and owes its sender
+    /// (<see cref="Consumer.RequestRoom"/>): one, or a run's slots (a malformed run costs one: it is
+    /// refused whole).
+    /// </summary>
+    public static int Cost(in Message message) =>
+        message.Type == NetdMessages.PostSmallRun && RunSlots(Descriptor.From(in message)) is > 0 and int slots ? slots : 1;
+
+    private static int RunSlots(in Descriptor d) =>
+        d.Length % NetdLimits.SmallPacket == 0 && d.Length / NetdLimits.SmallPacket is >= 1 and <= NetdLimits.MaxSmallRun ? (int)(d.Length / NetdLimits.SmallPacket) : 0;
+
+    /// <summary>A run of posts refused whole (it does not fit beside what netd holds): one completion names the run.</summary>
+    public void RefuseRun(Consumer consumer, in Message message) =>
+        Complete(consumer, NetdMessages.Received, Descriptor.From(in message), NetdStatus.LimitReached);
+
+    // Each slot of the run posted as its own PostSmall would be (and refused alone); a run of no
+    // whole slots, or too many, comes back whole, refused.
+    private void PostRun(Consumer consumer, Descriptor run)
+    {
+        int slots = RunSlots(in run);
+        if (slots == 0)
+        {
+            Complete(consumer, NetdMessages.Received, run with { Length = 0 }, NetdStatus.BadDescriptor);
+            return;
+        }
+
+        for (int i = 0; i < slots; i++)
+        {
+            var slot = new Descriptor(run.Region, DescriptorFlags.Small, run.Offset + (uint)(i * NetdLimits.SmallPacket), NetdLimits.SmallPacket, run.Tag + (uint)i);
+            Post(consumer, slot, consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
         }
     }
 

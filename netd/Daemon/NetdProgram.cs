@@ -198,18 +198,33 @@ public sealed class NetdProgram
         CSpace caps = ctx.Capabilities;
         CpuDriver.Channels.Endpoint endpoint = channel.Endpoint;
         var batch = new Message[ReadBatch]; // once per consumer, reused for every batch
+        int next = 0, read = 0; // batch[next..read) is read and not yet handled
         try
         {
             while (!ctx.Stopping.IsCancellationRequested)
             {
                 int room = consumer.RequestRoom;
-                if (room <= 0)
+                if (room <= 0 || (next < read && NetdEngine.Cost(in batch[next]) > room))
                 {
                     // The consumer sends without reading what netd owes it: stop reading it, so it
                     // stalls in its own sends (its channel window fills), until it takes its
                     // completions (its credits wake this wait) — or it went away (false).
                     engine.FlushOwed(consumer);
-                    if (consumer.RequestRoom <= 0 && !await endpoint.WaitToWriteAsync(ctx.Stopping))
+                    if (consumer.RequestRoom > room)
+                    {
+                        continue; // room came back at once
+                    }
+
+                    if (room > 0 && consumer.Owed.Count == 0 && !consumer.HasSent)
+                    {
+                        // Nothing owed whose reading would make room, yet the run of posts does not
+                        // fit beside the buffers netd holds: it comes back whole, refused.
+                        engine.RefuseRun(consumer, in batch[next++]);
+                        engine.EndBatch();
+                        continue;
+                    }
+
+                    if (!await endpoint.WaitToWriteAsync(ctx.Stopping))
                     {
                         break;
                     }
@@ -217,15 +232,21 @@ public sealed class NetdProgram
                     continue;
                 }
 
-                if (endpoint.QueuedCount == 0 && !await endpoint.WaitToReadAsync(ctx.Stopping))
+                if (next == read)
                 {
-                    break; // the consumer completed its end
+                    if (endpoint.QueuedCount == 0 && !await endpoint.WaitToReadAsync(ctx.Stopping))
+                    {
+                        break; // the consumer completed its end
+                    }
+
+                    next = 0;
+                    read = endpoint.TryReadBatch(batch.AsSpan(0, Math.Min(batch.Length, room)));
                 }
 
-                int n = endpoint.TryReadBatch(batch.AsSpan(0, Math.Min(batch.Length, room)));
-                for (int i = 0; i < n; i++)
+                // Each message only while what it can add fits (a run of posts costs its slots).
+                while (next < read && NetdEngine.Cost(in batch[next]) <= consumer.RequestRoom)
                 {
-                    Handle(caps, channel, consumer, engine, in batch[i]);
+                    Handle(caps, channel, consumer, engine, in batch[next++]);
                 }
 
                 engine.EndBatch();

@@ -39,6 +39,15 @@ public static class NetdMessages
     /// <summary>Answer ARP for this IPv4 address (Word0, host order) on the consumer's behalf.</summary>
     public const ushort AddAddress = 0x4E08;
 
+    /// <summary>
+    /// A run of empty small buffers, <see cref="NetdLimits.SmallPacket"/> bytes each, back to back:
+    /// the descriptor's Offset is the first one's, its Length the run's bytes (a multiple of the slot,
+    /// at most <see cref="NetdLimits.MaxSmallRun"/> slots), and the tags count up from its Tag. Each
+    /// slot is posted (and refused) as a <see cref="PostSmall"/> of its own would be; one message for
+    /// the buffers a step gives back in order.
+    /// </summary>
+    public const ushort PostSmallRun = 0x4E09;
+
     // netd -> consumer
 
     /// <summary>First message on a new channel: Word0 = NIC MAC (low 48 bits), Word1 = MTU, Word2 = limits (packed).</summary>
@@ -119,6 +128,9 @@ public static class NetdLimits
 {
     /// <summary>Frames of at most this many bytes are copied into small buffers (seed 001's XX).</summary>
     public const int SmallPacket = 128;
+
+    /// <summary>Small buffers one <see cref="NetdMessages.PostSmallRun"/> posts at most.</summary>
+    public const int MaxSmallRun = 64;
 
     /// <summary>Tags one <see cref="NetdMessages.TransmittedMany"/> carries at most.</summary>
     public const int TagsPerTransmittedMany = 10;
