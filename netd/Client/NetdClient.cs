@@ -68,7 +68,7 @@ public sealed class NetdClient : IAsyncDisposable
     private readonly FrameHandle _region;
     private readonly Queue<Descriptor> _received;
     private readonly Stack<int> _freeTransmit;
-    private readonly Queue<Message> _outbox;
+    private readonly BoundedRing<Message> _outbox;
     private readonly Dictionary<int, (int Slot, byte[] Binary, string Text)> _filters = [];
     private int _nextFilterId = 1;
 
@@ -123,7 +123,7 @@ public sealed class NetdClient : IAsyncDisposable
         // Every message this client sends names a buffer it owns (posts, transmits) or is one of
         // its own few requests, so the outbox never holds more than that.
         _outboxLimit = options.ReceivePages + options.SmallBuffers + options.TransmitPages + 16;
-        _outbox = new Queue<Message>(64);
+        _outbox = new BoundedRing<Message>(_outboxLimit);
         _ = WriterAsync();
     }
 
@@ -472,6 +472,11 @@ public sealed class NetdClient : IAsyncDisposable
         ThrowIfFaulted();
         if (_outbox.Count == 0)
         {
+            if (m.Type == NetdMessages.PostSmall && _batchCount > 0 && TryExtendRun(ref _batch[_batchCount - 1], in m))
+            {
+                return; // joined the run of small buffers just before it (flush already scheduled)
+            }
+
             _batch[_batchCount++] = m;
             if (_batchCount == _batch.Length)
             {
@@ -494,14 +499,34 @@ public sealed class NetdClient : IAsyncDisposable
         Enqueue(in m);
     }
 
+    // Small buffers given back in order (slot after slot, tag after tag) travel as one PostSmallRun.
+    private static bool TryExtendRun(ref Message last, in Message post)
+    {
+        if (last.Type is not (NetdMessages.PostSmall or NetdMessages.PostSmallRun))
+        {
+            return false;
+        }
+
+        Descriptor run = Descriptor.From(in last);
+        Descriptor next = Descriptor.From(in post);
+        uint slots = run.Length / NetdLimits.SmallPacket;
+        if (next.Region != run.Region || slots >= NetdLimits.MaxSmallRun
+            || next.Offset != run.Offset + run.Length || next.Tag != run.Tag + slots)
+        {
+            return false;
+        }
+
+        last = (run with { Length = run.Length + NetdLimits.SmallPacket }).ToMessage(NetdMessages.PostSmallRun);
+        return true;
+    }
+
     private void Enqueue(in Message m)
     {
-        if (_outbox.Count >= _outboxLimit)
+        if (!_outbox.TryPush(in m))
         {
             throw new InvalidOperationException("More messages to netd are waiting than this client has buffers: a buffer was released twice.");
         }
 
-        _outbox.Enqueue(m);
         _writerSignal.Set();
     }
 
@@ -554,13 +579,9 @@ public sealed class NetdClient : IAsyncDisposable
                 CpuDriver.Channels.Endpoint endpoint = _channel.Endpoint;
                 try
                 {
-                    while (_outbox.TryPeek(out Message m))
+                    while (_outbox.Count > 0)
                     {
-                        if (endpoint.TryWrite(in m))
-                        {
-                            _outbox.Dequeue();
-                        }
-                        else if (!await endpoint.WaitToWriteAsync())
+                        if (WriteOutbox(endpoint) == 0 && !await endpoint.WaitToWriteAsync())
                         {
                             throw new ChannelClosedException();
                         }
@@ -584,6 +605,26 @@ public sealed class NetdClient : IAsyncDisposable
                 return; // the client faulted or was disposed: nothing more to write
             }
         }
+    }
+
+    // As much of the outbox as the window and the ring take now, as batches (one ring check and
+    // one doorbell each); returns how many went.
+    private int WriteOutbox(CpuDriver.Channels.Endpoint endpoint)
+    {
+        int sent = 0;
+        while (_outbox.Count > 0)
+        {
+            ReadOnlySpan<Message> segment = _outbox.FirstSegment;
+            int n = endpoint.TryWriteBatch(segment);
+            _outbox.DropFirst(n);
+            sent += n;
+            if (n < segment.Length)
+            {
+                break;
+            }
+        }
+
+        return sent;
     }
 
     // Drains every message the channel holds per wake (the channel's own reusable wait, nothing
@@ -667,6 +708,25 @@ public sealed class NetdClient : IAsyncDisposable
                 }
 
                 break;
+            case NetdMessages.TransmittedMany:
+                int count = (int)((m.Word0 >> 16) & 0xFFFF);
+                if ((ushort)m.Word0 != _regionId || count > NetdLimits.TagsPerTransmittedMany)
+                {
+                    break; // not this session's region, or malformed: ignored
+                }
+
+                for (int i = 0; i < count; i++)
+                {
+                    int sentIndex = NetdLimits.TransmittedTag(in m, i);
+                    if (sentIndex < _transmitInFlight.Length && _transmitInFlight[sentIndex])
+                    {
+                        _transmitInFlight[sentIndex] = false;
+                        _freeTransmit.Push(sentIndex);
+                        freed = true;
+                    }
+                }
+
+                break;
             case NetdMessages.RegionGone:
                 return new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
             case NetdMessages.RegionReply or NetdMessages.FilterReply or NetdMessages.Ack:
@@ -681,6 +741,20 @@ public sealed class NetdClient : IAsyncDisposable
 
     private bool OnReceived(Descriptor d, NetdStatus status)
     {
+        if (status != NetdStatus.Ok && (d.Flags & DescriptorFlags.Small) != 0 && d.Length > NetdLimits.SmallPacket)
+        {
+            // A run of posts refused whole: each of its buffers is ours again and stays unused.
+            for (uint k = 0; k < d.Length / NetdLimits.SmallPacket; k++)
+            {
+                if (d.Tag + k < (uint)_smallPosted.Length)
+                {
+                    _smallPosted[d.Tag + k] = false;
+                }
+            }
+
+            return false;
+        }
+
         int index = (int)d.Tag;
         bool[] posted = (d.Flags & DescriptorFlags.Small) != 0 ? _smallPosted : _pagePosted;
         if ((uint)index >= (uint)posted.Length || !posted[index])

@@ -22,7 +22,8 @@ internal sealed class BoundedRing<T>(int capacity)
             return false;
         }
 
-        _items[(_head + _count) % _items.Length] = item;
+        int tail = _head + _count;
+        _items[tail >= _items.Length ? tail - _items.Length : tail] = item; // no division on the per-packet path
         _count++;
         return true;
     }
@@ -46,11 +47,62 @@ internal sealed class BoundedRing<T>(int capacity)
             return false;
         }
 
-        _items[_head] = default!;
-        _head = (_head + 1) % _items.Length;
+        if (System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>())
+        {
+            _items[_head] = default!;
+        }
+
+        _head = _head + 1 == _items.Length ? 0 : _head + 1;
         _count--;
         return true;
     }
+
+    /// <summary>The item <paramref name="index"/> places behind the head (0 is the head); the caller checks <c>index &lt; Count</c>.</summary>
+    public ref readonly T PeekAt(int index)
+    {
+        if ((uint)index >= (uint)_count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(index), index, $"The ring holds {_count} items.");
+        }
+
+        int i = _head + index;
+        return ref _items[i >= _items.Length ? i - _items.Length : i];
+    }
+
+    /// <summary>
+    /// The items from the head up to the end of the storage or the tail, whichever comes first:
+    /// what can be handed on as one span (the rest, after a wrap, follows once these are dropped).
+    /// </summary>
+    public ReadOnlySpan<T> FirstSegment => _items.AsSpan(_head, Math.Min(_count, _items.Length - _head));
+
+    /// <summary>Removes the first <paramref name="n"/> items (at most <see cref="Count"/>).</summary>
+    public void DropFirst(int n)
+    {
+        if ((uint)n > (uint)_count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(n), n, $"The ring holds {_count} items.");
+        }
+
+        if (System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>())
+        {
+            // Let go of what the dropped items refer to; plain values (messages) need no clearing.
+            for (int k = 0; k < n; k++)
+            {
+                _items[(_head + k) % _items.Length] = default!;
+            }
+        }
+
+        _head += n;
+        if (_head >= _items.Length)
+        {
+            _head -= _items.Length;
+        }
+
+        _count -= n;
+    }
+
+    /// <summary>Removes every item.</summary>
+    public void Clear() => DropFirst(_count);
 
     /// <summary>Removes every item <paramref name="match"/> selects, keeping the others in order; returns how many.</summary>
     public int RemoveAll<TState>(Func<T, TState, bool> match, TState state)

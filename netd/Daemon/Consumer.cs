@@ -13,7 +13,7 @@ namespace Multikernel.Netd.Daemon;
 /// </summary>
 internal sealed class Consumer
 {
-    /// <summary>Room kept in <see cref="Owed"/> for replies; netd reads no request while less is free.</summary>
+    /// <summary>Room in <see cref="Owed"/> beyond one completion per buffer the consumer may hand netd: for replies (and the greeting).</summary>
     public const int ReplyReserve = 16;
 
     private readonly Region[] _regions;
@@ -27,7 +27,8 @@ internal sealed class Consumer
         Small = new BoundedRing<Descriptor>(options.MaxPostedPerConsumer);
         Pages = new BoundedRing<Descriptor>(options.MaxPostedPerConsumer);
         // What netd can owe: a completion per buffer the consumer gave it (posts, transmits in
-        // flight), plus replies to requests; the read loop pauses before the replies could overflow.
+        // flight), plus replies to requests; the read loop reads no more than RequestRoom, so it
+        // never overflows.
         Owed = new BoundedRing<Message>(2 * options.MaxPostedPerConsumer + options.MaxTransmitsInFlight + ReplyReserve);
         Addresses = new Ipv4Address[options.MaxAddressesPerConsumer];
     }
@@ -45,10 +46,12 @@ internal sealed class Consumer
     public BoundedRing<Descriptor> Pages { get; }
 
     /// <summary>
-    /// Messages netd could not send yet because the consumer's channel window was full, in order:
-    /// buffer completions (bounded by the buffers the consumer handed over) and replies to its
-    /// requests. When it is nearly full netd stops reading the consumer's requests, so a consumer
-    /// that sends without reading stalls in its own sends instead of growing this queue.
+    /// Messages to the consumer not on its channel yet, in order: buffer completions (bounded by
+    /// the buffers the consumer handed over) and replies to its requests. Everything of one step
+    /// gathers here and leaves as one batch (<c>NetdEngine.FlushOwed</c>: one ring check, one
+    /// doorbell); what the window does not take waits for the consumer's credits. netd reads no
+    /// more of the consumer's messages than <see cref="RequestRoom"/>, so a consumer that sends
+    /// without reading stalls in its own sends instead of growing this queue.
     /// </summary>
     public BoundedRing<Message> Owed { get; }
 
@@ -107,18 +110,51 @@ internal sealed class Consumer
         }
 
         ref Region region = ref _regions[index];
-        if (!region.Handle.IsValid)
-        {
-            return NetdStatus.BadCapability; // revoked under us: the caller retires the region
-        }
-
         if ((ulong)d.Offset + length > (ulong)region.Handle.Length)
         {
             return NetdStatus.BadDescriptor;
         }
 
-        bytes = region.Handle.Span.Slice((int)d.Offset, (int)length);
+        // One generation check (the access's own), not two: a revoked region throws, rarely.
+        try
+        {
+            bytes = region.Handle.Span.Slice((int)d.Offset, (int)length);
+        }
+        catch (CpuDriver.Capabilities.CapabilityRevokedException)
+        {
+            return NetdStatus.BadCapability; // revoked under us: the caller retires the region
+        }
+
         return NetdStatus.Ok;
+    }
+
+    /// <summary>
+    /// The bytes a descriptor already checked by <see cref="Resolve"/> names, or empty when its
+    /// region went since (revoked from the consumer's core meanwhile): for a device reading a
+    /// transmit burst, which must not throw halfway through.
+    /// </summary>
+    public ReadOnlySpan<byte> FrameOf(scoped in Descriptor d)
+    {
+        int index = d.Region - 1;
+        if ((uint)index >= (uint)_regions.Length || !_regions[index].Live)
+        {
+            return default;
+        }
+
+        ref Region region = ref _regions[index];
+        if ((ulong)d.Offset + d.Length > (ulong)region.Handle.Length)
+        {
+            return default;
+        }
+
+        try
+        {
+            return region.Handle.ReadOnlySpan.Slice((int)d.Offset, (int)d.Length);
+        }
+        catch (CpuDriver.Capabilities.CapabilityRevokedException)
+        {
+            return default; // revoked between the check and the access
+        }
     }
 
     /// <summary>Bytes of this consumer's regions netd holds now as posted, empty buffers (the ledger's count).</summary>
@@ -190,7 +226,12 @@ internal sealed class Consumer
         Small.RemoveAll(static (d, region) => d.Region == region, id);
         Pages.RemoveAll(static (d, region) => d.Region == region, id);
         // The region's buffer completions go: its RegionGone returns all of them at once.
-        Owed.RemoveAll(static (m, region) => m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region, id);
+        if (_sentRegion == id)
+        {
+            _sentCount = 0;
+        }
+
+        Owed.RemoveAll(static (m, region) => (m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region) || (m.Type == NetdMessages.TransmittedMany && (ushort)m.Word0 == region), id);
         return slot;
     }
 
@@ -206,11 +247,84 @@ internal sealed class Consumer
         }
     }
 
-    /// <summary>False while netd owes so much that one more request's reply might not fit: pause reading.</summary>
-    public bool CanAcceptRequest => Owed.Capacity - Owed.Count > ReplyReserve;
+    /// <summary>
+    /// How many more of this consumer's messages netd may read now (0: pause reading, so the
+    /// consumer stalls in its own sends). Every message read adds at most one to what netd holds
+    /// for the consumer or owes it — a posted buffer, a transmit in flight, a completion or a
+    /// reply — and nothing else adds to that sum (a delivery turns a held buffer into an owed
+    /// completion, a sent transmit its flight into one), so reading no more than this keeps
+    /// <see cref="Owed"/> within its bound whatever the consumer sends and however long it does
+    /// not read.
+    /// </summary>
+    public int RequestRoom => Owed.Capacity - (Owed.Count + _sentCount + Small.Count + Pages.Count + TransmitsInFlight);
+
+    // Sent transmit buffers not yet written into a TransmittedMany (all of one region, in order).
+    private readonly ushort[] _sentTags = new ushort[NetdLimits.TagsPerTransmittedMany];
+    private int _sentCount;
+    private ushort _sentRegion;
+
+    /// <summary>True while sent transmit buffers wait to be written into a <see cref="NetdMessages.TransmittedMany"/>.</summary>
+    public bool HasSent => _sentCount > 0;
+
+    /// <summary>
+    /// A transmit buffer netd sent: gathered with the others of this step into one
+    /// <see cref="NetdMessages.TransmittedMany"/> (written into <see cref="Owed"/> when it is full,
+    /// the region changes, another message is owed — so the order of everything owed holds — or
+    /// the step's batch leaves). A tag that does not fit 16 bits goes alone.
+    /// </summary>
+    public void OweSent(in Descriptor d)
+    {
+        if (d.Tag > ushort.MaxValue)
+        {
+            Message alone = d.ToMessage(NetdMessages.Transmitted);
+            alone.Length = Message.PayloadSize;
+            Owe(in alone);
+            return;
+        }
+
+        if (_sentCount > 0 && _sentRegion != d.Region)
+        {
+            CloseSent();
+        }
+
+        _sentRegion = d.Region;
+        _sentTags[_sentCount++] = (ushort)d.Tag;
+        if (_sentCount == _sentTags.Length)
+        {
+            CloseSent();
+        }
+    }
+
+    /// <summary>Writes the gathered sent buffers into <see cref="Owed"/> as one message.</summary>
+    public void CloseSent()
+    {
+        if (_sentCount == 0)
+        {
+            return;
+        }
+
+        Span<ulong> words = stackalloc ulong[3];
+        words.Clear();
+        words[0] = _sentRegion | ((ulong)_sentCount << 16);
+        for (int i = 0; i < _sentCount; i++)
+        {
+            int bit = 32 + (16 * i);
+            words[bit >> 6] |= (ulong)_sentTags[i] << (bit & 63);
+        }
+
+        Message m = Message.Create(NetdMessages.TransmittedMany, words[0], words[1], words[2]);
+        _sentCount = 0;
+        Push(in m);
+    }
 
     /// <summary>Queues a message netd could not send yet (the read loop pauses before this can overflow).</summary>
     public void Owe(in Message m)
+    {
+        CloseSent(); // what was sent before this stays before it
+        Push(in m);
+    }
+
+    private void Push(in Message m)
     {
         if (!Owed.TryPush(in m))
         {

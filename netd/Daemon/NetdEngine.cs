@@ -26,8 +26,11 @@ internal sealed class NetdEngine : IFramePlacer
     private readonly FrameHandle _rxPool;
     private readonly FrameHandle _scratch;
     private readonly int[] _rxLengths;
-    private readonly Queue<(Consumer Consumer, Descriptor Descriptor)> _pendingTx;
-    private readonly int _maxPendingTx;
+    // Transmit descriptors not yet handed to the device, in arrival order (all consumers): a run
+    // step's transmits leave as one device burst, and what a busy device did not take waits here.
+    // Bounded by every consumer's transmit limit, so it never refuses for room of its own.
+    private readonly BoundedRing<PendingTransmit> _pendingTx;
+    private readonly PendingTransmit[] _burst;
     private readonly PcapWriter? _capture;
     private readonly MessageSampler? _sampler;
     private readonly int _core;
@@ -70,8 +73,8 @@ internal sealed class NetdEngine : IFramePlacer
         _scratch = scratch;
         _consumers = new Consumer?[options.MaxConsumers];
         _rxLengths = new int[options.RxBurst];
-        _maxPendingTx = options.MaxConsumers * options.MaxTransmitsInFlight;
-        _pendingTx = new Queue<(Consumer, Descriptor)>(Math.Min(_maxPendingTx, 4096));
+        _pendingTx = new BoundedRing<PendingTransmit>(options.MaxConsumers * options.MaxTransmitsInFlight);
+        _burst = new PendingTransmit[options.TxBurst];
         _capture = capture;
         _sampler = sampler;
         _core = core;
@@ -149,6 +152,7 @@ internal sealed class NetdEngine : IFramePlacer
                 _consumers[i] = consumer;
                 Message hello = Message.Create(NetdMessages.Hello, Mac.ToUInt64(), (ulong)_device.Mtu, (ulong)_options.MaxPostedPerConsumer);
                 Send(consumer, in hello);
+                FlushOwed(consumer);
                 return consumer;
             }
         }
@@ -174,16 +178,7 @@ internal sealed class NetdEngine : IFramePlacer
         _consumers[consumer.Id - 1] = null;
         if (_pendingTx.Count > 0)
         {
-            int n = _pendingTx.Count;
-            for (int i = 0; i < n; i++)
-            {
-                var item = _pendingTx.Dequeue();
-                if (!ReferenceEquals(item.Consumer, consumer))
-                {
-                    _pendingTx.Enqueue(item);
-                }
-            }
-
+            _pendingTx.RemoveAll(static (item, gone) => ReferenceEquals(item.Consumer, gone), consumer);
             Counters.PendingTxField = _pendingTx.Count;
         }
 
@@ -215,6 +210,9 @@ internal sealed class NetdEngine : IFramePlacer
         {
             case NetdMessages.PostSmall:
                 Post(consumer, Descriptor.From(in message), consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
+                return -1;
+            case NetdMessages.PostSmallRun:
+                PostRun(consumer, Descriptor.From(in message));
                 return -1;
             case NetdMessages.PostPage:
                 Post(consumer, Descriptor.From(in message), consumer.Pages, _device.Mtu + NetworkDevice.EthernetHeaderLength, NetdLimits.PageBuffer);
@@ -266,6 +264,39 @@ internal sealed class NetdEngine : IFramePlacer
         {
             // The buffer goes straight back, marked, so the consumer's accounting stays exact.
             Complete(consumer, NetdMessages.Received, d with { Length = 0 }, status);
+        }
+    }
+
+    /// <summary>
+    /// What reading <paramref name="message"/> can add to what netd holds for and owes its sender
+    /// (<see cref="Consumer.RequestRoom"/>): one, or a run's slots (a malformed run costs one: it is
+    /// refused whole).
+    /// </summary>
+    public static int Cost(in Message message) =>
+        message.Type == NetdMessages.PostSmallRun && RunSlots(Descriptor.From(in message)) is > 0 and int slots ? slots : 1;
+
+    private static int RunSlots(in Descriptor d) =>
+        d.Length % NetdLimits.SmallPacket == 0 && d.Length / NetdLimits.SmallPacket is >= 1 and <= NetdLimits.MaxSmallRun ? (int)(d.Length / NetdLimits.SmallPacket) : 0;
+
+    /// <summary>A run of posts refused whole (it does not fit beside what netd holds): one completion names the run.</summary>
+    public void RefuseRun(Consumer consumer, in Message message) =>
+        Complete(consumer, NetdMessages.Received, Descriptor.From(in message), NetdStatus.LimitReached);
+
+    // Each slot of the run posted as its own PostSmall would be (and refused alone); a run of no
+    // whole slots, or too many, comes back whole, refused.
+    private void PostRun(Consumer consumer, Descriptor run)
+    {
+        int slots = RunSlots(in run);
+        if (slots == 0)
+        {
+            Complete(consumer, NetdMessages.Received, run with { Length = 0 }, NetdStatus.BadDescriptor);
+            return;
+        }
+
+        for (int i = 0; i < slots; i++)
+        {
+            var slot = new Descriptor(run.Region, DescriptorFlags.Small, run.Offset + (uint)(i * NetdLimits.SmallPacket), NetdLimits.SmallPacket, run.Tag + (uint)i);
+            Post(consumer, slot, consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
         }
     }
 
@@ -437,57 +468,132 @@ internal sealed class NetdEngine : IFramePlacer
 
     private void OnTransmit(Consumer consumer, Descriptor d)
     {
-        if (consumer.TransmitsInFlight >= _options.MaxTransmitsInFlight || _pendingTx.Count >= _maxPendingTx)
+        if (consumer.TransmitsInFlight >= _options.MaxTransmitsInFlight || _pendingTx.Count == _pendingTx.Capacity)
         {
             Counters.TxRefusedField++;
             Complete(consumer, NetdMessages.Transmitted, d, NetdStatus.LimitReached);
             return;
         }
 
+        // Queued, not sent: the step's transmits go to the device as one burst when the step ends
+        // (FlushTransmits: one call into the driver, one signal of the switch's receiving port).
         consumer.TransmitsInFlight++;
-        if (_pendingTx.Count > 0 || !TrySendFrame(consumer, d))
-        {
-            _pendingTx.Enqueue((consumer, d));
-            Counters.PendingTxField = _pendingTx.Count;
-        }
+        _pendingTx.TryPush(new PendingTransmit(consumer, d));
+        Counters.PendingTxField = _pendingTx.Count;
     }
 
-    // True when the descriptor is finished with (sent or refused); false when the device is busy.
-    private bool TrySendFrame(Consumer consumer, in Descriptor d)
+    /// <summary>
+    /// Hands the queued transmits to the device in order, as bursts of at most
+    /// <see cref="NetdOptions.TxBurst"/>: each descriptor is checked (bounds, generation, source),
+    /// a refused one is returned at once, one for a stack of this machine is dispatched here, and
+    /// a run of frames for the wire goes in one <see cref="INetworkDevice.TransmitBurst"/>. What a
+    /// busy device did not take stays queued, first, for the next step. Returns the transmits finished.
+    /// </summary>
+    private int FlushTransmits()
     {
-        NetdStatus status = consumer.Resolve(d, d.Length, out Span<byte> frame);
-        if (status == NetdStatus.Ok)
+        int finished = 0;
+        while (_pendingTx.Count > 0)
         {
-            status = CheckSource(consumer, frame);
-        }
-
-        if (status == NetdStatus.Ok && IsLocal(frame))
-        {
-            // Between two stacks of this machine: dispatched here as if received, never on the wire.
-            Counters.LocalFramesField++;
-            consumer.TxPackets++;
-            Dispatch(frame);
-        }
-        else if (status == NetdStatus.Ok)
-        {
-            if (!_device.TransmitOne(frame))
+            // Gather the run of wire frames at the head; a refused or local transmit at the head is
+            // finished on the spot, one behind a gathered run waits until the run went (FIFO).
+            int run = 0;
+            while (run < _pendingTx.Count && run < _burst.Length)
             {
-                return false;
+                ref readonly PendingTransmit item = ref _pendingTx.PeekAt(run);
+                NetdStatus status = CheckTransmit(item.Consumer, item.Descriptor, out Span<byte> frame);
+                if (status == NetdStatus.Ok && !IsLocal(frame))
+                {
+                    _burst[run++] = item;
+                    continue;
+                }
+
+                if (run > 0)
+                {
+                    break;
+                }
+
+                PendingTransmit head = item;
+                _pendingTx.DropFirst(1);
+                if (status == NetdStatus.Ok)
+                {
+                    // Between two stacks of this machine: dispatched here as if received, never on the wire.
+                    Counters.LocalFramesField++;
+                    head.Consumer.TxPackets++;
+                    Dispatch(frame);
+                }
+
+                FinishTransmit(head.Consumer, head.Descriptor, status);
+                finished++;
             }
 
-            Counters.TxPacketsField++;
-            Counters.TxBytesField += frame.Length;
-            consumer.TxPackets++;
-            _capture?.Write(frame, CaptureDirection.Transmitted);
+            if (run == 0)
+            {
+                continue;
+            }
+
+            var frames = new PendingFrames(_burst.AsSpan(0, run));
+            int taken = _device.TransmitBurst(ref frames);
+            for (int i = 0; i < taken; i++)
+            {
+                ref readonly PendingTransmit sent = ref _burst[i];
+                Counters.TxPacketsField++;
+                Counters.TxBytesField += sent.Descriptor.Length;
+                sent.Consumer.TxPackets++;
+                _capture?.Write(sent.Consumer.FrameOf(sent.Descriptor), CaptureDirection.Transmitted);
+                FinishTransmit(sent.Consumer, sent.Descriptor, NetdStatus.Ok);
+            }
+
+            _pendingTx.DropFirst(taken);
+            Array.Clear(_burst, 0, run);
+            finished += taken;
+            if (taken < run)
+            {
+                break; // the device is busy: the rest goes first next step
+            }
         }
-        else
+
+        Counters.PendingTxField = _pendingTx.Count;
+        return finished;
+    }
+
+    private NetdStatus CheckTransmit(Consumer consumer, in Descriptor d, out Span<byte> frame)
+    {
+        NetdStatus status = consumer.Resolve(d, d.Length, out frame);
+        return status == NetdStatus.Ok ? CheckSource(consumer, frame) : status;
+    }
+
+    private void FinishTransmit(Consumer consumer, in Descriptor d, NetdStatus status)
+    {
+        if (status != NetdStatus.Ok)
         {
             Counters.TxRefusedField++;
         }
 
         consumer.TransmitsInFlight--;
+        if (status == NetdStatus.Ok)
+        {
+            consumer.OweSent(in d); // gathered: one TransmittedMany for up to ten of them
+            return;
+        }
+
         Complete(consumer, NetdMessages.Transmitted, d, status);
-        return true;
+    }
+
+    /// <summary>A transmit queued at netd: whose, and which of its buffers.</summary>
+    private readonly record struct PendingTransmit(Consumer Consumer, Descriptor Descriptor);
+
+    /// <summary>
+    /// A run of checked transmits as the device's burst, read in place from the consumers'
+    /// regions (a stack-only view, nothing copied or allocated). A region revoked between the
+    /// check and the device's read gives an empty frame, which the device counts as malformed.
+    /// </summary>
+    private readonly ref struct PendingFrames(ReadOnlySpan<PendingTransmit> items) : ITransmitFrames
+    {
+        private readonly ReadOnlySpan<PendingTransmit> _items = items;
+
+        public int Count => _items.Length;
+
+        public ReadOnlySpan<byte> this[int index] => _items[index].Consumer.FrameOf(_items[index].Descriptor);
     }
 
     // A consumer sends only as itself: netd's MAC, and one of its own IPv4 addresses.
@@ -517,39 +623,37 @@ internal sealed class NetdEngine : IFramePlacer
         }
     }
 
-    private int FlushPendingTx()
-    {
-        int n = 0;
-        while (_pendingTx.TryPeek(out var item))
-        {
-            if (!TrySendFrame(item.Consumer, item.Descriptor))
-            {
-                break;
-            }
-
-            _pendingTx.Dequeue();
-            n++;
-        }
-
-        if (n > 0)
-        {
-            Counters.PendingTxField = _pendingTx.Count;
-        }
-
-        return n;
-    }
-
     // ------------------------------------------------------------------ receive
 
-    /// <summary>One step of the data path: a receive burst, pending transmits, owed completions. Returns the work done.</summary>
+    /// <summary>
+    /// One step of the data path: queued transmits as a device burst, a receive burst, then every
+    /// consumer's completions of the step as one channel batch each. Returns the work done.
+    /// </summary>
     public int Poll()
     {
-        int work = FlushPendingTx() + FlushOwed();
+        int work = FlushTransmits();
+        work += Receive();
+        return work + FlushOwed();
+    }
+
+    /// <summary>
+    /// The end of a step of a consumer's requests (netd's read loop calls it after each batch it
+    /// read): their transmits go to the device as a burst and the completions and replies of the
+    /// step leave as one batch per consumer.
+    /// </summary>
+    public void EndBatch()
+    {
+        FlushTransmits();
+        FlushOwed();
+    }
+
+    private int Receive()
+    {
         if (_device is IFramePlacingDevice { CanPlace: true } placing)
         {
             // Each frame classified where the device holds it and written once, straight into
             // its consumer's posted buffer: netd copies nothing.
-            return work + placing.ReceivePlaced(this, _options.RxBurst);
+            return placing.ReceivePlaced(this, _options.RxBurst);
         }
 
         Span<byte> pool = _rxPool.Span;
@@ -564,7 +668,7 @@ internal sealed class NetdEngine : IFramePlacer
             Dispatch(frame);
         }
 
-        return work + received;
+        return received;
     }
 
     /// <summary>A placing device shows a received frame: the buffer it goes to (a consumer's posted one, or netd's own), or empty to drop it.</summary>
@@ -608,7 +712,7 @@ internal sealed class NetdEngine : IFramePlacer
         if (_placingFor is { } consumer)
         {
             _placingFor = null;
-            CompleteDelivery(consumer, _placingBuffer, length, _placingSmall);
+            CompleteDelivery(consumer, _placingBuffer, length, _placingSmall, traced: _placingJourney is not null);
             EndPlacingJourney();
             return;
         }
@@ -640,7 +744,7 @@ internal sealed class NetdEngine : IFramePlacer
             // while the completion is sent, so the channel's send span (and the application's
             // process span on the other core) continue the packet's trace: NIC -> netd -> application.
             Activity? journey = ActivitySources.Netd.HasListeners() ? StartJourney(frame.Length, claim, owner) : null;
-            Deliver(owner, frame);
+            Deliver(owner, frame, traced: journey is not null);
             if (journey is not null)
             {
                 StopJourney(journey);
@@ -665,13 +769,13 @@ internal sealed class NetdEngine : IFramePlacer
 
     // A frame netd holds (TAP, a faulty switch port, another stack's transmit page, an ARP reply
     // for a consumer's address) copied into its consumer's posted buffer.
-    private void Deliver(Consumer consumer, ReadOnlySpan<byte> frame)
+    private void Deliver(Consumer consumer, ReadOnlySpan<byte> frame, bool traced = false)
     {
         if (TryTakeBuffer(consumer, frame.Length, out Descriptor buffer, out Span<byte> target, out bool small))
         {
             frame.CopyTo(target);
             Counters.PayloadCopiesField++;
-            CompleteDelivery(consumer, buffer, frame.Length, small);
+            CompleteDelivery(consumer, buffer, frame.Length, small, traced);
         }
     }
 
@@ -718,7 +822,10 @@ internal sealed class NetdEngine : IFramePlacer
         }
     }
 
-    private void CompleteDelivery(Consumer consumer, in Descriptor buffer, int length, bool small)
+    // A traced delivery (a sampled journey span is current) leaves at once, on its own, so the
+    // channel's send span carries the packet's trace on to the application's core; every other
+    // one gathers with the step's completions and leaves in the step's batch.
+    private void CompleteDelivery(Consumer consumer, in Descriptor buffer, int length, bool small, bool traced)
     {
         if (small)
         {
@@ -731,7 +838,7 @@ internal sealed class NetdEngine : IFramePlacer
 
         consumer.RxPackets++;
         consumer.RxBytes += length;
-        Complete(consumer, NetdMessages.Received, buffer with { Length = (uint)length, Flags = small ? DescriptorFlags.Small : DescriptorFlags.Page }, NetdStatus.Ok);
+        Complete(consumer, NetdMessages.Received, buffer with { Length = (uint)length, Flags = small ? DescriptorFlags.Small : DescriptorFlags.Page }, NetdStatus.Ok, traced);
     }
 
     /// <summary>The span name of a received packet's way through netd.</summary>
@@ -898,15 +1005,22 @@ internal sealed class NetdEngine : IFramePlacer
 
     // ------------------------------------------------------------------ completions
 
-    private void Complete(Consumer consumer, ushort type, in Descriptor d, NetdStatus status)
+    private void Complete(Consumer consumer, ushort type, in Descriptor d, NetdStatus status, bool traced = false)
     {
         Message m = d.ToMessage(type);
         m.Word2 = (ulong)status;
         m.Length = Message.PayloadSize;
-        if (consumer.Owed.Count > 0 || !TrySend(consumer, in m))
+        if (traced)
         {
-            consumer.Owe(in m);
+            // Behind everything owed (order per consumer), then alone, with the current span.
+            FlushOwed(consumer);
+            if (consumer.Owed.Count == 0 && TrySend(consumer, in m))
+            {
+                return;
+            }
         }
+
+        consumer.Owe(in m);
     }
 
     private void Ack(Consumer consumer, ushort request, NetdStatus status)
@@ -915,15 +1029,9 @@ internal sealed class NetdEngine : IFramePlacer
         Send(consumer, in m);
     }
 
-    // Control replies are rare and answer a request the consumer is waiting for: they go into the
-    // owed queue behind the consumer's completions when its window is full, never dropped.
-    private void Send(Consumer consumer, in Message m)
-    {
-        if (consumer.Owed.Count > 0 || !TrySend(consumer, in m))
-        {
-            consumer.Owe(in m);
-        }
-    }
+    // Replies and completions join the consumer's queue, in order, and leave with the step's batch
+    // (FlushOwed); when its window is full they wait there for its credits, never dropped.
+    private static void Send(Consumer consumer, in Message m) => consumer.Owe(in m);
 
     private static bool TrySend(Consumer consumer, in Message m)
     {
@@ -942,19 +1050,51 @@ internal sealed class NetdEngine : IFramePlacer
         int n = 0;
         foreach (Consumer? c in _consumers)
         {
-            if (c is null)
+            if (c is not null && (c.Owed.Count > 0 || c.HasSent))
             {
-                continue;
-            }
-
-            while (c.Owed.TryPeek(out Message m) && TrySend(c, in m))
-            {
-                c.Owed.TryPop(out _);
-                n++;
+                n += FlushOwed(c);
             }
         }
 
         return n;
+    }
+
+    /// <summary>
+    /// Sends what netd owes <paramref name="consumer"/> as few channel batches as its window and
+    /// the ring take now (one ring check and at most one doorbell each); the rest stays first in
+    /// line. Returns how many went.
+    /// </summary>
+    public int FlushOwed(Consumer consumer)
+    {
+        consumer.CloseSent();
+        int sent = 0;
+        while (consumer.Owed.Count > 0)
+        {
+            ReadOnlySpan<Message> segment = consumer.Owed.FirstSegment;
+            int n;
+            try
+            {
+                n = consumer.Channel.TryWriteBatch(segment);
+            }
+            catch (InvalidOperationException)
+            {
+                n = 0; // not connected any more: the consumer's read loop removes it
+            }
+
+            if (n == 0)
+            {
+                break;
+            }
+
+            consumer.Owed.DropFirst(n);
+            sent += n;
+            if (n < segment.Length)
+            {
+                break; // the window or the ring is full
+            }
+        }
+
+        return sent;
     }
 
     /// <summary>True when a step would do something now (checked before the core parks).</summary>
@@ -969,7 +1109,9 @@ internal sealed class NetdEngine : IFramePlacer
 
             foreach (Consumer? c in _consumers)
             {
-                if (c is not null && c.Owed.Count > 0)
+                // Only what can leave now: a consumer whose window is full returns credits in a
+                // message, which wakes this core; until then there is nothing to do for it.
+                if (c is not null && (c.Owed.Count > 0 || c.HasSent) && c.Channel.Credits > 0 && !c.Channel.IsCompleted)
                 {
                     return true;
                 }

@@ -48,6 +48,12 @@ public sealed class NetdOptions
     /// <summary>Frames received per device burst (and receive buffers netd keeps). Default 32.</summary>
     public int RxBurst { get; set; } = 32;
 
+    /// <summary>
+    /// Most frames netd hands the device in one transmit burst (the transmits of a step leave
+    /// together: one driver call, one signal of the receiving switch port). Default 64 (a channel window).
+    /// </summary>
+    public int TxBurst { get; set; } = 64;
+
     /// <summary>Every problem with these options, one line each.</summary>
     public IEnumerable<string> Validate(int cores)
     {
@@ -76,6 +82,7 @@ public sealed class NetdOptions
             ("MaxConsumers", MaxConsumers, 4096), ("MaxRegionsPerConsumer", MaxRegionsPerConsumer, 1024),
             ("MaxPostedPerConsumer", MaxPostedPerConsumer, 65536), ("MaxTransmitsInFlight", MaxTransmitsInFlight, 65536),
             ("MaxAddressesPerConsumer", MaxAddressesPerConsumer, 256), ("RxBurst", RxBurst, 1024),
+            ("TxBurst", TxBurst, 1024),
         })
         {
             if (value < 1 || value > max)

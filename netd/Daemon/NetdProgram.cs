@@ -187,63 +187,69 @@ public sealed class NetdProgram
         }
     }
 
+    /// <summary>Most messages netd reads from one consumer's channel at once (a channel window).</summary>
+    private const int ReadBatch = 64;
+
+    // One consumer's requests, a batch at a time: everything the channel holds (up to what netd
+    // may read now, Consumer.RequestRoom) is handled, then the batch's transmits leave as one device
+    // burst and its completions as one channel batch (NetdEngine.EndBatch).
     private static async Task ServeAsync(DomainContext ctx, DomainChannel channel, Consumer consumer, NetdEngine engine)
     {
         CSpace caps = ctx.Capabilities;
+        CpuDriver.Channels.Endpoint endpoint = channel.Endpoint;
+        var batch = new Message[ReadBatch]; // once per consumer, reused for every batch
+        int next = 0, read = 0; // batch[next..read) is read and not yet handled
         try
         {
             while (!ctx.Stopping.IsCancellationRequested)
             {
-                while (!consumer.CanAcceptRequest)
+                int room = consumer.RequestRoom;
+                if (room <= 0 || (next < read && NetdEngine.Cost(in batch[next]) > room))
                 {
-                    // The consumer sends requests without reading their replies: stop reading it, so
-                    // it stalls in its own sends (its channel window fills), until it catches up.
-                    await ctx.Delay(TimeSpan.FromMilliseconds(1), ctx.Stopping);
-                }
-
-                Message m = await channel.Endpoint.ReadAsync();
-                if (m.Type == NetdMessages.InstallFilter)
-                {
-                    // The PacketFilter capability came first (the consumer waited until this core's
-                    // kernel installed it); a filter without one is refused.
-                    int filterSlot = channel.TryReceiveCapability(out int granted) ? granted : -1;
-                    ulong filterObject = 0;
-                    if (filterSlot >= 0)
+                    // The consumer sends without reading what netd owes it: stop reading it, so it
+                    // stalls in its own sends (its channel window fills), until it takes its
+                    // completions (its credits wake this wait) — or it went away (false).
+                    engine.FlushOwed(consumer);
+                    if (consumer.RequestRoom > room)
                     {
-                        CapabilityInfo info = caps.Inspect(filterSlot);
-                        if (info.Type != CapabilityType.PacketFilter)
-                        {
-                            caps.Delete(filterSlot);
-                            filterSlot = -1;
-                        }
-                        else
-                        {
-                            filterObject = info.ObjectId;
-                        }
+                        continue; // room came back at once
                     }
 
-                    int refusedSlot = engine.OnInstallFilter(consumer, in m, filterSlot, filterObject);
-                    if (refusedSlot >= 0)
+                    if (room > 0 && consumer.Owed.Count == 0 && !consumer.HasSent)
                     {
-                        caps.Delete(refusedSlot);
+                        // Nothing owed whose reading would make room, yet the run of posts does not
+                        // fit beside the buffers netd holds: it comes back whole, refused.
+                        engine.RefuseRun(consumer, in batch[next++]);
+                        engine.EndBatch();
+                        continue;
+                    }
+
+                    if (!await endpoint.WaitToWriteAsync(ctx.Stopping))
+                    {
+                        break;
                     }
 
                     continue;
                 }
 
-                if (m.Type == NetdMessages.AddRegion)
+                if (next == read)
                 {
-                    // The consumer sent the region's capability first and waited until this core's
-                    // kernel installed it; the slot comes from that kernel, never from the message.
-                    OnGrant(caps, engine, consumer, channel.TryReceiveCapability(out int granted) ? granted : -1, m.Word0);
-                    continue;
+                    if (endpoint.QueuedCount == 0 && !await endpoint.WaitToReadAsync(ctx.Stopping))
+                    {
+                        break; // the consumer completed its end
+                    }
+
+                    next = 0;
+                    read = endpoint.TryReadBatch(batch.AsSpan(0, Math.Min(batch.Length, room)));
                 }
 
-                int retired = engine.OnMessage(consumer, in m);
-                if (retired >= 0)
+                // Each message only while what it can add fits (a run of posts costs its slots).
+                while (next < read && NetdEngine.Cost(in batch[next]) <= consumer.RequestRoom)
                 {
-                    caps.Delete(retired);
+                    Handle(caps, channel, consumer, engine, in batch[next++]);
                 }
+
+                engine.EndBatch();
             }
         }
         catch (ChannelClosedException)
@@ -263,7 +269,53 @@ public sealed class NetdProgram
                 }
             }
 
-            channel.Endpoint.Close();
+            endpoint.Close();
+        }
+    }
+
+    private static void Handle(CSpace caps, DomainChannel channel, Consumer consumer, NetdEngine engine, in Message m)
+    {
+        if (m.Type == NetdMessages.InstallFilter)
+        {
+            // The PacketFilter capability came first (the consumer waited until this core's
+            // kernel installed it); a filter without one is refused.
+            int filterSlot = channel.TryReceiveCapability(out int granted) ? granted : -1;
+            ulong filterObject = 0;
+            if (filterSlot >= 0)
+            {
+                CapabilityInfo info = caps.Inspect(filterSlot);
+                if (info.Type != CapabilityType.PacketFilter)
+                {
+                    caps.Delete(filterSlot);
+                    filterSlot = -1;
+                }
+                else
+                {
+                    filterObject = info.ObjectId;
+                }
+            }
+
+            int refusedSlot = engine.OnInstallFilter(consumer, in m, filterSlot, filterObject);
+            if (refusedSlot >= 0)
+            {
+                caps.Delete(refusedSlot);
+            }
+
+            return;
+        }
+
+        if (m.Type == NetdMessages.AddRegion)
+        {
+            // The consumer sent the region's capability first and waited until this core's
+            // kernel installed it; the slot comes from that kernel, never from the message.
+            OnGrant(caps, engine, consumer, channel.TryReceiveCapability(out int granted) ? granted : -1, m.Word0);
+            return;
+        }
+
+        int retired = engine.OnMessage(consumer, in m);
+        if (retired >= 0)
+        {
+            caps.Delete(retired);
         }
     }
 
@@ -353,16 +405,27 @@ public sealed class NetdHost : IDisposable
             throw new ArgumentException(problem);
         }
 
+        INetworkDevice device;
         if (tap is not null)
         {
             var tapOptions = new TapOptions { Name = tap, HostAddress = options.HostIp };
-            return TapDevice.Create(tapOptions);
+            device = TapDevice.Create(tapOptions);
+        }
+        else
+        {
+            Switch ??= new VirtualSwitch();
+            // An eventfd the switch signals when a frame arrives, so netd's core can sleep on it.
+            device = Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL), new SwitchPortOptions { WakeFileDescriptor = true });
         }
 
-        Switch ??= new VirtualSwitch();
-        // An eventfd the switch signals when a frame arrives, so netd's core can sleep on it.
-        return Switch.AddPort(NetdProgram.ProgramName, Wire.MacAddress.FromUInt64(0x02_00_00_4E_44_01UL), new SwitchPortOptions { WakeFileDescriptor = true });
+        return WrapDevice is { } wrap ? wrap(device) : device;
     }
+
+    /// <summary>
+    /// Tests only: puts a driver of the test's between netd and the device it opened (one that
+    /// takes part of a transmit burst, as a busy NIC or a full TAP queue does). Null: the device itself.
+    /// </summary>
+    internal Func<INetworkDevice, INetworkDevice>? WrapDevice { get; set; }
 
     /// <summary>Each bound consumer's counters, read on netd's core (its tables belong to that core).</summary>
     public Task<ConsumerStats[]> ConsumerStatsAsync()

@@ -39,6 +39,15 @@ public static class NetdMessages
     /// <summary>Answer ARP for this IPv4 address (Word0, host order) on the consumer's behalf.</summary>
     public const ushort AddAddress = 0x4E08;
 
+    /// <summary>
+    /// A run of empty small buffers, <see cref="NetdLimits.SmallPacket"/> bytes each, back to back:
+    /// the descriptor's Offset is the first one's, its Length the run's bytes (a multiple of the slot,
+    /// at most <see cref="NetdLimits.MaxSmallRun"/> slots), and the tags count up from its Tag. Each
+    /// slot is posted (and refused) as a <see cref="PostSmall"/> of its own would be; one message for
+    /// the buffers a step gives back in order.
+    /// </summary>
+    public const ushort PostSmallRun = 0x4E09;
+
     // netd -> consumer
 
     /// <summary>First message on a new channel: Word0 = NIC MAC (low 48 bits), Word1 = MTU, Word2 = limits (packed).</summary>
@@ -55,6 +64,15 @@ public static class NetdMessages
 
     /// <summary>A transmit buffer given back (sent, or refused with a status in the flags).</summary>
     public const ushort Transmitted = 0x4E45;
+
+    /// <summary>
+    /// Up to <see cref="NetdLimits.TagsPerTransmittedMany"/> transmit buffers of one region given
+    /// back, all sent: Word0 bits 0..15 are the region, bits 16..31 how many, and the buffers' tags
+    /// follow, 16 bits each, from bit 32 of Word0 on through Word1 and Word2. A buffer whose tag
+    /// does not fit 16 bits, or that was refused, comes back alone as <see cref="Transmitted"/>.
+    /// One message for a step's worth of sent frames instead of one each.
+    /// </summary>
+    public const ushort TransmittedMany = 0x4E48;
 
     /// <summary>A region netd can no longer reach (revoked or removed): every buffer of it is back with its owner.</summary>
     public const ushort RegionGone = 0x4E46;
@@ -110,6 +128,20 @@ public static class NetdLimits
 {
     /// <summary>Frames of at most this many bytes are copied into small buffers (seed 001's XX).</summary>
     public const int SmallPacket = 128;
+
+    /// <summary>Small buffers one <see cref="NetdMessages.PostSmallRun"/> posts at most.</summary>
+    public const int MaxSmallRun = 64;
+
+    /// <summary>Tags one <see cref="NetdMessages.TransmittedMany"/> carries at most.</summary>
+    public const int TagsPerTransmittedMany = 10;
+
+    /// <summary>Tag <paramref name="index"/> (0..9) of a <see cref="NetdMessages.TransmittedMany"/>.</summary>
+    public static ushort TransmittedTag(in Message message, int index) => index switch
+    {
+        < 2 => (ushort)(message.Word0 >> (32 + (16 * index))),
+        < 6 => (ushort)(message.Word1 >> (16 * (index - 2))),
+        _ => (ushort)(message.Word2 >> (16 * (index - 6))),
+    };
 
     /// <summary>Largest frame a page buffer must hold (MTU 1500 + Ethernet header), rounded to the page.</summary>
     public const int PageBuffer = 4096;

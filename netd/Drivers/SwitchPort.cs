@@ -115,8 +115,8 @@ public sealed class SwitchPort : INetworkDevice, IFramePlacingDevice
         }
 
         MacTable table = _switch.MacTable;
-        long nowMs = _switch.NowMilliseconds();
         long timestamp = _switch.Time.GetTimestamp();
+        long nowMs = _switch.MillisecondsAt(timestamp);
         SwitchPort[] ports = _switch.Snapshot;
         int touched = 0;
         for (int i = 0; i < count; i++)

@@ -113,7 +113,10 @@ public sealed class VirtualSwitch : IDisposable
 
     internal SwitchPort[] Snapshot => Volatile.Read(ref _ports);
 
-    internal long NowMilliseconds() => (long)Time.GetElapsedTime(_origin).TotalMilliseconds;
+    internal long NowMilliseconds() => MillisecondsAt(Time.GetTimestamp());
+
+    /// <summary>The switch's clock (milliseconds since it was made) at <paramref name="timestamp"/> of <see cref="Time"/>: one clock read serves a burst's aging and its queue stamps.</summary>
+    internal long MillisecondsAt(long timestamp) => (long)Time.GetElapsedTime(_origin, timestamp).TotalMilliseconds;
 
     /// <summary>Detaches and disposes every port.</summary>
     public void Dispose()

@@ -45,14 +45,20 @@ public sealed partial class NetdTests
         }
     }
 
-    private static async Task<Rig> StartAsync(Action<MultikernelOptions>? programs = null)
+    private static async Task<Rig> StartAsync(Action<MultikernelOptions>? programs = null, Func<INetworkDevice, INetworkDevice>? wrapDevice = null, Action<NetdOptions>? netd = null)
     {
-        var host = new NetdHost(new VirtualSwitch());
+        var host = new NetdHost(new VirtualSwitch()) { WrapDevice = wrapDevice };
         SwitchPort peer = host.Switch!.AddPort("peer", PeerMac);
         MultikernelRuntime runtime = await TestMachine.StartAsync(2, o =>
         {
             o.DomainMemory = "2MiB";
-            o.AddNetd(n => n.Core = 1, host);
+            o.AddNetd(
+                n =>
+                {
+                    n.Core = 1;
+                    netd?.Invoke(n);
+                },
+                host);
             programs?.Invoke(o);
         });
         try
