@@ -166,6 +166,14 @@ public sealed class DomainNetworkTests
         Assert.True(data.AsSpan().SequenceEqual(echoed), $"the echo under loss is not byte-exact (seed {faults.Seed})");
         long dropped = rig.Host.Switch!.Ports.Single(p => p.Name == "peer").Counters.Dropped(Multikernel.Netd.Drivers.DropReason.FaultLoss);
         Assert.True(dropped > 0, "the seeded faults dropped frames");
+        // The echo's own counters reach the host when its domain publishes them (every 100 ms):
+        // a quick run can end before the first publish that counts its retransmissions.
+        var published = System.Diagnostics.Stopwatch.StartNew();
+        while (retransmits + rig.Apps.Snapshot(rig.Apps.Specs[0]).Retransmits == 0 && published.Elapsed < TimeSpan.FromSeconds(3))
+        {
+            await Task.Delay(20);
+        }
+
         Assert.True(retransmits + rig.Apps.Snapshot(rig.Apps.Specs[0]).Retransmits > 0, "loss was repaired by retransmission");
     }
 
