@@ -24,20 +24,7 @@ public sealed class TcpLinkBackpressureTests
         (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
         byte[] data = RandomNumberGenerator.GetBytes(64 * 1024);
         var received = new MemoryStream();
-        Task reading = net.Spawn(async () =>
-        {
-            var buffer = new byte[8192];
-            while (received.Length < data.Length)
-            {
-                int n = await server.ReadAsync(buffer);
-                if (n == 0)
-                {
-                    break;
-                }
-
-                received.Write(buffer, 0, n);
-            }
-        });
+        Task reading = ReadInto(net, server, received, data.Length);
 
         // The link is full (it says so, and would refuse a frame): the write is held, not sent.
         a.ReportsRoom = false;
@@ -72,20 +59,7 @@ public sealed class TcpLinkBackpressureTests
         (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
         byte[] data = RandomNumberGenerator.GetBytes(6000);
         var received = new MemoryStream();
-        Task reading = net.Spawn(async () =>
-        {
-            var buffer = new byte[8192];
-            while (received.Length < data.Length)
-            {
-                int n = await server.ReadAsync(buffer);
-                if (n == 0)
-                {
-                    break;
-                }
-
-                received.Write(buffer, 0, n);
-            }
-        });
+        Task reading = ReadInto(net, server, received, data.Length);
         a.ReportsRoom = false;
         a.AcceptTransmit = false;
         Task writing = net.Spawn(async () => await client.WriteAsync(data));
@@ -116,20 +90,7 @@ public sealed class TcpLinkBackpressureTests
         (TcpConnection client, TcpConnection server) = TcpHandshakeTests.Connect(net, a, b);
         byte[] data = RandomNumberGenerator.GetBytes(16 * 1024);
         var received = new MemoryStream();
-        Task reading = net.Spawn(async () =>
-        {
-            var buffer = new byte[8192];
-            while (received.Length < data.Length)
-            {
-                int n = await server.ReadAsync(buffer);
-                if (n == 0)
-                {
-                    break;
-                }
-
-                received.Write(buffer, 0, n);
-            }
-        });
+        Task reading = ReadInto(net, server, received, data.Length);
         a.ReportsRoom = false;
         a.AcceptTransmit = false;
         net.Await(net.Spawn(async () => await server.WriteAsync(new byte[3000])), Limit);
@@ -200,4 +161,20 @@ public sealed class TcpLinkBackpressureTests
         Assert.Equal(NetworkStack.DeferredFrames, a.S.Counters.FramesDeferred);
         Assert.Equal(4, a.S.Counters.Drops(DropReason.TransmitQueueFull));
     }
+
+    /// <summary>Reads <paramref name="connection"/> into <paramref name="into"/> until <paramref name="length"/> bytes or EOF.</summary>
+    private static Task ReadInto(SimNetwork net, TcpConnection connection, MemoryStream into, int length) => net.Spawn(async () =>
+    {
+        var buffer = new byte[8192];
+        while (into.Length < length)
+        {
+            int n = await connection.ReadAsync(buffer);
+            if (n == 0)
+            {
+                break;
+            }
+
+            into.Write(buffer, 0, n);
+        }
+    });
 }
