@@ -188,6 +188,10 @@ internal sealed partial class KvConnection : IDisposable
         }
         finally
         {
+            // Replies still waiting on other cores are not written any more, but their commands'
+            // argument buffers are read there until they answer: only then may Dispose give the
+            // buffers back to the pool (another connection's bytes must never become this key).
+            await _out.AbandonAsync();
             await _input.CompleteAsync();
             await _output.CompleteAsync();
         }

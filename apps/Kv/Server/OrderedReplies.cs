@@ -111,6 +111,33 @@ internal sealed class OrderedReplies : IBufferWriter<byte>
     /// <summary>Writes every waiting reply, in order, with what was staged between them.</summary>
     public ValueTask DrainAsync() => _count == 0 ? default : DrainAllAsync();
 
+    /// <summary>
+    /// The connection ends: waits for every reply still pending (their shards read the commands'
+    /// buffers until they answer), writes none of them, and forgets them. Never throws.
+    /// </summary>
+    public async ValueTask AbandonAsync()
+    {
+        while (_count > 0)
+        {
+            Pending oldest = _ring[_head];
+            _ring[_head] = default;
+            _head = (_head + 1) % _ring.Length;
+            _count--;
+            try
+            {
+                await oldest.Reply;
+            }
+#pragma warning disable CA1031 // a failed shard call of a closing connection has nobody left to tell
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        }
+
+        _staged.ResetWrittenCount();
+        _copied = 0;
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask AddWhenRoomAsync(ValueTask<ShardReply> reply, int kind)
     {
