@@ -139,7 +139,7 @@ public sealed class PhysicalFileSource : IStaticFileSource
             }
         }
 
-        if (!File.Exists(real) || !Open(real, out file))
+        if (!Open(real, out file)) // missing, a directory, or unreadable
         {
             return StaticFileLookup.NotFound;
         }

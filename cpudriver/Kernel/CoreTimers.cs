@@ -272,22 +272,7 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         }
         else
         {
-            long expires = _timers.Now + CoreTimers.Micros(due);
-            if (expires >= Placed && Node >= 0 && !Firing)
-            {
-                // Later than where its node sits — pushed out while armed (every ACK), or armed
-                // again after a lazy disarm: TimerWheel.Schedule's stores-only case, done here.
-                if (!Armed)
-                {
-                    Armed = true;
-                    _wheel.CountRearmed();
-                }
-
-                Expires = expires;
-                return true;
-            }
-
-            _wheel.Schedule(this, expires);
+            _wheel.Schedule(this, _timers.Now + CoreTimers.Micros(due));
         }
 
         return true;

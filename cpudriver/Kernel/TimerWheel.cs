@@ -132,12 +132,31 @@ internal sealed class TimerWheel
     /// <summary>The limit on armed timers.</summary>
     public int Capacity => _capacity;
 
-    /// <summary>A lazily disarmed timer whose node is still linked was armed again (by its owner, in place): one more armed.</summary>
-    internal void CountRearmed() => _count++;
-
     /// <summary>Arms or re-arms <paramref name="timer"/> for tick <paramref name="expires"/> (a past tick fires at the next advance).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Schedule(WheelTimer timer, long expires)
+    {
+        if (expires >= timer.Placed && timer.Node >= 0 && !timer.Firing)
+        {
+            // Later than where its node sits — pushed out while armed (a retransmission timer on
+            // every ACK), or armed again after a lazy disarm: the bucket it sits in is processed no
+            // later than that, and processing places it by its expiry, so moving it now would be
+            // wasted work. Stores on the timer only; small enough to inline into every caller.
+            if (!timer.Armed)
+            {
+                timer.Armed = true;
+                _count++;
+            }
+
+            timer.Expires = expires;
+            return;
+        }
+
+        ScheduleMoving(timer, expires);
+    }
+
+    // A new node, or a move to an earlier bucket (or one being fired).
+    private void ScheduleMoving(WheelTimer timer, long expires)
     {
         timer.Expires = expires;
         if (!timer.Armed)
@@ -153,14 +172,6 @@ internal sealed class TimerWheel
         }
         else
         {
-            if (expires >= timer.Placed && !timer.Firing)
-            {
-                // Later than where it was placed (a retransmission timer pushed out by an ACK):
-                // the bucket it sits in is processed no later than that, and processing places it
-                // by its expiry, so moving it now would be wasted work. Stores on the timer only.
-                return;
-            }
-
             int bucket = BucketOf(expires, out int level);
             ref Entry entry = ref _nodes[node];
             if (entry.Bucket == bucket)

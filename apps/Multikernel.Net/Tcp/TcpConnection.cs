@@ -544,9 +544,7 @@ public sealed partial class TcpConnection : IDisposable
         bool sackedNew = false;
         if (_sackEnabled && seg.Options.SackCount > 0)
         {
-            long before = SackedBytes();
-            MergeSack(seg.Options);
-            sackedNew = SackedBytes() > before;
+            sackedNew = MergeSack(seg.Options);
         }
 
         uint newWindow = (uint)seg.Window << _sndShift;
@@ -863,8 +861,10 @@ public sealed partial class TcpConnection : IDisposable
         return total;
     }
 
-    private void MergeSack(in TcpOptions options)
+    /// <summary>Adds the peer's SACK blocks to the scoreboard; true when they covered bytes not SACKed before.</summary>
+    private bool MergeSack(in TcpOptions options)
     {
+        long before = SackedBytes();
         for (int i = 0; i < options.SackCount; i++)
         {
             SackBlock b = options.Sack(i);
@@ -914,6 +914,8 @@ public sealed partial class TcpConnection : IDisposable
 
             _scoreboard[_scoreboardCount++] = new SackBlock(left, right);
         }
+
+        return SackedBytes() > before;
     }
 
     private void PruneScoreboard()

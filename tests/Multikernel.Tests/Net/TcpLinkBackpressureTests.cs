@@ -37,12 +37,7 @@ public sealed class TcpLinkBackpressureTests
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
 
         // Room again: the stack's retry sends it all, in order, once.
-        a.ReportsRoom = null;
-        a.AcceptTransmit = true;
-        net.Await(writing, Limit);
-        net.RunUntil(() => received.Length == data.Length, Limit, "the held data to arrive");
-        net.Await(reading, Limit);
-        Assert.True(data.AsSpan().SequenceEqual(received.ToArray()), "the data arrived different");
+        OpenTheLink_ThenTheHeldDataArrives(net, a, writing, reading, received, data);
         Assert.Equal(0, a.S.Counters.TcpRetransmits);
         Assert.Equal(0, a.S.Counters.TcpTimeouts);
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
@@ -66,12 +61,7 @@ public sealed class TcpLinkBackpressureTests
         net.RunFor(TimeSpan.FromSeconds(5)); // many RTOs and persist intervals
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
 
-        a.ReportsRoom = null;
-        a.AcceptTransmit = true;
-        net.Await(writing, Limit);
-        net.RunUntil(() => received.Length == data.Length, Limit, "the held data to arrive");
-        net.Await(reading, Limit);
-        Assert.True(data.AsSpan().SequenceEqual(received.ToArray()), "the data arrived different");
+        OpenTheLink_ThenTheHeldDataArrives(net, a, writing, reading, received, data);
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
         Assert.Equal(0, a.S.Counters.TcpTimeouts);
         Assert.Equal(0, a.S.Counters.TcpRetransmits);
@@ -103,12 +93,7 @@ public sealed class TcpLinkBackpressureTests
         net.RunFor(TimeSpan.FromMilliseconds(20));
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
 
-        a.ReportsRoom = null;
-        a.AcceptTransmit = true;
-        net.Await(writing, Limit);
-        net.RunUntil(() => received.Length == data.Length, Limit, "the held data to arrive");
-        net.Await(reading, Limit);
-        Assert.True(data.AsSpan().SequenceEqual(received.ToArray()), "the data arrived different");
+        OpenTheLink_ThenTheHeldDataArrives(net, a, writing, reading, received, data);
         Assert.Equal(0, a.S.Counters.Drops(DropReason.TransmitQueueFull));
         Assert.Equal(0, a.S.Counters.TcpTimeouts);
     }
@@ -177,4 +162,15 @@ public sealed class TcpLinkBackpressureTests
             into.Write(buffer, 0, n);
         }
     });
+
+    // Room again: the writer finishes and the reader gets exactly what was written.
+    private static void OpenTheLink_ThenTheHeldDataArrives(SimNetwork net, SimPort a, Task writing, Task reading, MemoryStream received, byte[] data)
+    {
+        a.ReportsRoom = null;
+        a.AcceptTransmit = true;
+        net.Await(writing, Limit);
+        net.RunUntil(() => received.Length == data.Length, Limit, "the held data to arrive");
+        net.Await(reading, Limit);
+        Assert.True(data.AsSpan().SequenceEqual(received.ToArray()), "the data arrived different");
+    }
 }

@@ -19,18 +19,7 @@ public sealed class TcpTransferTests
 
             sender.Shutdown();
         });
-        Task<byte[]> receive = net.Spawn(async () =>
-        {
-            var received = new MemoryStream();
-            byte[] buffer = new byte[65536];
-            int n;
-            while ((n = await receiver.ReadAsync(buffer)) > 0)
-            {
-                received.Write(buffer, 0, n);
-            }
-
-            return received.ToArray();
-        });
+        Task<byte[]> receive = Read(net, receiver);
         net.Await(send, Limit);
         return net.Await(receive, Limit);
     }

@@ -461,22 +461,8 @@ public sealed class KvShardedRuntimeTests
         }
 
         /// <summary>Sends <paramref name="commands"/> at once and reads <paramref name="count"/> replies, each <paramref name="expected"/>.</summary>
-        public async Task PipelineAsync(byte[] commands, int count, string expected)
-        {
-            await SendAsync(commands);
-            using var cts = new CancellationTokenSource(Patience);
-            int got = 0;
-            while (got < count)
-            {
-                ReadResult read = await _toClient.Reader.ReadAsync(cts.Token);
-                byte[] bytes = System.Buffers.BuffersExtensions.ToArray(read.Buffer);
-                List<string> replies = Resp.ParseAll(bytes, out int consumed);
-                Assert.All(replies, r => Assert.Equal(expected, r));
-                got += replies.Count;
-                Assert.False(read.IsCompleted && got < count, "the server closed the connection");
-                _toClient.Reader.AdvanceTo(read.Buffer.GetPosition(consumed), read.Buffer.End);
-            }
-        }
+        public async Task PipelineAsync(byte[] commands, int count, string expected) =>
+            Assert.All(await PipelineRepliesAsync(commands, count), r => Assert.Equal(expected, r));
 
         /// <summary>Everything the server sends until it closes; fails if it does not close within <paramref name="within"/>.</summary>
         public async Task<byte[]> ReadUntilClosedAsync(TimeSpan within)
