@@ -32,6 +32,9 @@ public sealed partial class NetworkStack : IDisposable
     private bool _disposed;
     private List<Tcp.TcpConnection> _linkWaiters = [];
     private List<Tcp.TcpConnection> _linkWaking = [];
+    private List<Tcp.TcpConnection> _ackAtBurstEnd = [];
+    private List<Tcp.TcpConnection> _acking = [];
+    private bool _inReceiveBurst;
     private ITimer? _linkRetry;
     private readonly byte[] _deferred = new byte[DeferredFrames * DeferredFrameBytes];
     private readonly int[] _deferredLengths = new int[DeferredFrames];
@@ -571,6 +574,62 @@ public sealed partial class NetworkStack : IDisposable
 
     /// <summary>How soon connections held back by a full link try again when nothing else wakes them. 1 ms.</summary>
     public static readonly TimeSpan LinkRetryInterval = TimeSpan.FromMilliseconds(1);
+
+    // ---------------------------------------------------------------- receive bursts
+
+    /// <summary>
+    /// The frames passed to <see cref="Receive(ReadOnlySpan{byte})"/> until <see cref="EndReceiveBurst"/>
+    /// arrived together (one batch from the link): connections acknowledge in-order data once at
+    /// the end of the burst instead of every second segment (at most
+    /// <see cref="NetworkStackOptions.MaxSegmentsPerAck"/> segments per ACK). Stack thread.
+    /// </summary>
+    public void BeginReceiveBurst()
+    {
+        ThrowIfNotOnStackThread();
+        _inReceiveBurst = true;
+    }
+
+    /// <summary>
+    /// Ends the burst <see cref="BeginReceiveBurst"/> started: sends the acknowledgments it
+    /// deferred, then lets connections held back by the link go (<see cref="OnLinkWritable"/>).
+    /// Stack thread.
+    /// </summary>
+    public void EndReceiveBurst()
+    {
+        ThrowIfNotOnStackThread();
+        _inReceiveBurst = false;
+        if (_ackAtBurstEnd.Count > 0 && !_disposed)
+        {
+            (_ackAtBurstEnd, _acking) = (_acking, _ackAtBurstEnd);
+            foreach (Tcp.TcpConnection connection in _acking)
+            {
+                connection.AckDeferredByBurst = false;
+                connection.SendDeferredAck();
+            }
+
+            _acking.Clear();
+        }
+
+        OnLinkWritable();
+    }
+
+    /// <summary>True between <see cref="BeginReceiveBurst"/> and <see cref="EndReceiveBurst"/>.</summary>
+    internal bool InReceiveBurst => _inReceiveBurst;
+
+    /// <summary>
+    /// <paramref name="connection"/> owes an acknowledgment it sends when the burst ends. Each
+    /// connection is listed at most once, so the list is bounded by the connection table.
+    /// </summary>
+    internal void AckAtBurstEnd(Tcp.TcpConnection connection)
+    {
+        if (connection.AckDeferredByBurst)
+        {
+            return;
+        }
+
+        connection.AckDeferredByBurst = true;
+        _ackAtBurstEnd.Add(connection);
+    }
 
     /// <summary>
     /// The link may have room again (its driver got transmit buffers back, or frames arrived):

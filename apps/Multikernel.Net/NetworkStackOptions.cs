@@ -56,8 +56,12 @@ public sealed class NetworkStackOptions
     /// <summary>Per-connection send buffer in bytes; a write waits when it is full. Default 256 KiB.</summary>
     public int SendBufferSize { get; set; } = 256 * 1024;
 
-    /// <summary>Out-of-order segments held per connection (each holds one frame); more are dropped and counted. Default 64.</summary>
-    public int MaxOutOfOrderSegments { get; set; } = 64;
+    /// <summary>
+    /// Out-of-order segments held per connection (each holds one frame); more are dropped and
+    /// counted. Default 256: more than a full default window of full segments (256 KiB / 1460), so
+    /// one lost segment costs one retransmission, not the whole window behind it.
+    /// </summary>
+    public int MaxOutOfOrderSegments { get; set; } = 256;
 
     /// <summary>In-order slices (frames) queued per connection before the application reads. Default 512.</summary>
     public int MaxReceiveSlices { get; set; } = 512;
@@ -82,6 +86,18 @@ public sealed class NetworkStackOptions
 
     /// <summary>Longest delay of an acknowledgment (RFC 9293 says under 0.5 s). Default 40 ms.</summary>
     public TimeSpan DelayedAckTimeout { get; set; } = TimeSpan.FromMilliseconds(40);
+
+    /// <summary>
+    /// Most full segments one acknowledgment covers while a burst of received frames is processed
+    /// (between <see cref="NetworkStack.BeginReceiveBurst"/> and <see cref="NetworkStack.EndReceiveBurst"/>).
+    /// Outside a burst the stack acknowledges every second segment (RFC 9293 §3.8.6.3); inside one
+    /// it acknowledges once when the burst ends, or after this many segments, as Linux does for the
+    /// super-segments its receive offload builds: each ACK over TAP is a write system call in which
+    /// the peer's whole TCP input runs, so on a plain TAP link ACKs cost as much CPU as the data.
+    /// Out-of-order data, holes filled, a FIN and window updates are still acknowledged at once
+    /// (fast retransmit counts those). 2 turns stretching off. Default 16; 2–64.
+    /// </summary>
+    public int MaxSegmentsPerAck { get; set; } = 16;
 
     /// <summary>Maximum segment lifetime; TIME-WAIT lasts twice this. Default 30 s.</summary>
     public TimeSpan MaximumSegmentLifetime { get; set; } = TimeSpan.FromSeconds(30);
@@ -172,6 +188,11 @@ public sealed class NetworkStackOptions
         Positive(MaxReassemblies, nameof(MaxReassemblies));
         Positive(MaxConnections, nameof(MaxConnections));
         Positive(MaxOutOfOrderSegments, nameof(MaxOutOfOrderSegments));
+        if (MaxSegmentsPerAck is < 2 or > 64)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxSegmentsPerAck), MaxSegmentsPerAck, "MaxSegmentsPerAck must be 2-64.");
+        }
+
         Positive(MaxReceiveSlices, nameof(MaxReceiveSlices));
         Positive(UdpReceiveQueue, nameof(UdpReceiveQueue));
         Positive(MaxRetransmissions, nameof(MaxRetransmissions));

@@ -35,6 +35,19 @@ internal sealed class EchoApp(NetworkStack stack, ushort port) : INetworkApp
     public void StopAccepting() => _echo.Stop();
 }
 
+/// <summary><c>discard</c>: TCP discard until the peer half-closes, then close; UDP datagrams dropped (<see cref="DiscardServer"/>, RFC 863).</summary>
+internal sealed class DiscardApp(NetworkStack stack, ushort port) : INetworkApp
+{
+    private readonly DiscardServer _discard = new(stack, port);
+
+    public long Served => _discard.Completed;
+
+    // Ends when StopAccepting stops the server (the host always stops it before cancelling).
+    public Task RunAsync(CancellationToken stop) => _discard.RunAsync();
+
+    public void StopAccepting() => _discard.Stop();
+}
+
 /// <summary>
 /// An accept loop that serves every connection as an <see cref="System.IO.Pipelines.IDuplexPipe"/>
 /// (the stack's pipe adapter) with a protocol engine; the engine completes both halves, which closes the connection.

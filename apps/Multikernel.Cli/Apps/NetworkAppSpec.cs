@@ -12,7 +12,7 @@ namespace Multikernel.Cli.Apps;
 internal sealed record NetworkAppSpec(string Name, int Core, Ipv4Address Address, ushort Port)
 {
     /// <summary>The applications there are.</summary>
-    public static readonly string[] Known = ["echo", "http", "kv"];
+    public static readonly string[] Known = ["echo", "discard", "http", "kv"];
 
     /// <summary>The domain's program name (unique per address).</summary>
     public string ProgramName => $"app-{Name}-{Address}";

@@ -136,6 +136,7 @@ internal sealed class NetworkApps
             INetworkApp app = spec.Name switch
             {
                 "echo" => new EchoApp(network.Stack, spec.Port),
+                "discard" => new DiscardApp(network.Stack, spec.Port),
                 "http" => new HttpApp(network.Stack, spec.Port, _settings.HttpRoot, ctx.Time),
                 "kv" => new KvApp(network.Stack, spec.Port, (KvStore ?? throw new InvalidOperationException("The kv store is not started (NetworkApps.Register adds it as a boot step).")).CreateServer(ctx)),
                 _ => throw new InvalidOperationException($"Unknown application '{spec.Name}'."),

@@ -104,6 +104,39 @@ internal static class NetProbe
         return string.Create(CultureInfo.InvariantCulture, $"bulk_gbit_s={total * 8 / seconds / 1e9:F4}");
     }
 
+    /// <summary>
+    /// Streams <paramref name="megabytes"/> MiB into a discard server (RFC 863) on one connection,
+    /// half-closes and waits for the server's close; prints <c>sink_gbit_s=…</c>, the payload over
+    /// the time from the first byte sent to the server's FIN. The server closes only after reading
+    /// the end of the stream, so that FIN says every byte arrived and was taken by the application:
+    /// one direction through the stack, as <c>iperf3 -c</c> measures it.
+    /// </summary>
+    public static async Task<string> SinkAsync(IPAddress host, int port, int megabytes, CancellationToken cancellationToken)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(new IPEndPoint(host, port), cancellationToken);
+        long total = (long)megabytes << 20;
+        byte[] chunk = new byte[128 * 1024];
+        Random.Shared.NextBytes(chunk);
+        long began = Stopwatch.GetTimestamp();
+        for (long sent = 0; sent < total; sent += chunk.Length)
+        {
+            int n = (int)Math.Min(chunk.Length, total - sent);
+            await socket.SendAsync(chunk.AsMemory(0, n), SocketFlags.None, cancellationToken);
+        }
+
+        socket.Shutdown(SocketShutdown.Send);
+        byte[] rest = new byte[1024];
+        int extra;
+        while ((extra = await socket.ReceiveAsync(rest, SocketFlags.None, cancellationToken)) > 0)
+        {
+            throw new IOException($"the discard server sent {extra} bytes back");
+        }
+
+        double seconds = Stopwatch.GetElapsedTime(began).TotalSeconds;
+        return string.Create(CultureInfo.InvariantCulture, $"sink_gbit_s={total * 8 / seconds / 1e9:F4}");
+    }
+
     /// <summary>The value of <paramref name="key"/> in a probe's <c>key=value</c> line (NaN when missing).</summary>
     public static double Read(string output, string key)
     {

@@ -34,7 +34,7 @@ internal sealed record NetBenchSettings(int Runs, int RttCount, int BulkMegabyte
     public TimeSpan EstimatedDuration =>
         TimeSpan.FromSeconds(15 + 10 /* warm-up */ + (Runs * (
             (2 * (1 + (RttCount / 20_000.0)))                                                        // two echo probes
-            + (2 + (BulkMegabytes / 30.0) + IperfSeconds)                                            // ours moves ~0.25 Gbit/s here
+            + (3 + (3 * BulkMegabytes / 60.0) + IperfSeconds)                                        // ours into discard and through echo, socat echo; ~0.5 Gbit/s or more
             + (3 * (WrkSeconds + 2))                                                                 // ours, nginx, Kestrel (+ warm-up)
             + (3 * (2 + (2.0 * RedisRequests / 20_000.0) + (2.0 * RedisPipelinedRequests / 250_000.0)))))); // ours, redis, Garnet
 }
@@ -61,6 +61,7 @@ internal static class NetBench
     public const string GarnetVersion = "2.2.8";
 
     private const int EchoPort = 7;
+    private const int DiscardPort = 9;
     private const int HttpPort = 8080;
     private const int KvPort = 6379;
     private const string File4K = "file4k.bin";
@@ -160,12 +161,12 @@ internal static class NetBench
             (int echo, int http, int kv) = Placement(cores);
             LabProcess ours = lab.Start("multikernel run", lab.Ours, [.. Self(),
                 "run", "--cores", cores.ToString(CultureInfo.InvariantCulture), "--nic", "tap:" + lab.Tap, "--host-ip", NetLab.OursSubnet + ".1/24", "--netd-ip", NetLab.OursSubnet + ".254",
-                "--app", $"echo@{echo}:{OursEcho}:{EchoPort}", "--app", $"http@{http}:{OursHttp}:{HttpPort}", "--app", $"kv@{kv}:{OursKv}:{KvPort}",
+                "--app", $"echo@{echo}:{OursEcho}:{EchoPort}", "--app", $"discard@{echo}:{OursDiscard}:{DiscardPort}", "--app", $"http@{http}:{OursHttp}:{HttpPort}", "--app", $"kv@{kv}:{OursKv}:{KvPort}",
                 "--http-root", www, "--duration", "3600"]);
             try
             {
-                ours.WaitFor(" listening at ", 3, TimeSpan.FromSeconds(60));
-                log(string.Create(CultureInfo.InvariantCulture, $"net: our machine is up with {cores} core{(cores == 1 ? "" : "s")} (echo@{echo}, http@{http}, kv@{kv}; netd on core {cores - 1})"));
+                ours.WaitFor(" listening at ", 4, TimeSpan.FromSeconds(60));
+                log(string.Create(CultureInfo.InvariantCulture, $"net: our machine is up with {cores} core{(cores == 1 ? "" : "s")} (echo and discard@{echo}, http@{http}, kv@{kv}; netd on core {cores - 1})"));
                 WarmUp(lab, log);
                 var these = new List<NetBenchRow>();
                 these.AddRange(Echo(lab, settings, log));
@@ -200,14 +201,17 @@ internal static class NetBench
     {
         lab.RunIn(lab.Ours, Client, [.. Self(), "bench", "net", "probe", "rtt", OursEcho, EchoPort.ToString(CultureInfo.InvariantCulture), "2000"]);
         lab.RunIn(lab.Ours, Client, [.. Self(), "bench", "net", "probe", "bulk", OursEcho, EchoPort.ToString(CultureInfo.InvariantCulture), "64"]);
+        lab.RunIn(lab.Ours, Client, [.. Self(), "bench", "net", "probe", "sink", OursDiscard, DiscardPort.ToString(CultureInfo.InvariantCulture), "64"]);
         lab.RunIn(lab.Ours, Client, "wrk", "-t1", "-c32", "-d2s", string.Create(CultureInfo.InvariantCulture, $"http://{OursHttp}:{HttpPort}/{File4K}"));
         string[] redis = ["redis-benchmark", "-h", OursKv, "-p", KvPort.ToString(CultureInfo.InvariantCulture), "-t", "set,get", "-c", "50", "-q"];
         lab.RunIn(lab.Ours, Client, [.. redis, "-n", "20000"]);
         lab.RunIn(lab.Ours, Client, [.. redis, "-n", "100000", "-P", "16"]);
-        log("net: warmed up (echo, bulk, wrk 2 s, redis-benchmark; not measured)");
+        log("net: warmed up (echo, bulk, sink, wrk 2 s, redis-benchmark; not measured)");
     }
 
     private static string OursEcho => NetLab.OursSubnet + ".2";
+
+    private static string OursDiscard => NetLab.OursSubnet + ".5";
 
     private static string OursHttp => NetLab.OursSubnet + ".3";
 
@@ -225,17 +229,24 @@ internal static class NetBench
             var rttTheirs = new List<double>();
             var bulkOurs = new List<double>();
             var bulkTheirs = new List<double>();
+            var sinkOurs = new List<double>();
+            var sinkTheirs = new List<double>();
             for (int run = 0; run < s.Runs; run++)
             {
                 rttOurs.Add(Probe(lab, lab.Ours, "rtt", OursEcho, EchoPort, s.RttCount, "rtt_p50_us"));
                 rttTheirs.Add(Probe(lab, lab.Client, "rtt", NetLab.ServerIp, EchoPort, s.RttCount, "rtt_p50_us"));
                 log(string.Create(CultureInfo.InvariantCulture, $"net: echo rtt p50 ours {rttOurs[^1]:F1} us, linux-veth {rttTheirs[^1]:F1} us"));
+                // One direction, one stream: the probe into our discard server, iperf3 on Linux.
+                sinkOurs.Add(Probe(lab, lab.Ours, "sink", OursDiscard, DiscardPort, s.BulkMegabytes, "sink_gbit_s"));
+                sinkTheirs.Add(NetBenchParsers.Iperf3(lab.RunIn(lab.Client, Client, "iperf3", "-c", NetLab.ServerIp, "-p", "5201", "-t", s.IperfSeconds.ToString(CultureInfo.InvariantCulture), "-J")));
+                log(string.Create(CultureInfo.InvariantCulture, $"net: bulk ours {sinkOurs[^1]:F3} Gbit/s (into discard, one way), linux-veth {sinkTheirs[^1]:F3} Gbit/s (iperf3)"));
+                // Both directions at once, the same probe on both sides: our echo vs socat's.
                 bulkOurs.Add(Probe(lab, lab.Ours, "bulk", OursEcho, EchoPort, s.BulkMegabytes, "bulk_gbit_s"));
-                bulkTheirs.Add(NetBenchParsers.Iperf3(lab.RunIn(lab.Client, Client, "iperf3", "-c", NetLab.ServerIp, "-p", "5201", "-t", s.IperfSeconds.ToString(CultureInfo.InvariantCulture), "-J")));
-                log(string.Create(CultureInfo.InvariantCulture, $"net: bulk ours {bulkOurs[^1]:F3} Gbit/s (echo, each way), linux-veth {bulkTheirs[^1]:F3} Gbit/s (iperf3)"));
+                bulkTheirs.Add(Probe(lab, lab.Client, "bulk", NetLab.ServerIp, EchoPort, s.BulkMegabytes, "bulk_gbit_s"));
+                log(string.Create(CultureInfo.InvariantCulture, $"net: echo bulk ours {bulkOurs[^1]:F3} Gbit/s each way, linux-veth {bulkTheirs[^1]:F3} Gbit/s each way (socat)"));
             }
 
-            return [Row("echo", "linux-veth", "rtt_p50_us", rttOurs, rttTheirs), Row("echo", "linux-veth", "bulk_gbit_s", bulkOurs, bulkTheirs)];
+            return [Row("echo", "linux-veth", "rtt_p50_us", rttOurs, rttTheirs), Row("echo", "linux-veth", "bulk_gbit_s", bulkOurs, bulkTheirs), Row("discard", "linux-veth", "bulk_gbit_s", sinkOurs, sinkTheirs)];
         }
         finally
         {

@@ -44,11 +44,11 @@ internal static partial class BenchScenarioCommands
     // `bench net probe rtt|bulk HOST PORT N`: the echo client bench net runs inside a namespace (hidden: a part of bench net, not a tool).
     private static Command Probe()
     {
-        var kind = new Argument<string>("kind") { Description = "rtt (N round trips of 64 bytes) or bulk (N MiB through the echo)." };
+        var kind = new Argument<string>("kind") { Description = "rtt (N round trips of 64 bytes), bulk (N MiB through the echo, read back) or sink (N MiB into a discard server, one way)." };
         var host = new Argument<string>("host");
         var port = new Argument<int>("port");
         var amount = new Argument<int>("amount");
-        var command = new Command("probe", "The echo client of bench net (run inside a namespace).") { kind, host, port, amount };
+        var command = new Command("probe", "The echo and discard client of bench net (run inside a namespace).") { kind, host, port, amount };
         command.Hidden = true;
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -67,11 +67,12 @@ internal static partial class BenchScenarioCommands
             {
                 "rtt" => await NetProbe.RttAsync(address, p, n, deadline.Token),
                 "bulk" => await NetProbe.BulkAsync(address, p, n, deadline.Token),
+                "sink" => await NetProbe.SinkAsync(address, p, n, deadline.Token),
                 _ => null,
             };
             if (line is null)
             {
-                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"multikernel: bench net probe: kind must be rtt or bulk (got '{parse.GetValue(kind)}')."));
+                Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"multikernel: bench net probe: kind must be rtt, bulk or sink (got '{parse.GetValue(kind)}')."));
                 return CliHost.UsageError;
             }
 

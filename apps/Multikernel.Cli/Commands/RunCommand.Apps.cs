@@ -32,7 +32,7 @@ internal static partial class RunCommand
     {
         var apps = new Option<string[]>("--app")
         {
-            Description = "Run an application (echo, http, kv) in its own domain on CORE with its own stack at IP serving PORT: NAME@CORE:IP:PORT, e.g. echo@1:10.77.0.4:7. Repeatable. Overrides Multikernel:Apps.",
+            Description = "Run an application (echo, discard, http, kv) in its own domain on CORE with its own stack at IP serving PORT: NAME@CORE:IP:PORT, e.g. echo@1:10.77.0.4:7. Repeatable. Overrides Multikernel:Apps.",
             AllowMultipleArgumentsPerToken = false,
             Arity = ArgumentArity.ZeroOrMore,
         };

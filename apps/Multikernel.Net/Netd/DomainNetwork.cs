@@ -135,19 +135,26 @@ public sealed class DomainNetwork : IAsyncDisposable
             {
                 await _client.WaitToReceiveAsync(stop);
                 int n = 0;
-                while (n < _batch && _client.TryReceive(out ReceivedFrame frame))
+                Stack.BeginReceiveBurst();
+                try
                 {
-                    // The stack copies the frame into its own bounded pool, so the buffer goes
-                    // back to netd at once and netd never runs short because an application is slow.
-                    Stack.Receive(frame.Span);
-                    _client.Release(frame);
-                    n++;
+                    while (n < _batch && _client.TryReceive(out ReceivedFrame frame))
+                    {
+                        // The stack copies the frame into its own bounded pool, so the buffer goes
+                        // back to netd at once and netd never runs short because an application is slow.
+                        Stack.Receive(frame.Span);
+                        _client.Release(frame);
+                        n++;
+                    }
+                }
+                finally
+                {
+                    FramesReceived += n;
+                    // One ACK per connection for the batch; and frames in usually mean transmit
+                    // pages home (netd returns them as it sends): connections that held data back go now.
+                    Stack.EndReceiveBurst();
                 }
 
-                FramesReceived += n;
-                // Frames in usually mean transmit pages home (netd returns them as it sends):
-                // connections that held data back for the link go now.
-                Stack.OnLinkWritable();
                 if (n == _batch)
                 {
                     await Task.Yield(); // a burst: let timers and the applications run between batches

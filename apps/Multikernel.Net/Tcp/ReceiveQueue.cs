@@ -69,10 +69,11 @@ internal sealed class ReceiveQueue(int maxSlices, int maxOutOfOrder)
     /// <summary>Holds an out-of-order segment; false when the list is full (or it duplicates one held).</summary>
     public bool InsertOutOfOrder(SeqNumber seq, BufferSlice slice)
     {
-        int i = 0;
-        while (i < _ooo.Count && _ooo[i].Seq < seq)
+        // From the end: behind a hole the segments arrive in order, so each lands last (O(1)).
+        int i = _ooo.Count;
+        while (i > 0 && _ooo[i - 1].Seq >= seq)
         {
-            i++;
+            i--;
         }
 
         if (i < _ooo.Count && _ooo[i].Seq == seq && _ooo[i].Slice.Length >= slice.Length)

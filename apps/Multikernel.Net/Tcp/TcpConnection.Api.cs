@@ -243,10 +243,23 @@ public sealed partial class TcpConnection
             return;
         }
 
-        int free = _o.ReceiveBufferSize - _receive.Bytes;
-        int opening = free - ReceiveWindow;
-        if (opening >= Math.Min(_o.ReceiveBufferSize / 2, 2 * _sndMss))
+        // A pure window update only when the peer's usable window has fallen to half the buffer
+        // or less and the update at least doubles it (Linux's rule): above that the peer is not
+        // starved, and the next data ACK carries the larger window anyway. An update for every
+        // two segments read was an ACK per two segments whatever the delayed-ACK rule said. The
+        // opening must still pass receiver SWS avoidance (RFC 9293 §3.8.6.2.2).
+        int buffer = _o.ReceiveBufferSize;
+        int free = buffer - _receive.Bytes;
+        int advertised = ReceiveWindow;
+        if (free - advertised >= Math.Min(buffer / 2, 2 * _sndMss) && 2 * advertised <= buffer && free >= 2 * advertised)
         {
+            if (_stack.InReceiveBurst)
+            {
+                _windowUpdateOwed = true;
+                _stack.AckAtBurstEnd(this); // the burst's one ACK carries it
+                return;
+            }
+
             _ackNow = true;
             Output();
             Rearm();

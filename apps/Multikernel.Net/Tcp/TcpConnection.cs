@@ -91,6 +91,7 @@ public sealed partial class TcpConnection : IDisposable
     private int _keepAliveSent;
     private int _segmentsSinceAck;
     private bool _ackNow;
+    private bool _windowUpdateOwed; // a window update deferred to the end of the receive burst
 
     private long _lastInvalidAckMs = long.MinValue / 2;
     private bool _appClosed;
@@ -655,9 +656,14 @@ public sealed partial class TcpConnection : IDisposable
                 bool hadHoles = queue.OutOfOrderCount > 0;
                 _rcvNxt += length;
                 _rcvNxt = queue.Drain(_rcvNxt);
-                if (hadHoles || ++_segmentsSinceAck >= 2)
+                ++_segmentsSinceAck;
+                if (hadHoles || _segmentsSinceAck >= (_stack.InReceiveBurst ? _o.MaxSegmentsPerAck : 2))
                 {
                     _ackNow = true;
+                }
+                else if (_segmentsSinceAck >= 2)
+                {
+                    _stack.AckAtBurstEnd(this); // one ACK for the burst (see NetworkStackOptions.MaxSegmentsPerAck)
                 }
                 else if (_ackAt == Never)
                 {
@@ -784,13 +790,19 @@ public sealed partial class TcpConnection : IDisposable
         else
         {
             _dupAcks = 0;
+            // Appropriate byte counting (RFC 3465): the window grows by what the ACK covers, not by
+            // one segment per ACK. Receivers that stretch their ACKs — Linux behind its receive
+            // offload, ours once per receive burst — cover 16 segments or more with one ACK; one
+            // MSS per ACK kept our slow start at a fraction of theirs. At most MaxSegmentsPerAck
+            // segments per ACK (RFC 3465's L): a larger jump is a burst the path never showed.
+            uint counted = (uint)Math.Min((long)acked, (long)_o.MaxSegmentsPerAck * mss);
             if (_cwnd < _ssthresh)
             {
-                _cwnd += Math.Min((uint)acked, mss);
+                _cwnd += counted;
             }
             else
             {
-                _cwnd += Math.Max(1, mss * mss / Math.Max(1, _cwnd));
+                _cwnd += (uint)Math.Max(1L, (long)mss * counted / Math.Max(1u, _cwnd));
             }
 
             _cwnd = Math.Min(_cwnd, (uint)int.MaxValue);
@@ -1147,6 +1159,22 @@ public sealed partial class TcpConnection : IDisposable
     /// <summary>True while the connection is on the stack's list of those waiting for the link (see <see cref="NetworkStack.WaitForLink"/>).</summary>
     internal bool WaitingForLink { get; set; }
 
+    /// <summary>True while the connection is on the stack's list of those that acknowledge when the receive burst ends (see <see cref="NetworkStack.AckAtBurstEnd"/>).</summary>
+    internal bool AckDeferredByBurst { get; set; }
+
+    /// <summary>The receive burst ended: acknowledge what it left unacknowledged (unless a segment sent since carried the ACK).</summary>
+    internal void SendDeferredAck()
+    {
+        if (_destroyed || (_segmentsSinceAck < 2 && !_windowUpdateOwed))
+        {
+            return;
+        }
+
+        _ackNow = true;
+        Output();
+        Rearm();
+    }
+
     /// <summary>The link may have room again: send what the windows allow.</summary>
     internal void ResumeOutput()
     {
@@ -1256,6 +1284,7 @@ public sealed partial class TcpConnection : IDisposable
             _ackNow = false;
             _ackAt = Never;
             _segmentsSinceAck = 0;
+            _windowUpdateOwed = false;
         }
 
         return length;

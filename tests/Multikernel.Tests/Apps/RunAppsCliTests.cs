@@ -8,7 +8,7 @@ public sealed class RunAppsCliTests
     [Theory]
     [InlineData("run --cores 2 --app echo", "--app 'echo' is malformed: expected NAME@CORE:IP:PORT")]
     [InlineData("run --cores 2 --app echo@1:10.77.0.4", "--app 'echo@1:10.77.0.4' is malformed")]
-    [InlineData("run --cores 2 --app gopher@1:10.77.0.4:70", "unknown application 'gopher' (known: echo, http, kv)")]
+    [InlineData("run --cores 2 --app gopher@1:10.77.0.4:70", "unknown application 'gopher' (known: echo, discard, http, kv)")]
     [InlineData("run --cores 2 --app echo@5:10.77.0.4:7", "core 5 is out of range (the machine has 2 cores: 0..1)")]
     [InlineData("run --cores 2 --app echo@x:10.77.0.4:7", "the core must be a number (got 'x')")]
     [InlineData("run --cores 2 --app echo@1:10.77.0.400:7", "'10.77.0.400' is not a unicast IPv4 address")]

@@ -155,7 +155,7 @@ public sealed class BenchSuiteTests : IDisposable
         JsonElement[] rows = CheckFiles("net", NetColumns);
         var expected = new List<(string App, string Peer, string Metric)>
         {
-            ("echo", "linux-veth", "rtt_p50_us"), ("echo", "linux-veth", "bulk_gbit_s"),
+            ("echo", "linux-veth", "rtt_p50_us"), ("echo", "linux-veth", "bulk_gbit_s"), ("discard", "linux-veth", "bulk_gbit_s"),
             ("http", "nginx", "req_per_s"), ("http", "nginx", "p99_ms"), ("http", "kestrel", "req_per_s"), ("http", "kestrel", "p99_ms"),
         };
         // Garnet is restored from NuGet on first use: a failed restore skips that peer, and says so.
@@ -176,7 +176,7 @@ public sealed class BenchSuiteTests : IDisposable
         // Our machine was stopped gracefully each time: every application reported its stack's counters.
         foreach (int cores in new[] { 1, 2 })
         {
-            foreach (string app in new[] { "echo", "http", "kv" })
+            foreach (string app in new[] { "echo", "discard", "http", "kv" })
             {
                 Assert.Contains($"net: ours ({cores} core{(cores == 1 ? "" : "s")}) {app}: ", stderr, StringComparison.Ordinal);
             }

@@ -58,6 +58,42 @@ internal sealed class SimNetwork : IDisposable
 
     public int MaxInFlight { get; set; } = 100_000;
 
+    /// <summary>
+    /// Deliver the frames due at the same moment to a stack as one receive burst
+    /// (<see cref="NetworkStack.BeginReceiveBurst"/> … <see cref="NetworkStack.EndReceiveBurst"/>),
+    /// as netd's receive pump does with a batch. Off: one frame at a time, no burst.
+    /// </summary>
+    public bool Bursts { get; set; }
+
+    private readonly List<SimPort> _bursting = [];
+
+    // Delivers every frame due now; with Bursts, each port's frames as one burst.
+    private bool DeliverDue()
+    {
+        bool delivered = false;
+        while (_inFlight.TryPeek(out (SimPort To, byte[] Frame) item, out (long Due, long) when) && when.Due <= Time.NowTicks)
+        {
+            _inFlight.Dequeue();
+            FramesForwarded++;
+            if (Bursts && item.To.Stack is { } stack && !_bursting.Contains(item.To))
+            {
+                stack.BeginReceiveBurst();
+                _bursting.Add(item.To);
+            }
+
+            item.To.Deliver(item.Frame);
+            delivered = true;
+        }
+
+        foreach (SimPort port in _bursting)
+        {
+            port.Stack!.EndReceiveBurst();
+        }
+
+        _bursting.Clear();
+        return delivered;
+    }
+
     public IReadOnlyList<SimPort> Ports => _ports;
 
     /// <summary>Adds a stack with address 10.0.0.<paramref name="hostByte"/>/24.</summary>
@@ -145,13 +181,7 @@ internal sealed class SimNetwork : IDisposable
     {
         Context.ThrowIfLeftTheThread(Seed);
         bool worked = Context.RunAll() > 0;
-        while (_inFlight.TryPeek(out (SimPort To, byte[] Frame) item, out (long Due, long) when) && when.Due <= Time.NowTicks)
-        {
-            _inFlight.Dequeue();
-            FramesForwarded++;
-            item.To.Deliver(item.Frame);
-            worked = true;
-        }
+        worked |= DeliverDue();
 
         if (worked)
         {
@@ -202,14 +232,7 @@ internal sealed class SimNetwork : IDisposable
         {
             Context.ThrowIfLeftTheThread(Seed);
             Context.RunAll();
-            bool delivered = false;
-            while (_inFlight.TryPeek(out (SimPort To, byte[] Frame) item, out (long Due, long) when) && when.Due <= Time.NowTicks)
-            {
-                _inFlight.Dequeue();
-                FramesForwarded++;
-                item.To.Deliver(item.Frame);
-                delivered = true;
-            }
+            bool delivered = DeliverDue();
 
             if (delivered || Context.Pending > 0)
             {
