@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using Multikernel.Cli.Apps;
 using Multikernel.Tests.Netd.Drivers;
 
 namespace Multikernel.Tests.Apps;
@@ -53,6 +54,24 @@ public sealed class TapAppsTests
             File.Delete(input);
             File.Delete(output);
         }
+    }
+
+    [RootFact]
+    public async Task Nc_20MB_IntoDiscard_IsTakenWhole_AndTheServerClosesAfterTheHalfClose()
+    {
+        await using TapRig rig = await StartAsync();
+        long before = rig.Snapshot("discard").SegmentsReceived;
+        // -N: half-close at the end of input; nc then waits for the server's FIN, which discard
+        // sends only after reading everything, and prints nothing (discard answers nothing).
+        (int exit, string text) = rig.Shell($"head -c {20 << 20} /dev/urandom | nc -N -w 30 {rig.Discard} 9 | wc -c", Tool);
+        Assert.True(exit == 0, $"nc: {text}");
+        Assert.Equal("0", text.Trim());
+        await TestMachine.EventuallyAsync(() => rig.Snapshot("discard").Served >= 1, "discard to count the connection served");
+        AppSnapshot after = rig.Snapshot("discard");
+        // 20 MiB in 1448-byte segments, one ACK per receive burst: far fewer than one per two.
+        long segments = after.SegmentsReceived - before;
+        Assert.True(segments >= (20 << 20) / 1460, $"{segments} segments for 20 MiB");
+        Assert.True(after.SegmentsSent < segments / 3, $"{after.SegmentsSent} segments sent for {segments} received");
     }
 
     [RootFact]

@@ -37,7 +37,7 @@ internal sealed class TapRig : IAsyncDisposable
 
     public NetworkApps Apps { get; }
 
-    /// <summary>The first three octets of the TAP's /24 (host .1, netd .254, apps .2–.4).</summary>
+    /// <summary>The first three octets of the TAP's /24 (host .1, netd .254, apps .2–.5).</summary>
     public string Subnet { get; }
 
     /// <summary>The http application's root directory (deleted with the rig).</summary>
@@ -48,6 +48,8 @@ internal sealed class TapRig : IAsyncDisposable
     public string Http => Subnet + ".3";
 
     public string Kv => Subnet + ".4";
+
+    public string Discard => Subnet + ".5";
 
     public NetworkAppSpec Spec(string app) => Apps.Specs.Single(s => s.Name == app);
 
@@ -74,7 +76,7 @@ internal sealed class TapRig : IAsyncDisposable
             // The loopback of the namespace, for tools that resolve or bind locally.
             ns.Exec(TimeSpan.FromSeconds(10), "ip", "link", "set", "lo", "up");
             var apps = new NetworkApps(
-                [new NetworkAppSpec("echo", 0, Ipv4Address.Parse(subnet + ".2"), 7), new NetworkAppSpec("http", 0, Ipv4Address.Parse(subnet + ".3"), 80), new NetworkAppSpec("kv", 1, Ipv4Address.Parse(subnet + ".4"), 6379)],
+                [new NetworkAppSpec("echo", 0, Ipv4Address.Parse(subnet + ".2"), 7), new NetworkAppSpec("http", 0, Ipv4Address.Parse(subnet + ".3"), 80), new NetworkAppSpec("kv", 1, Ipv4Address.Parse(subnet + ".4"), 6379), new NetworkAppSpec("discard", 0, Ipv4Address.Parse(subnet + ".5"), 9)],
                 new NetworkAppsSettings { HttpRoot = root });
             var options = new MultikernelOptions
             {
