@@ -349,6 +349,27 @@ public sealed class NetdClient : IAsyncDisposable
 
     internal ReadOnlySpan<byte> Bytes(Descriptor d) => _region.ReadOnlySpan.Slice((int)d.Offset, (int)d.Length);
 
+    private Memory<byte> _regionMemory;
+
+    /// <summary>
+    /// The client's whole region as <see cref="Memory{T}"/>, made once: a stack keeps a received
+    /// frame in its page until the application reads it (zero-copy receive) by holding a slice of
+    /// it at the frame's <see cref="Descriptor.Offset"/> and releasing the frame afterwards. Every
+    /// span taken from it re-checks the region's capability, so a deleted region cannot be read.
+    /// </summary>
+    public Memory<byte> RegionMemory
+    {
+        get
+        {
+            if (_regionMemory.IsEmpty)
+            {
+                _regionMemory = _region.Memory;
+            }
+
+            return _regionMemory;
+        }
+    }
+
     /// <summary>Gives a received frame's buffer back to netd (posted again).</summary>
     public void Release(in ReceivedFrame frame)
     {

@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Multikernel.Monitor;
 using Multikernel.Netd.Client;
+using Multikernel.Netd.Daemon;
 
 namespace Multikernel.Net.Netd;
 
@@ -35,9 +36,10 @@ public sealed class DomainNetworkOptions
 /// netd. It binds netd with a <see cref="NetdClient"/> (a region of the domain's own RAM, the
 /// stack's address claimed, so netd answers ARP for it), installs the one filter the stack needs
 /// (<c>ip.dst == ADDRESS</c>: its TCP, UDP and ICMP), runs the stack on the core's timer wheel
-/// (<see cref="DomainContext.Time"/>) and a receive pump that passes every received frame to
-/// <see cref="NetworkStack.Receive(ReadOnlySpan{byte})"/> and gives the buffer straight back to
-/// netd. Everything runs on the domain's core; create it there.
+/// (<see cref="DomainContext.Time"/>) and a receive pump that hands each batch of received frames
+/// to the stack as one receive burst: a full-page frame in place (its payload stays in the page
+/// until the application reads it, then the page goes back to netd), a small one copied into the
+/// stack's pool. Everything runs on the domain's core; create it there.
 /// </summary>
 public sealed class DomainNetwork : IAsyncDisposable
 {
@@ -48,8 +50,10 @@ public sealed class DomainNetwork : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task _pump = Task.CompletedTask;
     private bool _disposed;
+    private readonly NetdPageBuffer[] _pages;
+    private readonly int _holdLimit;
 
-    private DomainNetwork(NetdClient client, NetdLinkPort link, NetworkStack stack, int batch, TimeProvider time, int transmitPages)
+    private DomainNetwork(NetdClient client, NetdLinkPort link, NetworkStack stack, int batch, TimeProvider time, int transmitPages, int receivePages)
     {
         _client = client;
         _time = time;
@@ -57,7 +61,29 @@ public sealed class DomainNetwork : IAsyncDisposable
         Link = link;
         Stack = stack;
         _batch = batch;
+        _holdLimit = receivePages / 2;
+        _pages = new NetdPageBuffer[receivePages];
+        Action released = () => PagesHeld--;
+        for (int i = 0; i < _pages.Length; i++)
+        {
+            _pages[i] = new NetdPageBuffer(client, released);
+        }
     }
+
+    /// <summary>
+    /// Smallest frame kept in its netd page rather than copied into the stack's pool: 512 bytes. A
+    /// smaller one would pin a whole 4 KiB page for little data (the peer's window is in bytes).
+    /// </summary>
+    public const int HoldMinimum = 512;
+
+    /// <summary>Receive pages the stack holds now (data in them not yet read, or out of order).</summary>
+    public int PagesHeld { get; private set; }
+
+    /// <summary>The most receive pages the stack held at once: at most half of them (<see cref="DomainNetworkOptions.ReceivePages"/> / 2).</summary>
+    public int MaxPagesHeld { get; private set; }
+
+    /// <summary>Frames the stack received in place, in the page netd wrote them to (zero-copy); the rest were copied into its pool.</summary>
+    public long FramesReceivedInPlace { get; private set; }
 
     /// <summary>The stack (use it on this core only; its sockets' adapters marshal from elsewhere).</summary>
     public NetworkStack Stack { get; }
@@ -113,7 +139,7 @@ public sealed class DomainNetwork : IAsyncDisposable
             }
 
             stack = new NetworkStack(options.Stack, link, ctx.Time);
-            var network = new DomainNetwork(client, link, stack, options.ReceiveBatch, ctx.Time, options.TransmitPages) { FilterId = filter };
+            var network = new DomainNetwork(client, link, stack, options.ReceiveBatch, ctx.Time, options.TransmitPages, options.ReceivePages) { FilterId = filter };
             stack.Start();
             network._pump = network.PumpAsync();
             return network;
@@ -140,10 +166,7 @@ public sealed class DomainNetwork : IAsyncDisposable
                 {
                     while (n < _batch && _client.TryReceive(out ReceivedFrame frame))
                     {
-                        // The stack copies the frame into its own bounded pool, so the buffer goes
-                        // back to netd at once and netd never runs short because an application is slow.
-                        Stack.Receive(frame.Span);
-                        _client.Release(frame);
+                        Receive(in frame);
                         n++;
                     }
                 }
@@ -167,6 +190,34 @@ public sealed class DomainNetwork : IAsyncDisposable
         catch (Exception e) when (e is NetdException or ChannelClosedException)
         {
             Fault = e;
+        }
+    }
+
+    // A frame of a full page stays in it while the stack holds its data (the page goes back to
+    // netd when the application has read it: NetdPageBuffer); a small one, or any while half the
+    // pages are held already, is copied into the stack's pool and its buffer goes back at once.
+    // So netd always has half the pages posted: a segment that fills a hole finds a buffer even
+    // when everything behind the hole sits in pages, and an application that does not read makes
+    // its stack copy (and then drop, counted, when the pool is empty) instead of starving netd.
+    private void Receive(in ReceivedFrame frame)
+    {
+        Descriptor d = frame.Descriptor;
+        if (!frame.IsSmall && d.Length >= HoldMinimum && PagesHeld < _holdLimit && d.Tag < (uint)_pages.Length)
+        {
+            NetdPageBuffer page = _pages[(int)d.Tag];
+            page.Attach(in frame);
+            if (++PagesHeld > MaxPagesHeld)
+            {
+                MaxPagesHeld = PagesHeld;
+            }
+
+            FramesReceivedInPlace++;
+            Stack.Receive(page, (int)d.Length); // its reference is dropped on return; kept slices hold the page
+        }
+        else
+        {
+            Stack.Receive(frame.Span);
+            _client.Release(frame);
         }
     }
 
