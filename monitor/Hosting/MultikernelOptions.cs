@@ -21,8 +21,12 @@ public sealed class MultikernelOptions
     /// <summary>Physical memory arena allocated at boot and split among the cores as RAM capabilities, e.g. <c>256MiB</c>. Default <c>64MiB</c>.</summary>
     public string Memory { get; set; } = "64MiB";
 
-    /// <summary>RAM each spawned domain receives from its core's share (it pays for its buffers from it), e.g. <c>1MiB</c>. Default <c>1MiB</c>.</summary>
-    public string DomainMemory { get; set; } = "1MiB";
+    /// <summary>
+    /// RAM each spawned domain receives from its core's share (it pays for its buffers from it),
+    /// e.g. <c>1MiB</c>. Default <c>2MiB</c>: what a domain with its own network stack needs (its
+    /// netd region of 256 receive pages, small buffers and 64 transmit pages is 1.3 MiB).
+    /// </summary>
+    public string DomainMemory { get; set; } = "2MiB";
 
     /// <summary>
     /// Device memory reserved at boot from the Nic core's share for the NIC's receive buffers, e.g.
