@@ -5,6 +5,9 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using Multikernel.Cli.Apps;
 using Multikernel.Monitor.Hosting;
+using Multikernel.Net;
+using Multikernel.Net.Netd;
+using Multikernel.Netd.Client;
 using Multikernel.Netd.Daemon;
 using Multikernel.Netd.Wire;
 
@@ -51,6 +54,26 @@ internal static partial class RunCommand
     /// on the in-memory switch when nothing else added it, and a hosted service that waits for them
     /// to listen and drains them before the machine stops.
     /// </summary>
+    // Frames an application's domain retypes: its netd region at the default sizes, and 32 more
+    // (the packet filter and what its stack and application take besides).
+    private static int AppDomainFrames()
+    {
+        var network = new DomainNetworkOptions { Stack = new NetworkStackOptions() };
+        return new NetdClientOptions { Address = default, ReceivePages = network.ReceivePages, SmallBuffers = network.SmallBuffers, TransmitPages = network.TransmitPages }.TotalPages + 32;
+    }
+
+    private static int? TryDomainFrames(MultikernelOptions options)
+    {
+        try
+        {
+            return options.DomainFrames;
+        }
+        catch (FormatException)
+        {
+            return null; // its own validation reports a malformed size
+        }
+    }
+
     internal static void ConfigureApps(IServiceCollection services, AppRequest request)
     {
         var setup = new AppSetup(request);
@@ -86,6 +109,11 @@ internal static partial class RunCommand
             if (root is not null && specs.Any(s => s.Name == "http") && !Directory.Exists(root))
             {
                 problems.Add($"--http-root '{root}' is not a directory.");
+            }
+
+            if (specs.Count > 0 && AppDomainFrames() is int needed && TryDomainFrames(options) is int budget && budget < needed)
+            {
+                problems.Add($"--app: each application's domain needs DomainMemory of at least {needed * 4} KiB (its netd region of receive, small and transmit buffers and the rest of its stack); Multikernel:DomainMemory is {options.DomainMemory}.");
             }
 
             if (problems.Count > 0)

@@ -35,6 +35,17 @@ public sealed class RunAppsCliTests
     }
 
     [Fact]
+    public async Task Apps_WithADomainMemoryTooSmallForTheirNetdRegion_StopWithOneClearLine()
+    {
+        var (code, stdout, err) = await RunAsync("run --cores 2 --app discard@0:10.77.0.4:9", new Dictionary<string, string> { ["MULTIKERNEL__DomainMemory"] = "1MiB" });
+        Assert.Equal(2, code);
+        Assert.Contains("--app: each application's domain needs DomainMemory of at least", err, StringComparison.Ordinal);
+        Assert.Contains("Multikernel:DomainMemory is 1MiB", err, StringComparison.Ordinal);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(string.Empty, stdout);
+    }
+
+    [Fact]
     public async Task Run_WithEchoHttpAndKv_BootsServesAndStopsCleanly()
     {
         var (code, stdout, err) = await RunAsync("run --cores 2 --duration 3 --app echo@0:10.77.0.2:7 --app http@1:10.77.0.3:80 --app kv@1:10.77.0.4:6379");
