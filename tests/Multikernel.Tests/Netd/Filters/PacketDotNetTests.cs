@@ -52,7 +52,10 @@ public sealed class PacketDotNetTests(ITestOutputHelper output)
             }
 
             frames.Add(Frames.Arp(ArpOperation.Request, "10.0.0.1", "10.0.0.2"));
-            Assert.True(installed.Count > 50, $"seed {seed}: only {installed.Count} installed");
+            // A broad filter drawn early (ip.src in a /8 with ip.proto) claims most later ones, which
+            // are then refused as overlapping: some seeds install only 30 of 300 (113212049 did).
+            // Twenty is still a classifier with real choices to make.
+            Assert.True(installed.Count >= 20, $"seed {seed}: only {installed.Count} installed");
             foreach (byte[] frame in frames)
             {
                 Assert.Equal(FilterReference.FirstMatch(installed, frame), classifier.Classify(frame).FilterId);
