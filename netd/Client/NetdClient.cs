@@ -92,6 +92,15 @@ public sealed class NetdClient : IAsyncDisposable
     // the step ends (a work item queued once), when the batch is full, or before a request.
     private readonly Message[] _batch = new Message[OutboundBatch];
     private int _batchCount;
+
+    // Where in _batch the step's open run of small posts, of page posts and of transmits is (-1:
+    // none): a buffer given back or a frame sent joins its kind's open message (PostSmallRun,
+    // PostPageRun, TransmitMany), so the echo of a frame - a repost and a transmit, alternating -
+    // still leaves as a few messages, not two per frame. Posts and transmits are independent at
+    // netd, so a post joining a message queued before a transmit changes nothing netd does.
+    private int _openSmallRun = -1;
+    private int _openPageRun = -1;
+    private int _openTransmit = -1;
     private bool _batchScheduled;
     private readonly ClientSignal _writerSignal;
     private Exception? _fault;
@@ -230,7 +239,7 @@ public sealed class NetdClient : IAsyncDisposable
         {
             _channel.Endpoint.Close();
             _outbox.Clear();
-            _batchCount = 0;
+            ClearBatch();
             for (int i = 0; i < _transmitInFlight.Length; i++)
             {
                 if (_transmitInFlight[i])
@@ -434,7 +443,8 @@ public sealed class NetdClient : IAsyncDisposable
         }
 
         _transmitInFlight[buffer.Index] = true;
-        Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)TransmitOffset(buffer.Index), (uint)length, (uint)buffer.Index).ToMessage(NetdMessages.Transmit));
+        // The tag is the buffer's page in the region (what a TransmitMany names it by).
+        Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)TransmitOffset(buffer.Index), (uint)length, (uint)(FirstTransmitPage + buffer.Index)).ToMessage(NetdMessages.Transmit));
     }
 
     /// <summary>Transmit pages netd has refused (bad frame, spoofed source); each refusal also frees its page.</summary>
@@ -442,7 +452,24 @@ public sealed class NetdClient : IAsyncDisposable
 
     internal Span<byte> TransmitSpan(int index) => _region.Span.Slice(TransmitOffset(index), PhysicalMemory.FrameSize);
 
-    private int TransmitOffset(int index) => (1 + _options.ReceivePages + _options.SmallPages + index) * PhysicalMemory.FrameSize;
+    private int TransmitOffset(int index) => (FirstTransmitPage + index) * PhysicalMemory.FrameSize;
+
+    // The region's page of transmit buffer 0: a transmit's tag is its page, its index the tag less this.
+    private int FirstTransmitPage => 1 + _options.ReceivePages + _options.SmallPages;
+
+    // A transmit buffer netd gave back (its tag is its page): free again, once.
+    private bool FreeTransmit(uint tag)
+    {
+        uint index = tag - (uint)FirstTransmitPage;
+        if (index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
+        {
+            _transmitInFlight[index] = false;
+            _freeTransmit.Push((int)index);
+            return true;
+        }
+
+        return false;
+    }
 
     // ------------------------------------------------------------------ the channel
 
@@ -472,9 +499,22 @@ public sealed class NetdClient : IAsyncDisposable
         ThrowIfFaulted();
         if (_outbox.Count == 0)
         {
-            if (m.Type == NetdMessages.PostSmall && _batchCount > 0 && TryExtendRun(ref _batch[_batchCount - 1], in m))
+            if (_batchCount > 0 && TryJoin(in m))
             {
-                return; // joined the run of small buffers just before it (flush already scheduled)
+                return; // joined its kind's open message of this step (flush already scheduled)
+            }
+
+            switch (m.Type)
+            {
+                case NetdMessages.PostSmall:
+                    _openSmallRun = _batchCount;
+                    break;
+                case NetdMessages.PostPage:
+                    _openPageRun = _batchCount;
+                    break;
+                case NetdMessages.Transmit:
+                    _openTransmit = _batchCount;
+                    break;
             }
 
             _batch[_batchCount++] = m;
@@ -499,25 +539,87 @@ public sealed class NetdClient : IAsyncDisposable
         Enqueue(in m);
     }
 
-    // Small buffers given back in order (slot after slot, tag after tag) travel as one PostSmallRun.
-    private static bool TryExtendRun(ref Message last, in Message post)
+    private bool TryJoin(in Message m) => m.Type switch
     {
-        if (last.Type is not (NetdMessages.PostSmall or NetdMessages.PostSmallRun))
-        {
-            return false;
-        }
+        NetdMessages.PostSmall => _openSmallRun >= 0 && TryExtendRun(ref _batch[_openSmallRun], in m, NetdLimits.SmallPacket, NetdLimits.MaxSmallRun, NetdMessages.PostSmallRun),
+        NetdMessages.PostPage => _openPageRun >= 0 && TryExtendRun(ref _batch[_openPageRun], in m, NetdLimits.PageBuffer, NetdLimits.MaxPageRun, NetdMessages.PostPageRun),
+        NetdMessages.Transmit => _openTransmit >= 0 && TryAddTransmit(ref _batch[_openTransmit], in m),
+        _ => false,
+    };
 
-        Descriptor run = Descriptor.From(in last);
+    // Buffers given back in order (buffer after buffer, tag after tag) travel as one run.
+    private static bool TryExtendRun(ref Message run, in Message post, uint stride, int max, ushort runType)
+    {
+        Descriptor first = Descriptor.From(in run);
         Descriptor next = Descriptor.From(in post);
-        uint slots = run.Length / NetdLimits.SmallPacket;
-        if (next.Region != run.Region || slots >= NetdLimits.MaxSmallRun
-            || next.Offset != run.Offset + run.Length || next.Tag != run.Tag + slots)
+        uint buffers = first.Length / stride;
+        if (next.Region != first.Region || next.Length != stride || first.Length % stride != 0 || buffers >= max
+            || next.Offset != first.Offset + first.Length || next.Tag != first.Tag + buffers)
         {
             return false;
         }
 
-        last = (run with { Length = run.Length + NetdLimits.SmallPacket }).ToMessage(NetdMessages.PostSmallRun);
+        run = (first with { Length = first.Length + stride }).ToMessage(runType);
         return true;
+    }
+
+    // Frames sent from whole pages of the region travel as one TransmitMany (up to five): each
+    // frame is its page and length, and its tag is its page.
+    private static bool TryAddTransmit(ref Message open, in Message transmit)
+    {
+        Descriptor next = Descriptor.From(in transmit);
+        if (!TryPackFrame(in next, out uint frame))
+        {
+            return false;
+        }
+
+        if (open.Type == NetdMessages.Transmit)
+        {
+            Descriptor first = Descriptor.From(in open);
+            if (first.Region != next.Region || !TryPackFrame(in first, out uint firstFrame))
+            {
+                return false;
+            }
+
+            open = Message.Create(NetdMessages.TransmitMany, first.Region | (2UL << 16) | ((ulong)firstFrame << 32), frame);
+            return true;
+        }
+
+        int count = (int)((open.Word0 >> 16) & 0xFFFF);
+        if ((ushort)open.Word0 != next.Region || count >= NetdLimits.FramesPerTransmitMany)
+        {
+            return false;
+        }
+
+        int bit = 32 * (count + 1);
+        if (bit < 64)
+        {
+            open.Word0 |= (ulong)frame << bit;
+        }
+        else if (bit < 128)
+        {
+            open.Word1 |= (ulong)frame << (bit & 63);
+        }
+        else
+        {
+            open.Word2 |= (ulong)frame << (bit & 63);
+        }
+
+        open.Word0 = (open.Word0 & ~0xFFFF_0000UL) | ((ulong)(count + 1) << 16);
+        return true;
+    }
+
+    private static bool TryPackFrame(in Descriptor d, out uint frame)
+    {
+        uint page = d.Offset / NetdLimits.PageBuffer;
+        frame = page | (d.Length << 16);
+        return d.Offset % NetdLimits.PageBuffer == 0 && page <= ushort.MaxValue && d.Length <= ushort.MaxValue && d.Tag == page;
+    }
+
+    private void ClearBatch()
+    {
+        _batchCount = 0;
+        _openSmallRun = _openPageRun = _openTransmit = -1;
     }
 
     private void Enqueue(in Message m)
@@ -541,7 +643,7 @@ public sealed class NetdClient : IAsyncDisposable
             return;
         }
 
-        _batchCount = 0;
+        ClearBatch();
         int sent = 0;
         if (_outbox.Count == 0)
         {
@@ -699,14 +801,7 @@ public sealed class NetdClient : IAsyncDisposable
                     TransmitRefusals++;
                 }
 
-                int index = (int)Descriptor.From(in m).Tag;
-                if ((uint)index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
-                {
-                    _transmitInFlight[index] = false;
-                    _freeTransmit.Push(index);
-                    freed = true;
-                }
-
+                freed |= FreeTransmit(Descriptor.From(in m).Tag);
                 break;
             case NetdMessages.TransmittedMany:
                 int count = (int)((m.Word0 >> 16) & 0xFFFF);
@@ -717,15 +812,12 @@ public sealed class NetdClient : IAsyncDisposable
 
                 for (int i = 0; i < count; i++)
                 {
-                    int sentIndex = NetdLimits.TransmittedTag(in m, i);
-                    if (sentIndex < _transmitInFlight.Length && _transmitInFlight[sentIndex])
-                    {
-                        _transmitInFlight[sentIndex] = false;
-                        _freeTransmit.Push(sentIndex);
-                        freed = true;
-                    }
+                    freed |= FreeTransmit(NetdLimits.TransmittedTag(in m, i));
                 }
 
+                break;
+            case NetdMessages.ReceivedMany:
+                received |= OnReceivedMany(in m);
                 break;
             case NetdMessages.RegionGone:
                 return new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
@@ -739,16 +831,42 @@ public sealed class NetdClient : IAsyncDisposable
         return null;
     }
 
+    // Deliveries into buffers that follow each other (the order they were posted): each is the
+    // Received of (region, kind, offset + i x stride, length i, tag + i).
+    private bool OnReceivedMany(in Message m)
+    {
+        int count = (int)((m.Word0 >> 16) & 0xFF);
+        var kind = (DescriptorFlags)(byte)(m.Word0 >> 24);
+        if ((ushort)m.Word0 != _regionId || count > NetdLimits.FramesPerReceivedMany || kind is not (DescriptorFlags.Small or DescriptorFlags.Page))
+        {
+            return false; // not this session's region, or malformed: ignored
+        }
+
+        uint stride = NetdLimits.Stride(kind);
+        uint tag = (uint)(m.Word0 >> 32);
+        uint offset = (uint)m.Word1;
+        bool received = false;
+        for (int i = 0; i < count; i++)
+        {
+            received |= OnReceived(new Descriptor(_regionId, kind, offset + ((uint)i * stride), NetdLimits.ReceivedLength(in m, i), tag + (uint)i), NetdStatus.Ok);
+        }
+
+        return received;
+    }
+
     private bool OnReceived(Descriptor d, NetdStatus status)
     {
-        if (status != NetdStatus.Ok && (d.Flags & DescriptorFlags.Small) != 0 && d.Length > NetdLimits.SmallPacket)
+        bool small = (d.Flags & DescriptorFlags.Small) != 0;
+        uint stride = small ? (uint)NetdLimits.SmallPacket : NetdLimits.PageBuffer;
+        if (status != NetdStatus.Ok && d.Length > stride)
         {
             // A run of posts refused whole: each of its buffers is ours again and stays unused.
-            for (uint k = 0; k < d.Length / NetdLimits.SmallPacket; k++)
+            bool[] kind = small ? _smallPosted : _pagePosted;
+            for (uint k = 0; k < d.Length / stride; k++)
             {
-                if (d.Tag + k < (uint)_smallPosted.Length)
+                if (d.Tag + k < (uint)kind.Length)
                 {
-                    _smallPosted[d.Tag + k] = false;
+                    kind[d.Tag + k] = false;
                 }
             }
 
