@@ -81,6 +81,8 @@ public sealed class NetdClient : IAsyncDisposable
     private bool _reconnecting;
     private bool _disposing;
     private readonly int _outboxLimit;
+    private readonly int _firstTransmitPage;
+    private readonly uint _smallBase;
     private ushort _regionId;
     private TaskCompletionSource<Message>? _control;
     private readonly CoreKernel _kernel;
@@ -123,6 +125,8 @@ public sealed class NetdClient : IAsyncDisposable
         _transmitInFlight = new bool[options.TransmitPages];
         Array.Fill(_pagePosted, true);
         Array.Fill(_smallPosted, true);
+        _firstTransmitPage = 1 + options.ReceivePages + options.SmallPages;
+        _smallBase = (uint)((1 + options.ReceivePages) * PhysicalMemory.FrameSize);
         _freeTransmit = new Stack<int>(options.TransmitPages);
         for (int i = options.TransmitPages - 1; i >= 0; i--)
         {
@@ -386,7 +390,7 @@ public sealed class NetdClient : IAsyncDisposable
         _smallPosted[index] = true;
         if (!_reconnecting)
         {
-            uint offset = (uint)((1 + _options.ReceivePages) * PhysicalMemory.FrameSize + index * NetdLimits.SmallPacket);
+            uint offset = _smallBase + (uint)(index * NetdLimits.SmallPacket);
             Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
         }
     }
@@ -443,6 +447,14 @@ public sealed class NetdClient : IAsyncDisposable
         }
 
         _transmitInFlight[buffer.Index] = true;
+        int page = _firstTransmitPage + buffer.Index;
+        if (_openTransmit >= 0 && _outbox.Count == 0 && _fault is null && page <= ushort.MaxValue
+            && (ushort)_batch[_openTransmit].Word0 == _regionId // both forms start with the region
+            && TryAppendFrame(ref _batch[_openTransmit], (uint)page | ((uint)length << 16)))
+        {
+            return; // joined the step's open TransmitMany
+        }
+
         // The tag is the buffer's page in the region (what a TransmitMany names it by).
         Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)TransmitOffset(buffer.Index), (uint)length, (uint)(FirstTransmitPage + buffer.Index)).ToMessage(NetdMessages.Transmit));
     }
@@ -455,7 +467,7 @@ public sealed class NetdClient : IAsyncDisposable
     private int TransmitOffset(int index) => (FirstTransmitPage + index) * PhysicalMemory.FrameSize;
 
     // The region's page of transmit buffer 0: a transmit's tag is its page, its index the tag less this.
-    private int FirstTransmitPage => 1 + _options.ReceivePages + _options.SmallPages;
+    private int FirstTransmitPage => _firstTransmitPage;
 
     // A transmit buffer netd gave back (its tag is its page): free again, once.
     private bool FreeTransmit(uint tag)
@@ -559,7 +571,8 @@ public sealed class NetdClient : IAsyncDisposable
             return false;
         }
 
-        run = (first with { Length = first.Length + stride }).ToMessage(runType);
+        run.SetPayload(first with { Length = first.Length + stride });
+        run.Type = runType;
         return true;
     }
 
@@ -573,10 +586,17 @@ public sealed class NetdClient : IAsyncDisposable
             return false;
         }
 
+        return (ushort)open.Word0 == next.Region && TryAppendFrame(ref open, frame);
+    }
+
+    // One more frame (page | length << 16) of the open message's region: a Transmit becomes a
+    // TransmitMany of two, a TransmitMany takes it while it has room.
+    private static bool TryAppendFrame(ref Message open, uint frame)
+    {
         if (open.Type == NetdMessages.Transmit)
         {
             Descriptor first = Descriptor.From(in open);
-            if (first.Region != next.Region || !TryPackFrame(in first, out uint firstFrame))
+            if (!TryPackFrame(in first, out uint firstFrame))
             {
                 return false;
             }
@@ -586,7 +606,7 @@ public sealed class NetdClient : IAsyncDisposable
         }
 
         int count = (int)((open.Word0 >> 16) & 0xFFFF);
-        if ((ushort)open.Word0 != next.Region || count >= NetdLimits.FramesPerTransmitMany)
+        if (count >= NetdLimits.FramesPerTransmitMany)
         {
             return false;
         }

@@ -382,9 +382,7 @@ internal static class NetdBench
                 while (client.TryReceive(out ReceivedFrame frame))
                 {
                     TransmitBuffer tx = client.TryGetTransmitBuffer(out TransmitBuffer free) ? free : await client.GetTransmitBufferAsync(ctx.Stopping);
-                    int length = frame.Span.Length;
-                    frame.Span.CopyTo(tx.Span);
-                    SwapAddresses(tx.Span[..length]);
+                    int length = Echo(frame, tx);
                     client.Release(frame);
                     client.Transmit(tx, length);
                 }
@@ -401,6 +399,17 @@ internal static class NetdBench
             ready.TrySetException(ex);
             throw;
         }
+    }
+
+    // The frame copied into the transmit page with its addresses swapped. Each span is taken once
+    // (every Span of a received frame or a transmit page checks the region's capability).
+    private static int Echo(in ReceivedFrame frame, in TransmitBuffer tx)
+    {
+        ReadOnlySpan<byte> received = frame.Span;
+        Span<byte> reply = tx.Span[..received.Length];
+        received.CopyTo(reply);
+        SwapAddresses(reply);
+        return received.Length;
     }
 
     // Ethernet destination <-> source (bytes 0..5, 6..11) and IPv4 source <-> destination
