@@ -381,7 +381,11 @@ public sealed class NetdClient : IAsyncDisposable
         _pagePosted[index] = true;
         if (!_reconnecting)
         {
-            Send(new Descriptor(_regionId, DescriptorFlags.Page, (uint)((1 + index) * PhysicalMemory.FrameSize), PhysicalMemory.FrameSize, (uint)index).ToMessage(NetdMessages.PostPage));
+            uint offset = (uint)((1 + index) * PhysicalMemory.FrameSize);
+            if (!TryGrowRun(_openPageRun, offset, (uint)index, NetdLimits.PageBuffer, NetdLimits.MaxPageRun, NetdMessages.PostPageRun))
+            {
+                Send(new Descriptor(_regionId, DescriptorFlags.Page, offset, PhysicalMemory.FrameSize, (uint)index).ToMessage(NetdMessages.PostPage));
+            }
         }
     }
 
@@ -391,7 +395,10 @@ public sealed class NetdClient : IAsyncDisposable
         if (!_reconnecting)
         {
             uint offset = _smallBase + (uint)(index * NetdLimits.SmallPacket);
-            Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
+            if (!TryGrowRun(_openSmallRun, offset, (uint)index, NetdLimits.SmallPacket, NetdLimits.MaxSmallRun, NetdMessages.PostSmallRun))
+            {
+                Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
+            }
         }
     }
 
@@ -634,6 +641,30 @@ public sealed class NetdClient : IAsyncDisposable
         uint page = d.Offset / NetdLimits.PageBuffer;
         frame = page | (d.Length << 16);
         return d.Offset % NetdLimits.PageBuffer == 0 && page <= ushort.MaxValue && d.Length <= ushort.MaxValue && d.Tag == page;
+    }
+
+    // The buffer at `offset` with `tag` joins the open run at `open` in place when it is the next
+    // one (the descriptor's fields read where they lie: Word0 = region | flags << 16 | offset << 32,
+    // Word1 = length | tag << 32); false: send it as its own post (which may start a run).
+    private bool TryGrowRun(int open, uint offset, uint tag, uint stride, int max, ushort runType)
+    {
+        if (open < 0 || _outbox.Count != 0 || _fault is not null)
+        {
+            return false;
+        }
+
+        ref Message run = ref _batch[open];
+        uint runOffset = (uint)(run.Word0 >> 32), runLength = (uint)run.Word1, runTag = (uint)(run.Word1 >> 32);
+        uint buffers = runLength / stride;
+        if ((ushort)run.Word0 != _regionId || runLength % stride != 0 || buffers >= (uint)max
+            || offset != runOffset + runLength || tag != runTag + buffers)
+        {
+            return false;
+        }
+
+        run.Word1 += stride; // the run's length (the low half), tags unchanged
+        run.Type = runType;
+        return true;
     }
 
     private void ClearBatch()
