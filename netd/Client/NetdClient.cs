@@ -455,7 +455,7 @@ public sealed class NetdClient : IAsyncDisposable
 
         _transmitInFlight[buffer.Index] = true;
         int page = _firstTransmitPage + buffer.Index;
-        if (_openTransmit >= 0 && _outbox.Count == 0 && _fault is null && page <= ushort.MaxValue
+        if (_openTransmit >= 0 && _fault is null && page <= ushort.MaxValue
             && (ushort)_batch[_openTransmit].Word0 == _regionId // both forms start with the region
             && TryAppendFrame(ref _batch[_openTransmit], (uint)page | ((uint)length << 16)))
         {
@@ -513,49 +513,47 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
+    // Every post and transmit joins the step's batch (and its kind's open message there), also
+    // while older messages wait in the outbox for the channel's window: the batch then follows them
+    // into the outbox when the step ends (FlushBatch), in order. Joining only while the outbox was
+    // empty left a busy client - whose window is full most of the time - sending one message per
+    // buffer.
     private void Send(in Message m)
     {
         ThrowIfFaulted();
-        if (_outbox.Count == 0)
+        if (_batchCount > 0 && TryJoin(in m))
         {
-            if (_batchCount > 0 && TryJoin(in m))
-            {
-                return; // joined its kind's open message of this step (flush already scheduled)
-            }
-
-            switch (m.Type)
-            {
-                case NetdMessages.PostSmall:
-                    _openSmallRun = _batchCount;
-                    break;
-                case NetdMessages.PostPage:
-                    _openPageRun = _batchCount;
-                    break;
-                case NetdMessages.Transmit:
-                    _openTransmit = _batchCount;
-                    break;
-            }
-
-            _batch[_batchCount++] = m;
-            if (_batchCount == _batch.Length)
-            {
-                FlushBatch();
-            }
-            else if (!_batchScheduled)
-            {
-                // Once per step: the flush runs after the work already queued on this core, so
-                // everything the application gives back or sends in between travels together.
-                _batchScheduled = _kernel.TryPost(static s => ((NetdClient)s!).FlushBatch(), this);
-                if (!_batchScheduled)
-                {
-                    FlushBatch(); // the run queue is full: no batching, never a lost message
-                }
-            }
-
-            return;
+            return; // joined its kind's open message of this step (flush already scheduled)
         }
 
-        Enqueue(in m);
+        switch (m.Type)
+        {
+            case NetdMessages.PostSmall:
+                _openSmallRun = _batchCount;
+                break;
+            case NetdMessages.PostPage:
+                _openPageRun = _batchCount;
+                break;
+            case NetdMessages.Transmit:
+                _openTransmit = _batchCount;
+                break;
+        }
+
+        _batch[_batchCount++] = m;
+        if (_batchCount == _batch.Length)
+        {
+            FlushBatch();
+        }
+        else if (!_batchScheduled)
+        {
+            // Once per step: the flush runs after the work already queued on this core, so
+            // everything the application gives back or sends in between travels together.
+            _batchScheduled = _kernel.TryPost(static s => ((NetdClient)s!).FlushBatch(), this);
+            if (!_batchScheduled)
+            {
+                FlushBatch(); // the run queue is full: no batching, never a lost message
+            }
+        }
     }
 
     private bool TryJoin(in Message m) => m.Type switch
@@ -648,7 +646,7 @@ public sealed class NetdClient : IAsyncDisposable
     // Word1 = length | tag << 32); false: send it as its own post (which may start a run).
     private bool TryGrowRun(int open, uint offset, uint tag, uint stride, int max, ushort runType)
     {
-        if (open < 0 || _outbox.Count != 0 || _fault is not null)
+        if (open < 0 || _fault is not null)
         {
             return false;
         }
