@@ -76,6 +76,7 @@ public sealed class NetdClient : IAsyncDisposable
     // is posted (at netd) or with this client (received, not yet released); a transmit page is in
     // flight (at netd) or with this client.
     private readonly bool[] _pagePosted;
+    private readonly bool[] _pageForwarded; // a received page sent on as it is (Forward): at netd until it comes back
     private readonly bool[] _smallPosted;
     private readonly bool[] _transmitInFlight;
     private bool _reconnecting;
@@ -121,6 +122,7 @@ public sealed class NetdClient : IAsyncDisposable
         _region = ctx.Capabilities.GetFrame(regionSlot);
         _received = new Queue<Descriptor>(options.ReceivePages + options.SmallBuffers);
         _pagePosted = new bool[options.ReceivePages];
+        _pageForwarded = new bool[options.ReceivePages];
         _smallPosted = new bool[options.SmallBuffers];
         _transmitInFlight = new bool[options.TransmitPages];
         Array.Fill(_pagePosted, true);
@@ -253,6 +255,16 @@ public sealed class NetdClient : IAsyncDisposable
                 }
             }
 
+            for (int i = 0; i < _pageForwarded.Length; i++)
+            {
+                if (_pageForwarded[i])
+                {
+                    // Lost with the old netd: the page is ours again and goes to the next one as a receive buffer.
+                    _pageForwarded[i] = false;
+                    _pagePosted[i] = true;
+                }
+            }
+
             _transmitSignal.Set();
             _channel = await _ctx.BindAsync(NetdMessages.ServiceName, _options.BindTimeout, _ctx.Stopping);
             _reconnecting = false;
@@ -362,6 +374,9 @@ public sealed class NetdClient : IAsyncDisposable
 
     internal ReadOnlySpan<byte> Bytes(Descriptor d) => _region.ReadOnlySpan.Slice((int)d.Offset, (int)d.Length);
 
+    // A received buffer's whole extent (a page, or a small slot), writable: the application's own memory until it gives it back.
+    internal Span<byte> WritableBytes(Descriptor d) => _region.Span.Slice((int)d.Offset, (int)NetdLimits.Stride(d.Flags));
+
     /// <summary>Gives a received frame's buffer back to netd (posted again).</summary>
     public void Release(in ReceivedFrame frame)
     {
@@ -375,6 +390,47 @@ public sealed class NetdClient : IAsyncDisposable
             PostPage((int)d.Tag);
         }
     }
+
+    /// <summary>
+    /// Sends the first <paramref name="length"/> bytes of a received frame's own page on, as it
+    /// is (the application has rewritten it in place, e.g. swapped its addresses): no copy into a
+    /// transmit page. The page goes back to netd as a receive buffer once netd has sent it (or
+    /// refused it), instead of through <see cref="Release"/>. A frame in a small buffer cannot be
+    /// forwarded (copy it into a transmit page: <see cref="CanForward"/>).
+    /// </summary>
+    public void Forward(in ReceivedFrame frame, int length)
+    {
+        ThrowIfFaulted();
+        Descriptor d = frame.Descriptor;
+        int index = (int)d.Tag;
+        if (!CanForward(in frame) || (uint)index >= (uint)_pageForwarded.Length || _pagePosted[index] || _pageForwarded[index])
+        {
+            throw new ArgumentException("Only a received page this client holds can be forwarded, once.", nameof(frame));
+        }
+
+        if ((uint)length > PhysicalMemory.FrameSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, "A frame fits in one page.");
+        }
+
+        if (_reconnecting)
+        {
+            TransmitRefusals++; // no netd now: dropped, and the page is posted to the next one
+            _pagePosted[index] = true;
+            return;
+        }
+
+        _pageForwarded[index] = true;
+        int page = 1 + index; // receive page i is the region's page 1 + i; its tag is that page
+        if (_openTransmit < 0 || _fault is not null || (ushort)_batch[_openTransmit].Word0 != _regionId
+            || !TryAppendFrame(ref _batch[_openTransmit], (uint)page | ((uint)length << 16)))
+        {
+            Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)(page * PhysicalMemory.FrameSize), (uint)length, (uint)page).ToMessage(NetdMessages.Transmit));
+        }
+    }
+
+    /// <summary>True when <paramref name="frame"/> came in a page (not a small buffer), so <see cref="Forward"/> can send it on.</summary>
+    public static bool CanForward(in ReceivedFrame frame) => (frame.Descriptor.Flags & DescriptorFlags.Page) != 0;
 
     private void PostPage(int index)
     {
@@ -476,9 +532,22 @@ public sealed class NetdClient : IAsyncDisposable
     // The region's page of transmit buffer 0: a transmit's tag is its page, its index the tag less this.
     private int FirstTransmitPage => _firstTransmitPage;
 
-    // A transmit buffer netd gave back (its tag is its page): free again, once.
+    // A transmit buffer netd gave back (its tag is its page): free again, once; a forwarded
+    // receive page (tag 1..ReceivePages) is posted again.
     private bool FreeTransmit(uint tag)
     {
+        if (tag - 1 < (uint)_pageForwarded.Length)
+        {
+            int page = (int)tag - 1;
+            if (_pageForwarded[page])
+            {
+                _pageForwarded[page] = false;
+                PostPage(page);
+            }
+
+            return false;
+        }
+
         uint index = tag - (uint)FirstTransmitPage;
         if (index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
         {
@@ -1007,6 +1076,13 @@ public readonly struct ReceivedFrame
 
     /// <summary>The frame's bytes.</summary>
     public ReadOnlySpan<byte> Span => _client is null ? default : _client.Bytes(Descriptor);
+
+    /// <summary>
+    /// The whole buffer the frame is in (its page, or its small slot), writable: to rewrite the
+    /// frame in place before <see cref="NetdClient.Forward"/> sends it on. Valid until the buffer is
+    /// given back.
+    /// </summary>
+    public Span<byte> WritableSpan => _client is null ? default : _client.WritableBytes(Descriptor);
 
     /// <summary>True when it arrived in a small (128-byte) buffer.</summary>
     public bool IsSmall => (Descriptor.Flags & DescriptorFlags.Small) != 0;

@@ -69,6 +69,11 @@ internal static class NetdBench
     // work on whenever they run, rather than taking turns on two CPUs; docs/netd-running.md.
     private const int Window = 256;
 
+    // Receive pages: a forwarded page (1500-byte echoes go back in the page they came in) is away
+    // from delivery until netd has sent it and the client posted it again, while the generator
+    // already refills its window: twice the window, so the echo never runs out of pages.
+    private const int ReceivePages = 2 * Window;
+
     // The generator refills in bursts of at least this many frames (a quarter of the window).
     private const int RefillBurst = Window / 4;
     private const ushort Port = 9000;
@@ -129,7 +134,7 @@ internal static class NetdBench
         {
             n.Core = 1;
             n.MaxTransmitsInFlight = Window;
-            n.MaxPostedPerConsumer = Window;
+            n.MaxPostedPerConsumer = ReceivePages;
         }, host);
         var appAllocated = new StrongBox<long>();
         options.AddProgram("bench-echo", ctx => EchoAsync(ctx, echoReady, appAllocated));
@@ -377,7 +382,7 @@ internal static class NetdBench
     {
         try
         {
-            await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = AppIp, ReceivePages = Window, SmallBuffers = Window, TransmitPages = Window });
+            await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = AppIp, ReceivePages = ReceivePages, SmallBuffers = Window, TransmitPages = Window });
             await client.InstallFilterAsync(string.Create(CultureInfo.InvariantCulture, $"ip.dst == {AppIp} && udp.dport == {Port}"));
             ready.TrySetResult();
             while (!ctx.Stopping.IsCancellationRequested)
@@ -385,6 +390,17 @@ internal static class NetdBench
                 await client.WaitToReceiveAsync(ctx.Stopping);
                 while (client.TryReceive(out ReceivedFrame frame))
                 {
+                    if (NetdClient.CanForward(in frame))
+                    {
+                        // A page: its addresses swapped in place and the page itself sent back (no
+                        // copy), as a forwarding application does with large frames.
+                        int pageLength = frame.Span.Length;
+                        SwapAddresses(frame.WritableSpan[..pageLength]);
+                        client.Forward(in frame, pageLength);
+                        continue;
+                    }
+
+                    // A small frame: copied into a transmit page (a copy of at most 128 bytes), its buffer given back at once.
                     TransmitBuffer tx = client.TryGetTransmitBuffer(out TransmitBuffer free) ? free : await client.GetTransmitBufferAsync(ctx.Stopping);
                     int length = Echo(frame, tx);
                     client.Release(frame);

@@ -385,6 +385,88 @@ public sealed partial class NetdTests
         Assert.Equal(0, rig.Host.Counters!.TxRefused);
     }
 
+    [Fact]
+    public async Task NetdClient_ForwardsAReceivedPageAsItIs_AndThePageIsPostedAgainOnceSent_ASmallFrameCannotBeForwarded()
+    {
+        const ushort Port = 9000;
+        const int Pages = 4;
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var outcome = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using Rig rig = await StartAsync(o =>
+        {
+            o.AddProgram("forward", async ctx =>
+            {
+                try
+                {
+                    await using Multikernel.Netd.Client.NetdClient client = await Multikernel.Netd.Client.NetdClient.ConnectAsync(ctx, new Multikernel.Netd.Client.NetdClientOptions { Address = AppIp, ReceivePages = Pages, SmallBuffers = 2, TransmitPages = 2 });
+                    await client.InstallFilterAsync($"ip.dst == {AppIp} && udp.dport == {Port}");
+                    ready.SetResult();
+                    var seen = new List<string>();
+                    int forwarded = 0;
+                    while (forwarded < 3 * Pages)
+                    {
+                        await client.WaitToReceiveAsync(ctx.Stopping);
+                        while (client.TryReceive(out Multikernel.Netd.Client.ReceivedFrame frame))
+                        {
+                            if (!Multikernel.Netd.Client.NetdClient.CanForward(in frame))
+                            {
+                                Multikernel.Netd.Client.ReceivedFrame small = frame;
+                                seen.Add(Assert.Throws<ArgumentException>(() => client.Forward(in small, small.Span.Length)) is not null ? "small refused" : "?");
+                                client.Release(frame);
+                                continue;
+                            }
+
+                            int length = frame.Span.Length;
+                            SwapAddresses(frame.WritableSpan[..length]);
+                            client.Forward(in frame, length);
+                            Multikernel.Netd.Client.ReceivedFrame again = frame;
+                            Assert.Throws<ArgumentException>(() => client.Forward(in again, length)); // once
+                            forwarded++;
+                        }
+                    }
+
+                    seen.Add($"forwarded {forwarded}, refusals {client.TransmitRefusals}, free transmit pages {client.FreeTransmitBuffers}");
+                    outcome.SetResult(string.Join("; ", seen));
+                    await Task.Delay(Timeout.Infinite, ctx.Stopping);
+                }
+                catch (OperationCanceledException) when (ctx.Stopping.IsCancellationRequested)
+                {
+                }
+                catch (Exception ex)
+                {
+                    ready.TrySetException(ex);
+                    outcome.TrySetException(ex);
+                }
+            });
+            o.SpawnAtBoot("forward", core: 0);
+        });
+        await ready.Task.WaitAsync(Patience);
+        var frame = new byte[1514];
+        var buffer = new byte[rig.Peer.MaxFrameLength()];
+        int small = BuildUdp(frame, rig.Host.Mac!.Value, AppIp, Port, 20);
+        SendPaced(rig.Peer, frame.AsSpan(0, small));
+
+        // Three times as many large frames as the client has pages, one at a time: each needs a
+        // forwarded page to have come back as a receive buffer.
+        for (int k = 0; k < 3 * Pages; k++)
+        {
+            int n = BuildUdp(frame, rig.Host.Mac!.Value, AppIp, Port, 1000 + k);
+            SendPaced(rig.Peer, frame.AsSpan(0, n));
+            byte[] echo = await ReceiveAsync(rig.Peer, f => EtherOf(f) == EtherType.Ipv4);
+            Assert.Equal(n, echo.Length);
+            Assert.Equal(WireError.None, EthernetFrame.TryParse(echo, out EthernetFrame eth));
+            Assert.Equal(PeerMac, eth.Destination);
+            Assert.Equal(WireError.None, Ipv4Packet.TryParse(eth.Payload, out Ipv4Packet ip));
+            Assert.Equal(PeerIp, ip.Destination);
+            Assert.Equal(AppIp, ip.Source);
+            Assert.True(ip.Payload[8..].SequenceEqual(frame.AsSpan(42, 1000 + k)), "the forwarded frame's payload is the one received");
+        }
+
+        Assert.Equal($"small refused; forwarded {3 * Pages}, refusals 0, free transmit pages 2", await outcome.Task.WaitAsync(Patience));
+        await Eventually(() => Stats(rig) is { PostedPages: Pages, PostedSmall: 2 }, () => $"every forwarded page posted again ({Stats(rig)})");
+        Assert.Equal(0, rig.Host.Counters!.Dropped(RxDropReason.NoBuffer));
+    }
+
     // Frames 0..9 fit a small slot (60..105 bytes), 10..12 need a page.
     private static int FrameLength(int k) => k < 10 ? 60 + (5 * k) : 600 + k;
 
