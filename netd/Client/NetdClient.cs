@@ -76,11 +76,14 @@ public sealed class NetdClient : IAsyncDisposable
     // is posted (at netd) or with this client (received, not yet released); a transmit page is in
     // flight (at netd) or with this client.
     private readonly bool[] _pagePosted;
+    private readonly bool[] _pageForwarded; // a received page sent on as it is (Forward): at netd until it comes back
     private readonly bool[] _smallPosted;
     private readonly bool[] _transmitInFlight;
     private bool _reconnecting;
     private bool _disposing;
     private readonly int _outboxLimit;
+    private readonly int _firstTransmitPage;
+    private readonly uint _smallBase;
     private ushort _regionId;
     private TaskCompletionSource<Message>? _control;
     private readonly CoreKernel _kernel;
@@ -92,6 +95,15 @@ public sealed class NetdClient : IAsyncDisposable
     // the step ends (a work item queued once), when the batch is full, or before a request.
     private readonly Message[] _batch = new Message[OutboundBatch];
     private int _batchCount;
+
+    // Where in _batch the step's open run of small posts, of page posts and of transmits is (-1:
+    // none): a buffer given back or a frame sent joins its kind's open message (PostSmallRun,
+    // PostPageRun, TransmitMany), so the echo of a frame - a repost and a transmit, alternating -
+    // still leaves as a few messages, not two per frame. Posts and transmits are independent at
+    // netd, so a post joining a message queued before a transmit changes nothing netd does.
+    private int _openSmallRun = -1;
+    private int _openPageRun = -1;
+    private int _openTransmit = -1;
     private bool _batchScheduled;
     private readonly ClientSignal _writerSignal;
     private Exception? _fault;
@@ -110,10 +122,13 @@ public sealed class NetdClient : IAsyncDisposable
         _region = ctx.Capabilities.GetFrame(regionSlot);
         _received = new Queue<Descriptor>(options.ReceivePages + options.SmallBuffers);
         _pagePosted = new bool[options.ReceivePages];
+        _pageForwarded = new bool[options.ReceivePages];
         _smallPosted = new bool[options.SmallBuffers];
         _transmitInFlight = new bool[options.TransmitPages];
         Array.Fill(_pagePosted, true);
         Array.Fill(_smallPosted, true);
+        _firstTransmitPage = 1 + options.ReceivePages + options.SmallPages;
+        _smallBase = (uint)((1 + options.ReceivePages) * PhysicalMemory.FrameSize);
         _freeTransmit = new Stack<int>(options.TransmitPages);
         for (int i = options.TransmitPages - 1; i >= 0; i--)
         {
@@ -230,13 +245,23 @@ public sealed class NetdClient : IAsyncDisposable
         {
             _channel.Endpoint.Close();
             _outbox.Clear();
-            _batchCount = 0;
+            ClearBatch();
             for (int i = 0; i < _transmitInFlight.Length; i++)
             {
                 if (_transmitInFlight[i])
                 {
                     _transmitInFlight[i] = false;
                     _freeTransmit.Push(i);
+                }
+            }
+
+            for (int i = 0; i < _pageForwarded.Length; i++)
+            {
+                if (_pageForwarded[i])
+                {
+                    // Lost with the old netd: the page is ours again and goes to the next one as a receive buffer.
+                    _pageForwarded[i] = false;
+                    _pagePosted[i] = true;
                 }
             }
 
@@ -370,6 +395,9 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
+    // A received buffer's whole extent (a page, or a small slot), writable: the application's own memory until it gives it back.
+    internal Span<byte> WritableBytes(Descriptor d) => _region.Span.Slice((int)d.Offset, (int)NetdLimits.Stride(d.Flags));
+
     /// <summary>Gives a received frame's buffer back to netd (posted again).</summary>
     public void Release(in ReceivedFrame frame)
     {
@@ -384,12 +412,57 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Sends the first <paramref name="length"/> bytes of a received frame's own page on, as it
+    /// is (the application has rewritten it in place, e.g. swapped its addresses): no copy into a
+    /// transmit page. The page goes back to netd as a receive buffer once netd has sent it (or
+    /// refused it), instead of through <see cref="Release"/>. A frame in a small buffer cannot be
+    /// forwarded (copy it into a transmit page: <see cref="CanForward"/>).
+    /// </summary>
+    public void Forward(in ReceivedFrame frame, int length)
+    {
+        ThrowIfFaulted();
+        Descriptor d = frame.Descriptor;
+        int index = (int)d.Tag;
+        if (!CanForward(in frame) || (uint)index >= (uint)_pageForwarded.Length || _pagePosted[index] || _pageForwarded[index])
+        {
+            throw new ArgumentException("Only a received page this client holds can be forwarded, once.", nameof(frame));
+        }
+
+        if ((uint)length > PhysicalMemory.FrameSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, "A frame fits in one page.");
+        }
+
+        if (_reconnecting)
+        {
+            TransmitRefusals++; // no netd now: dropped, and the page is posted to the next one
+            _pagePosted[index] = true;
+            return;
+        }
+
+        _pageForwarded[index] = true;
+        int page = 1 + index; // receive page i is the region's page 1 + i; its tag is that page
+        if (_openTransmit < 0 || _fault is not null || (ushort)_batch[_openTransmit].Word0 != _regionId
+            || !TryAppendFrame(ref _batch[_openTransmit], (uint)page | ((uint)length << 16)))
+        {
+            Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)(page * PhysicalMemory.FrameSize), (uint)length, (uint)page).ToMessage(NetdMessages.Transmit));
+        }
+    }
+
+    /// <summary>True when <paramref name="frame"/> came in a page (not a small buffer), so <see cref="Forward"/> can send it on.</summary>
+    public static bool CanForward(in ReceivedFrame frame) => (frame.Descriptor.Flags & DescriptorFlags.Page) != 0;
+
     private void PostPage(int index)
     {
         _pagePosted[index] = true;
         if (!_reconnecting)
         {
-            Send(new Descriptor(_regionId, DescriptorFlags.Page, (uint)((1 + index) * PhysicalMemory.FrameSize), PhysicalMemory.FrameSize, (uint)index).ToMessage(NetdMessages.PostPage));
+            uint offset = (uint)((1 + index) * PhysicalMemory.FrameSize);
+            if (!TryGrowRun(_openPageRun, offset, (uint)index, NetdLimits.PageBuffer, NetdLimits.MaxPageRun, NetdMessages.PostPageRun))
+            {
+                Send(new Descriptor(_regionId, DescriptorFlags.Page, offset, PhysicalMemory.FrameSize, (uint)index).ToMessage(NetdMessages.PostPage));
+            }
         }
     }
 
@@ -398,8 +471,11 @@ public sealed class NetdClient : IAsyncDisposable
         _smallPosted[index] = true;
         if (!_reconnecting)
         {
-            uint offset = (uint)((1 + _options.ReceivePages) * PhysicalMemory.FrameSize + index * NetdLimits.SmallPacket);
-            Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
+            uint offset = _smallBase + (uint)(index * NetdLimits.SmallPacket);
+            if (!TryGrowRun(_openSmallRun, offset, (uint)index, NetdLimits.SmallPacket, NetdLimits.MaxSmallRun, NetdMessages.PostSmallRun))
+            {
+                Send(new Descriptor(_regionId, DescriptorFlags.Small, offset, NetdLimits.SmallPacket, (uint)index).ToMessage(NetdMessages.PostSmall));
+            }
         }
     }
 
@@ -455,7 +531,16 @@ public sealed class NetdClient : IAsyncDisposable
         }
 
         _transmitInFlight[buffer.Index] = true;
-        Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)TransmitOffset(buffer.Index), (uint)length, (uint)buffer.Index).ToMessage(NetdMessages.Transmit));
+        int page = _firstTransmitPage + buffer.Index;
+        if (_openTransmit >= 0 && _fault is null && page <= ushort.MaxValue
+            && (ushort)_batch[_openTransmit].Word0 == _regionId // both forms start with the region
+            && TryAppendFrame(ref _batch[_openTransmit], (uint)page | ((uint)length << 16)))
+        {
+            return; // joined the step's open TransmitMany
+        }
+
+        // The tag is the buffer's page in the region (what a TransmitMany names it by).
+        Send(new Descriptor(_regionId, DescriptorFlags.None, (uint)TransmitOffset(buffer.Index), (uint)length, (uint)(FirstTransmitPage + buffer.Index)).ToMessage(NetdMessages.Transmit));
     }
 
     /// <summary>Transmit pages netd has refused (bad frame, spoofed source); each refusal also frees its page.</summary>
@@ -463,7 +548,37 @@ public sealed class NetdClient : IAsyncDisposable
 
     internal Span<byte> TransmitSpan(int index) => _region.Span.Slice(TransmitOffset(index), PhysicalMemory.FrameSize);
 
-    private int TransmitOffset(int index) => (1 + _options.ReceivePages + _options.SmallPages + index) * PhysicalMemory.FrameSize;
+    private int TransmitOffset(int index) => (FirstTransmitPage + index) * PhysicalMemory.FrameSize;
+
+    // The region's page of transmit buffer 0: a transmit's tag is its page, its index the tag less this.
+    private int FirstTransmitPage => _firstTransmitPage;
+
+    // A transmit buffer netd gave back (its tag is its page): free again, once; a forwarded
+    // receive page (tag 1..ReceivePages) is posted again.
+    private bool FreeTransmit(uint tag)
+    {
+        if (tag - 1 < (uint)_pageForwarded.Length)
+        {
+            int page = (int)tag - 1;
+            if (_pageForwarded[page])
+            {
+                _pageForwarded[page] = false;
+                PostPage(page);
+            }
+
+            return false;
+        }
+
+        uint index = tag - (uint)FirstTransmitPage;
+        if (index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
+        {
+            _transmitInFlight[index] = false;
+            _freeTransmit.Push((int)index);
+            return true;
+        }
+
+        return false;
+    }
 
     // ------------------------------------------------------------------ the channel
 
@@ -488,57 +603,162 @@ public sealed class NetdClient : IAsyncDisposable
         }
     }
 
+    // Every post and transmit joins the step's batch (and its kind's open message there), also
+    // while older messages wait in the outbox for the channel's window: the batch then follows them
+    // into the outbox when the step ends (FlushBatch), in order. Joining only while the outbox was
+    // empty left a busy client - whose window is full most of the time - sending one message per
+    // buffer.
     private void Send(in Message m)
     {
         ThrowIfFaulted();
-        if (_outbox.Count == 0)
+        if (_batchCount > 0 && TryJoin(in m))
         {
-            if (m.Type == NetdMessages.PostSmall && _batchCount > 0 && TryExtendRun(ref _batch[_batchCount - 1], in m))
-            {
-                return; // joined the run of small buffers just before it (flush already scheduled)
-            }
-
-            _batch[_batchCount++] = m;
-            if (_batchCount == _batch.Length)
-            {
-                FlushBatch();
-            }
-            else if (!_batchScheduled)
-            {
-                // Once per step: the flush runs after the work already queued on this core, so
-                // everything the application gives back or sends in between travels together.
-                _batchScheduled = _kernel.TryPost(static s => ((NetdClient)s!).FlushBatch(), this);
-                if (!_batchScheduled)
-                {
-                    FlushBatch(); // the run queue is full: no batching, never a lost message
-                }
-            }
-
-            return;
+            return; // joined its kind's open message of this step (flush already scheduled)
         }
 
-        Enqueue(in m);
+        switch (m.Type)
+        {
+            case NetdMessages.PostSmall:
+                _openSmallRun = _batchCount;
+                break;
+            case NetdMessages.PostPage:
+                _openPageRun = _batchCount;
+                break;
+            case NetdMessages.Transmit:
+                _openTransmit = _batchCount;
+                break;
+        }
+
+        _batch[_batchCount++] = m;
+        if (_batchCount == _batch.Length)
+        {
+            FlushBatch();
+        }
+        else if (!_batchScheduled)
+        {
+            // Once per step: the flush runs after the work already queued on this core, so
+            // everything the application gives back or sends in between travels together.
+            _batchScheduled = _kernel.TryPost(static s => ((NetdClient)s!).FlushBatch(), this);
+            if (!_batchScheduled)
+            {
+                FlushBatch(); // the run queue is full: no batching, never a lost message
+            }
+        }
     }
 
-    // Small buffers given back in order (slot after slot, tag after tag) travel as one PostSmallRun.
-    private static bool TryExtendRun(ref Message last, in Message post)
+    private bool TryJoin(in Message m) => m.Type switch
     {
-        if (last.Type is not (NetdMessages.PostSmall or NetdMessages.PostSmallRun))
-        {
-            return false;
-        }
+        NetdMessages.PostSmall => _openSmallRun >= 0 && TryExtendRun(ref _batch[_openSmallRun], in m, NetdLimits.SmallPacket, NetdLimits.MaxSmallRun, NetdMessages.PostSmallRun),
+        NetdMessages.PostPage => _openPageRun >= 0 && TryExtendRun(ref _batch[_openPageRun], in m, NetdLimits.PageBuffer, NetdLimits.MaxPageRun, NetdMessages.PostPageRun),
+        NetdMessages.Transmit => _openTransmit >= 0 && TryAddTransmit(ref _batch[_openTransmit], in m),
+        _ => false,
+    };
 
-        Descriptor run = Descriptor.From(in last);
+    // Buffers given back in order (buffer after buffer, tag after tag) travel as one run.
+    private static bool TryExtendRun(ref Message run, in Message post, uint stride, int max, ushort runType)
+    {
+        Descriptor first = Descriptor.From(in run);
         Descriptor next = Descriptor.From(in post);
-        uint slots = run.Length / NetdLimits.SmallPacket;
-        if (next.Region != run.Region || slots >= NetdLimits.MaxSmallRun
-            || next.Offset != run.Offset + run.Length || next.Tag != run.Tag + slots)
+        uint buffers = first.Length / stride;
+        if (next.Region != first.Region || next.Length != stride || first.Length % stride != 0 || buffers >= max
+            || next.Offset != first.Offset + first.Length || next.Tag != first.Tag + buffers)
         {
             return false;
         }
 
-        last = (run with { Length = run.Length + NetdLimits.SmallPacket }).ToMessage(NetdMessages.PostSmallRun);
+        run.SetPayload(first with { Length = first.Length + stride });
+        run.Type = runType;
         return true;
+    }
+
+    // Frames sent from whole pages of the region travel as one TransmitMany (up to five): each
+    // frame is its page and length, and its tag is its page.
+    private static bool TryAddTransmit(ref Message open, in Message transmit)
+    {
+        Descriptor next = Descriptor.From(in transmit);
+        if (!TryPackFrame(in next, out uint frame))
+        {
+            return false;
+        }
+
+        return (ushort)open.Word0 == next.Region && TryAppendFrame(ref open, frame);
+    }
+
+    // One more frame (page | length << 16) of the open message's region: a Transmit becomes a
+    // TransmitMany of two, a TransmitMany takes it while it has room.
+    private static bool TryAppendFrame(ref Message open, uint frame)
+    {
+        if (open.Type == NetdMessages.Transmit)
+        {
+            Descriptor first = Descriptor.From(in open);
+            if (!TryPackFrame(in first, out uint firstFrame))
+            {
+                return false;
+            }
+
+            open = Message.Create(NetdMessages.TransmitMany, first.Region | (2UL << 16) | ((ulong)firstFrame << 32), frame);
+            return true;
+        }
+
+        int count = (int)((open.Word0 >> 16) & 0xFFFF);
+        if (count >= NetdLimits.FramesPerTransmitMany)
+        {
+            return false;
+        }
+
+        int bit = 32 * (count + 1);
+        if (bit < 64)
+        {
+            open.Word0 |= (ulong)frame << bit;
+        }
+        else if (bit < 128)
+        {
+            open.Word1 |= (ulong)frame << (bit & 63);
+        }
+        else
+        {
+            open.Word2 |= (ulong)frame << (bit & 63);
+        }
+
+        open.Word0 = (open.Word0 & ~0xFFFF_0000UL) | ((ulong)(count + 1) << 16);
+        return true;
+    }
+
+    private static bool TryPackFrame(in Descriptor d, out uint frame)
+    {
+        uint page = d.Offset / NetdLimits.PageBuffer;
+        frame = page | (d.Length << 16);
+        return d.Offset % NetdLimits.PageBuffer == 0 && page <= ushort.MaxValue && d.Length <= ushort.MaxValue && d.Tag == page;
+    }
+
+    // The buffer at `offset` with `tag` joins the open run at `open` in place when it is the next
+    // one (the descriptor's fields read where they lie: Word0 = region | flags << 16 | offset << 32,
+    // Word1 = length | tag << 32); false: send it as its own post (which may start a run).
+    private bool TryGrowRun(int open, uint offset, uint tag, uint stride, int max, ushort runType)
+    {
+        if (open < 0 || _fault is not null)
+        {
+            return false;
+        }
+
+        ref Message run = ref _batch[open];
+        uint runOffset = (uint)(run.Word0 >> 32), runLength = (uint)run.Word1, runTag = (uint)(run.Word1 >> 32);
+        uint buffers = runLength / stride;
+        if ((ushort)run.Word0 != _regionId || runLength % stride != 0 || buffers >= (uint)max
+            || offset != runOffset + runLength || tag != runTag + buffers)
+        {
+            return false;
+        }
+
+        run.Word1 += stride; // the run's length (the low half), tags unchanged
+        run.Type = runType;
+        return true;
+    }
+
+    private void ClearBatch()
+    {
+        _batchCount = 0;
+        _openSmallRun = _openPageRun = _openTransmit = -1;
     }
 
     private void Enqueue(in Message m)
@@ -562,7 +782,7 @@ public sealed class NetdClient : IAsyncDisposable
             return;
         }
 
-        _batchCount = 0;
+        ClearBatch();
         int sent = 0;
         if (_outbox.Count == 0)
         {
@@ -720,14 +940,7 @@ public sealed class NetdClient : IAsyncDisposable
                     TransmitRefusals++;
                 }
 
-                int index = (int)Descriptor.From(in m).Tag;
-                if ((uint)index < (uint)_transmitInFlight.Length && _transmitInFlight[index])
-                {
-                    _transmitInFlight[index] = false;
-                    _freeTransmit.Push(index);
-                    freed = true;
-                }
-
+                freed |= FreeTransmit(Descriptor.From(in m).Tag);
                 break;
             case NetdMessages.TransmittedMany:
                 int count = (int)((m.Word0 >> 16) & 0xFFFF);
@@ -738,15 +951,12 @@ public sealed class NetdClient : IAsyncDisposable
 
                 for (int i = 0; i < count; i++)
                 {
-                    int sentIndex = NetdLimits.TransmittedTag(in m, i);
-                    if (sentIndex < _transmitInFlight.Length && _transmitInFlight[sentIndex])
-                    {
-                        _transmitInFlight[sentIndex] = false;
-                        _freeTransmit.Push(sentIndex);
-                        freed = true;
-                    }
+                    freed |= FreeTransmit(NetdLimits.TransmittedTag(in m, i));
                 }
 
+                break;
+            case NetdMessages.ReceivedMany:
+                received |= OnReceivedMany(in m);
                 break;
             case NetdMessages.RegionGone:
                 return new NetdException("netd can no longer reach this client's region (revoked or netd restarted).", NetdStatus.BadCapability);
@@ -760,16 +970,42 @@ public sealed class NetdClient : IAsyncDisposable
         return null;
     }
 
+    // Deliveries into buffers that follow each other (the order they were posted): each is the
+    // Received of (region, kind, offset + i x stride, length i, tag + i).
+    private bool OnReceivedMany(in Message m)
+    {
+        int count = (int)((m.Word0 >> 16) & 0xFF);
+        var kind = (DescriptorFlags)(byte)(m.Word0 >> 24);
+        if ((ushort)m.Word0 != _regionId || count > NetdLimits.FramesPerReceivedMany || kind is not (DescriptorFlags.Small or DescriptorFlags.Page))
+        {
+            return false; // not this session's region, or malformed: ignored
+        }
+
+        uint stride = NetdLimits.Stride(kind);
+        uint tag = (uint)(m.Word0 >> 32);
+        uint offset = (uint)m.Word1;
+        bool received = false;
+        for (int i = 0; i < count; i++)
+        {
+            received |= OnReceived(new Descriptor(_regionId, kind, offset + ((uint)i * stride), NetdLimits.ReceivedLength(in m, i), tag + (uint)i), NetdStatus.Ok);
+        }
+
+        return received;
+    }
+
     private bool OnReceived(Descriptor d, NetdStatus status)
     {
-        if (status != NetdStatus.Ok && (d.Flags & DescriptorFlags.Small) != 0 && d.Length > NetdLimits.SmallPacket)
+        bool small = (d.Flags & DescriptorFlags.Small) != 0;
+        uint stride = small ? (uint)NetdLimits.SmallPacket : NetdLimits.PageBuffer;
+        if (status != NetdStatus.Ok && d.Length > stride)
         {
             // A run of posts refused whole: each of its buffers is ours again and stays unused.
-            for (uint k = 0; k < d.Length / NetdLimits.SmallPacket; k++)
+            bool[] kind = small ? _smallPosted : _pagePosted;
+            for (uint k = 0; k < d.Length / stride; k++)
             {
-                if (d.Tag + k < (uint)_smallPosted.Length)
+                if (d.Tag + k < (uint)kind.Length)
                 {
-                    _smallPosted[d.Tag + k] = false;
+                    kind[d.Tag + k] = false;
                 }
             }
 
@@ -861,6 +1097,13 @@ public readonly struct ReceivedFrame
 
     /// <summary>The frame's bytes.</summary>
     public ReadOnlySpan<byte> Span => _client is null ? default : _client.Bytes(Descriptor);
+
+    /// <summary>
+    /// The whole buffer the frame is in (its page, or its small slot), writable: to rewrite the
+    /// frame in place before <see cref="NetdClient.Forward"/> sends it on. Valid until the buffer is
+    /// given back.
+    /// </summary>
+    public Span<byte> WritableSpan => _client is null ? default : _client.WritableBytes(Descriptor);
 
     /// <summary>True when it arrived in a small (128-byte) buffer.</summary>
     public bool IsSmall => (Descriptor.Flags & DescriptorFlags.Small) != 0;

@@ -129,6 +129,32 @@ internal sealed class Consumer
     }
 
     /// <summary>
+    /// The whole of region <paramref name="id"/>, checked once (live, the capability's generation):
+    /// for a burst that slices many descriptors of one region within one synchronous step, each
+    /// then checked against the span's bounds only.
+    /// </summary>
+    public NetdStatus ResolveRegion(ushort id, out Span<byte> bytes)
+    {
+        bytes = default;
+        int index = id - 1;
+        if ((uint)index >= (uint)_regions.Length || !_regions[index].Live)
+        {
+            return NetdStatus.BadDescriptor;
+        }
+
+        try
+        {
+            bytes = _regions[index].Handle.Span;
+        }
+        catch (CpuDriver.Capabilities.CapabilityRevokedException)
+        {
+            return NetdStatus.BadCapability;
+        }
+
+        return NetdStatus.Ok;
+    }
+
+    /// <summary>
     /// The bytes a descriptor already checked by <see cref="Resolve"/> names, or empty when its
     /// region went since (revoked from the consumer's core meanwhile): for a device reading a
     /// transmit burst, which must not throw halfway through.
@@ -231,7 +257,12 @@ internal sealed class Consumer
             _sentCount = 0;
         }
 
-        Owed.RemoveAll(static (m, region) => (m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region) || (m.Type == NetdMessages.TransmittedMany && (ushort)m.Word0 == region), id);
+        if (_runRegion == id)
+        {
+            _runCount = 0;
+        }
+
+        Owed.RemoveAll(static (m, region) => (m.Type is NetdMessages.Received or NetdMessages.Transmitted && Descriptor.From(in m).Region == region) || (m.Type is NetdMessages.TransmittedMany or NetdMessages.ReceivedMany && (ushort)m.Word0 == region), id);
         return slot;
     }
 
@@ -256,15 +287,94 @@ internal sealed class Consumer
     /// <see cref="Owed"/> within its bound whatever the consumer sends and however long it does
     /// not read.
     /// </summary>
-    public int RequestRoom => Owed.Capacity - (Owed.Count + _sentCount + Small.Count + Pages.Count + TransmitsInFlight);
+    public int RequestRoom => Owed.Capacity - (Owed.Count + _sentCount + _runCount + Small.Count + Pages.Count + TransmitsInFlight);
 
     // Sent transmit buffers not yet written into a TransmittedMany (all of one region, in order).
     private readonly ushort[] _sentTags = new ushort[NetdLimits.TagsPerTransmittedMany];
     private int _sentCount;
     private ushort _sentRegion;
 
-    /// <summary>True while sent transmit buffers wait to be written into a <see cref="NetdMessages.TransmittedMany"/>.</summary>
-    public bool HasSent => _sentCount > 0;
+    // Deliveries not yet written into a ReceivedMany: buffers that follow each other in one region.
+    private readonly ushort[] _runLengths = new ushort[NetdLimits.FramesPerReceivedMany];
+    private int _runCount;
+    private ushort _runRegion;
+    private DescriptorFlags _runKind;
+    private uint _runOffset;
+    private uint _runTag;
+
+    /// <summary>True while sent transmit buffers or deliveries wait to be written into one message (<see cref="CloseGathered"/>).</summary>
+    public bool HasGathered => _sentCount > 0 || _runCount > 0;
+
+    /// <summary>
+    /// A buffer netd filled with a frame of <paramref name="length"/> bytes: gathered with the
+    /// deliveries before it into one <see cref="NetdMessages.ReceivedMany"/> when it is the buffer
+    /// right after the last one (same region and kind, the next offset and tag: the order the
+    /// consumer posted them); otherwise the open run is written and this one starts the next.
+    /// </summary>
+    public void OweDelivery(in Descriptor buffer, int length, DescriptorFlags kind)
+    {
+        if (_runCount > 0
+            && (buffer.Region != _runRegion || kind != _runKind
+                || buffer.Offset != _runOffset + ((uint)_runCount * NetdLimits.Stride(kind)) || buffer.Tag != _runTag + (uint)_runCount))
+        {
+            CloseReceived();
+        }
+
+        if (_runCount == 0)
+        {
+            CloseSent(); // what was owed before stays before it
+            _runRegion = buffer.Region;
+            _runKind = kind;
+            _runOffset = buffer.Offset;
+            _runTag = buffer.Tag;
+        }
+
+        _runLengths[_runCount++] = (ushort)length;
+        if (_runCount == _runLengths.Length)
+        {
+            CloseReceived();
+        }
+    }
+
+    /// <summary>Writes everything gathered into <see cref="Owed"/> (at most one of the two kinds is open at a time).</summary>
+    public void CloseGathered()
+    {
+        CloseSent();
+        CloseReceived();
+    }
+
+    private void CloseReceived()
+    {
+        if (_runCount == 0)
+        {
+            return;
+        }
+
+        Message m;
+        if (_runCount == 1)
+        {
+            // One delivery alone: the plain completion.
+            m = new Descriptor(_runRegion, _runKind, _runOffset, _runLengths[0], _runTag).ToMessage(NetdMessages.Received);
+            m.Word2 = (ulong)NetdStatus.Ok;
+            m.Length = Message.PayloadSize;
+        }
+        else
+        {
+            Span<ulong> words = stackalloc ulong[2];
+            words.Clear();
+            for (int i = 0; i < _runCount; i++)
+            {
+                int bit = 32 + (16 * i);
+                words[bit >> 6] |= (ulong)_runLengths[i] << (bit & 63);
+            }
+
+            ulong head = _runRegion | ((ulong)_runCount << 16) | ((ulong)(byte)_runKind << 24) | ((ulong)_runTag << 32);
+            m = Message.Create(NetdMessages.ReceivedMany, head, _runOffset | words[0], words[1]);
+        }
+
+        _runCount = 0;
+        Push(in m);
+    }
 
     /// <summary>
     /// A transmit buffer netd sent: gathered with the others of this step into one
@@ -286,6 +396,8 @@ internal sealed class Consumer
         {
             CloseSent();
         }
+
+        CloseReceived(); // what was owed before stays before it
 
         _sentRegion = d.Region;
         _sentTags[_sentCount++] = (ushort)d.Tag;
@@ -320,7 +432,7 @@ internal sealed class Consumer
     /// <summary>Queues a message netd could not send yet (the read loop pauses before this can overflow).</summary>
     public void Owe(in Message m)
     {
-        CloseSent(); // what was sent before this stays before it
+        CloseGathered(); // what was gathered before this stays before it
         Push(in m);
     }
 

@@ -34,6 +34,8 @@ internal sealed class NetdEngine : IFramePlacer
     private readonly PcapWriter? _capture;
     private readonly MessageSampler? _sampler;
     private readonly int _core;
+    private readonly MacAddress _mac;      // the device's, read once: every transmit is checked against it
+    private readonly int _maxFrame;        // MTU + Ethernet header
 
     // Each installed filter's PacketFilter capability (the installer's copy held by netd): the
     // filter lives as long as that copy. Bounded by the classifier's filter limit.
@@ -78,6 +80,8 @@ internal sealed class NetdEngine : IFramePlacer
         _capture = capture;
         _sampler = sampler;
         _core = core;
+        _mac = device.MacAddress;
+        _maxFrame = device.Mtu + NetworkDevice.EthernetHeaderLength;
         DeviceCounters = device switch
         {
             SwitchPort port => port.Counters,
@@ -102,7 +106,7 @@ internal sealed class NetdEngine : IFramePlacer
     public Ipv4Address Address { get; }
 
     /// <summary>The device's station address (every consumer sends with it).</summary>
-    public MacAddress Mac => _device.MacAddress;
+    public MacAddress Mac => _mac;
 
     public NetdCounters Counters { get; } = new();
 
@@ -212,13 +216,19 @@ internal sealed class NetdEngine : IFramePlacer
                 Post(consumer, Descriptor.From(in message), consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
                 return -1;
             case NetdMessages.PostSmallRun:
-                PostRun(consumer, Descriptor.From(in message));
+                PostRun(consumer, Descriptor.From(in message), DescriptorFlags.Small);
                 return -1;
             case NetdMessages.PostPage:
-                Post(consumer, Descriptor.From(in message), consumer.Pages, _device.Mtu + NetworkDevice.EthernetHeaderLength, NetdLimits.PageBuffer);
+                Post(consumer, Descriptor.From(in message), consumer.Pages, _maxFrame, NetdLimits.PageBuffer);
+                return -1;
+            case NetdMessages.PostPageRun:
+                PostRun(consumer, Descriptor.From(in message), DescriptorFlags.Page);
                 return -1;
             case NetdMessages.Transmit:
                 OnTransmit(consumer, Descriptor.From(in message));
+                return -1;
+            case NetdMessages.TransmitMany:
+                OnTransmitMany(consumer, in message);
                 return -1;
             case NetdMessages.InstallFilter:
                 // Arrives through OnInstallFilter with the filter's capability, never here.
@@ -272,31 +282,63 @@ internal sealed class NetdEngine : IFramePlacer
     /// (<see cref="Consumer.RequestRoom"/>): one, or a run's slots (a malformed run costs one: it is
     /// refused whole).
     /// </summary>
-    public static int Cost(in Message message) =>
-        message.Type == NetdMessages.PostSmallRun && RunSlots(Descriptor.From(in message)) is > 0 and int slots ? slots : 1;
+    public static int Cost(in Message message) => message.Type switch
+    {
+        NetdMessages.PostSmallRun when RunSlots(Descriptor.From(in message), DescriptorFlags.Small) is > 0 and int slots => slots,
+        NetdMessages.PostPageRun when RunSlots(Descriptor.From(in message), DescriptorFlags.Page) is > 0 and int pages => pages,
+        NetdMessages.TransmitMany when TransmitCount(in message) is > 0 and int frames => frames,
+        _ => 1,
+    };
 
-    private static int RunSlots(in Descriptor d) =>
-        d.Length % NetdLimits.SmallPacket == 0 && d.Length / NetdLimits.SmallPacket is >= 1 and <= NetdLimits.MaxSmallRun ? (int)(d.Length / NetdLimits.SmallPacket) : 0;
+    // The buffers of a run (a whole number of the kind's buffers, 1..the limit), or 0: malformed.
+    private static int RunSlots(in Descriptor d, DescriptorFlags kind)
+    {
+        uint stride = NetdLimits.Stride(kind);
+        int max = kind == DescriptorFlags.Small ? NetdLimits.MaxSmallRun : NetdLimits.MaxPageRun;
+        return d.Length % stride == 0 && d.Length / stride is >= 1 and var n && n <= (uint)max ? (int)n : 0;
+    }
+
+    // The frames of a TransmitMany (1..the limit), or 0: malformed.
+    private static int TransmitCount(in Message message) =>
+        (int)((message.Word0 >> 16) & 0xFFFF) is >= 1 and <= NetdLimits.FramesPerTransmitMany and int n ? n : 0;
 
     /// <summary>A run of posts refused whole (it does not fit beside what netd holds): one completion names the run.</summary>
-    public void RefuseRun(Consumer consumer, in Message message) =>
-        Complete(consumer, NetdMessages.Received, Descriptor.From(in message), NetdStatus.LimitReached);
-
-    // Each slot of the run posted as its own PostSmall would be (and refused alone); a run of no
-    // whole slots, or too many, comes back whole, refused.
-    private void PostRun(Consumer consumer, Descriptor run)
+    public void RefuseRun(Consumer consumer, in Message message)
     {
-        int slots = RunSlots(in run);
-        if (slots == 0)
+        if (message.Type == NetdMessages.TransmitMany)
         {
-            Complete(consumer, NetdMessages.Received, run with { Length = 0 }, NetdStatus.BadDescriptor);
+            // Not reached: with nothing owed the room is at least Consumer.ReplyReserve (16), more
+            // than a TransmitMany can cost (every other term is bounded by its own limit). Refused
+            // whole all the same, should the bounds ever change.
+            Counters.TxRefusedField++;
+            Ack(consumer, message.Type, NetdStatus.LimitReached);
             return;
         }
 
+        // The kind comes from the message type, not from the consumer's flags.
+        DescriptorFlags kind = message.Type == NetdMessages.PostPageRun ? DescriptorFlags.Page : DescriptorFlags.Small;
+        Complete(consumer, NetdMessages.Received, Descriptor.From(in message) with { Flags = kind }, NetdStatus.LimitReached);
+    }
+
+    // Each buffer of the run posted as its own PostSmall or PostPage would be (and refused alone);
+    // a run of no whole buffers, or too many, comes back whole, refused.
+    private void PostRun(Consumer consumer, Descriptor run, DescriptorFlags kind)
+    {
+        int slots = RunSlots(in run, kind);
+        if (slots == 0)
+        {
+            Complete(consumer, NetdMessages.Received, run with { Length = 0, Flags = kind }, NetdStatus.BadDescriptor);
+            return;
+        }
+
+        uint stride = NetdLimits.Stride(kind);
+        bool small = kind == DescriptorFlags.Small;
+        BoundedRing<Descriptor> ring = small ? consumer.Small : consumer.Pages;
+        int minimum = small ? NetdLimits.SmallPacket : _maxFrame;
         for (int i = 0; i < slots; i++)
         {
-            var slot = new Descriptor(run.Region, DescriptorFlags.Small, run.Offset + (uint)(i * NetdLimits.SmallPacket), NetdLimits.SmallPacket, run.Tag + (uint)i);
-            Post(consumer, slot, consumer.Small, NetdLimits.SmallPacket, NetdLimits.SmallPacket);
+            var slot = new Descriptor(run.Region, kind, run.Offset + ((uint)i * stride), stride, run.Tag + (uint)i);
+            Post(consumer, slot, ring, minimum, (int)stride);
         }
     }
 
@@ -482,6 +524,26 @@ internal sealed class NetdEngine : IFramePlacer
         Counters.PendingTxField = _pendingTx.Count;
     }
 
+    // Each frame as the Transmit of (region, page x 4096, length, tag = page) would be; a count of
+    // 0 or beyond the limit is refused whole.
+    private void OnTransmitMany(Consumer consumer, in Message message)
+    {
+        int count = TransmitCount(in message);
+        if (count == 0)
+        {
+            Counters.TxRefusedField++;
+            Ack(consumer, message.Type, NetdStatus.BadDescriptor);
+            return;
+        }
+
+        ushort region = (ushort)message.Word0;
+        for (int i = 0; i < count; i++)
+        {
+            (ushort page, ushort length) = NetdLimits.TransmitFrame(in message, i);
+            OnTransmit(consumer, new Descriptor(region, DescriptorFlags.None, (uint)page * NetdLimits.PageBuffer, length, page));
+        }
+    }
+
     /// <summary>
     /// Hands the queued transmits to the device in order, as bursts of at most
     /// <see cref="NetdOptions.TxBurst"/>: each descriptor is checked (bounds, generation, source),
@@ -492,6 +554,9 @@ internal sealed class NetdEngine : IFramePlacer
     private int FlushTransmits()
     {
         int finished = 0;
+        // A region is checked (generation, rights) once per burst, not once per frame: its span is
+        // a view for this synchronous step, like any span taken from a handle.
+        var regions = new RegionCache();
         while (_pendingTx.Count > 0)
         {
             // Gather the run of wire frames at the head; a refused or local transmit at the head is
@@ -500,8 +565,14 @@ internal sealed class NetdEngine : IFramePlacer
             while (run < _pendingTx.Count && run < _burst.Length)
             {
                 ref readonly PendingTransmit item = ref _pendingTx.PeekAt(run);
-                NetdStatus status = CheckTransmit(item.Consumer, item.Descriptor, out Span<byte> frame);
-                if (status == NetdStatus.Ok && !IsLocal(frame))
+                NetdStatus status = regions.Resolve(item.Consumer, item.Descriptor, out Span<byte> frame);
+                bool local = false;
+                if (status == NetdStatus.Ok)
+                {
+                    status = CheckSource(item.Consumer, frame, out local);
+                }
+
+                if (status == NetdStatus.Ok && !local)
                 {
                     _burst[run++] = item;
                     continue;
@@ -520,6 +591,7 @@ internal sealed class NetdEngine : IFramePlacer
                     Counters.LocalFramesField++;
                     head.Consumer.TxPackets++;
                     Dispatch(frame);
+                    regions = new RegionCache(); // a delivery may have retired a region: check afresh
                 }
 
                 FinishTransmit(head.Consumer, head.Descriptor, status);
@@ -531,7 +603,7 @@ internal sealed class NetdEngine : IFramePlacer
                 continue;
             }
 
-            var frames = new PendingFrames(_burst.AsSpan(0, run));
+            var frames = new PendingFrames(_burst.AsSpan(0, run), regions);
             int taken = _device.TransmitBurst(ref frames);
             for (int i = 0; i < taken; i++)
             {
@@ -539,7 +611,7 @@ internal sealed class NetdEngine : IFramePlacer
                 Counters.TxPacketsField++;
                 Counters.TxBytesField += sent.Descriptor.Length;
                 sent.Consumer.TxPackets++;
-                _capture?.Write(sent.Consumer.FrameOf(sent.Descriptor), CaptureDirection.Transmitted);
+                _capture?.Write(frames[i], CaptureDirection.Transmitted);
                 FinishTransmit(sent.Consumer, sent.Descriptor, NetdStatus.Ok);
             }
 
@@ -554,12 +626,6 @@ internal sealed class NetdEngine : IFramePlacer
 
         Counters.PendingTxField = _pendingTx.Count;
         return finished;
-    }
-
-    private NetdStatus CheckTransmit(Consumer consumer, in Descriptor d, out Span<byte> frame)
-    {
-        NetdStatus status = consumer.Resolve(d, d.Length, out frame);
-        return status == NetdStatus.Ok ? CheckSource(consumer, frame) : status;
     }
 
     private void FinishTransmit(Consumer consumer, in Descriptor d, NetdStatus status)
@@ -583,44 +649,113 @@ internal sealed class NetdEngine : IFramePlacer
     private readonly record struct PendingTransmit(Consumer Consumer, Descriptor Descriptor);
 
     /// <summary>
-    /// A run of checked transmits as the device's burst, read in place from the consumers'
-    /// regions (a stack-only view, nothing copied or allocated). A region revoked between the
-    /// check and the device's read gives an empty frame, which the device counts as malformed.
+    /// The last region a burst resolved (a consumer's region and its bytes, checked once): the
+    /// frames of one burst nearly always come from one region, so each frame after the first costs
+    /// a bounds check instead of a handle check. Stack-only, for one synchronous step.
     /// </summary>
-    private readonly ref struct PendingFrames(ReadOnlySpan<PendingTransmit> items) : ITransmitFrames
+    private ref struct RegionCache
+    {
+        private Consumer? _consumer;
+        private ushort _region;
+        private NetdStatus _status;
+        private Span<byte> _bytes;
+
+        /// <summary>The bytes <paramref name="d"/> names in <paramref name="consumer"/>'s region, checked as <see cref="Consumer.Resolve"/> checks them.</summary>
+        public NetdStatus Resolve(Consumer consumer, scoped in Descriptor d, out Span<byte> frame)
+        {
+            if (!ReferenceEquals(consumer, _consumer) || d.Region != _region)
+            {
+                _status = consumer.ResolveRegion(d.Region, out _bytes);
+                _consumer = consumer;
+                _region = d.Region;
+            }
+
+            frame = default;
+            if (_status != NetdStatus.Ok)
+            {
+                return _status;
+            }
+
+            if ((ulong)d.Offset + d.Length > (ulong)_bytes.Length)
+            {
+                return NetdStatus.BadDescriptor;
+            }
+
+            frame = _bytes.Slice((int)d.Offset, (int)d.Length);
+            return NetdStatus.Ok;
+        }
+
+        /// <summary>The frame of an already checked descriptor when it is of the cached region, else empty (false).</summary>
+        public readonly bool TryFrame(Consumer consumer, scoped in Descriptor d, out ReadOnlySpan<byte> frame)
+        {
+            if (ReferenceEquals(consumer, _consumer) && d.Region == _region && _status == NetdStatus.Ok && (ulong)d.Offset + d.Length <= (ulong)_bytes.Length)
+            {
+                frame = _bytes.Slice((int)d.Offset, (int)d.Length);
+                return true;
+            }
+
+            frame = default;
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// A run of checked transmits as the device's burst, read in place from the consumers'
+    /// regions (a stack-only view, nothing copied or allocated): from the burst's cached region,
+    /// else through a fresh check. A region revoked between the check and the device's read gives
+    /// an empty frame, which the device counts as malformed.
+    /// </summary>
+    private readonly ref struct PendingFrames(ReadOnlySpan<PendingTransmit> items, RegionCache regions) : ITransmitFrames
     {
         private readonly ReadOnlySpan<PendingTransmit> _items = items;
+        private readonly RegionCache _regions = regions;
 
         public int Count => _items.Length;
 
-        public ReadOnlySpan<byte> this[int index] => _items[index].Consumer.FrameOf(_items[index].Descriptor);
+        public ReadOnlySpan<byte> this[int index]
+        {
+            get
+            {
+                ref readonly PendingTransmit item = ref _items[index];
+                return _regions.TryFrame(item.Consumer, item.Descriptor, out ReadOnlySpan<byte> frame) ? frame : item.Consumer.FrameOf(item.Descriptor);
+            }
+        }
     }
 
-    // A consumer sends only as itself: netd's MAC, and one of its own IPv4 addresses.
-    private NetdStatus CheckSource(Consumer consumer, ReadOnlySpan<byte> frame)
+    // A consumer sends only as itself: netd's MAC, and one of its own IPv4 addresses. Parses the
+    // frame once and also says whether it is for a stack of this machine (never on the wire).
+    private NetdStatus CheckSource(Consumer consumer, ReadOnlySpan<byte> frame, out bool local)
     {
-        if (frame.Length < EthernetFrame.HeaderLength || frame.Length > _device.Mtu + NetworkDevice.EthernetHeaderLength
+        local = false;
+        if (frame.Length < EthernetFrame.HeaderLength || frame.Length > _maxFrame
             || EthernetFrame.TryParse(frame, out EthernetFrame eth) != WireError.None)
         {
             return NetdStatus.BadFrame;
         }
 
-        if (eth.Source != Mac)
+        if (eth.Source != _mac)
         {
             return NetdStatus.Forbidden;
         }
 
+        NetdStatus status;
         switch (eth.EtherType)
         {
             case EtherType.Ipv4:
-                return eth.Payload.Length >= 20 && consumer.HasAddress(Ipv4Address.Read(eth.Payload[12..])) ? NetdStatus.Ok : NetdStatus.Forbidden;
+                status = eth.Payload.Length >= 20 && consumer.HasAddress(Ipv4Address.Read(eth.Payload[12..])) ? NetdStatus.Ok : NetdStatus.Forbidden;
+                break;
             case EtherType.Arp:
-                return ArpPacket.TryParse(eth.Payload, out ArpPacket arp) == WireError.None && consumer.HasAddress(arp.SenderIp) && arp.SenderMac == Mac
+                status = ArpPacket.TryParse(eth.Payload, out ArpPacket arp) == WireError.None && consumer.HasAddress(arp.SenderIp) && arp.SenderMac == _mac
                     ? NetdStatus.Ok
                     : NetdStatus.Forbidden;
+                break;
             default:
                 return NetdStatus.Forbidden;
         }
+
+        // Only a frame to netd's own station address (or an ARP broadcast) can be local.
+        local = status == NetdStatus.Ok && (eth.Destination == _mac || (eth.EtherType == EtherType.Arp && eth.Destination.IsBroadcast)) && IsLocal(frame);
+        return status;
     }
 
     // ------------------------------------------------------------------ receive
@@ -838,7 +973,16 @@ internal sealed class NetdEngine : IFramePlacer
 
         consumer.RxPackets++;
         consumer.RxBytes += length;
-        Complete(consumer, NetdMessages.Received, buffer with { Length = (uint)length, Flags = small ? DescriptorFlags.Small : DescriptorFlags.Page }, NetdStatus.Ok, traced);
+        DescriptorFlags kind = small ? DescriptorFlags.Small : DescriptorFlags.Page;
+        if (!traced)
+        {
+            // Gathered with the step's other deliveries into the buffers that follow it: one
+            // ReceivedMany for up to six of them.
+            consumer.OweDelivery(in buffer, length, kind);
+            return;
+        }
+
+        Complete(consumer, NetdMessages.Received, buffer with { Length = (uint)length, Flags = kind }, NetdStatus.Ok, traced);
     }
 
     /// <summary>The span name of a received packet's way through netd.</summary>
@@ -1050,7 +1194,7 @@ internal sealed class NetdEngine : IFramePlacer
         int n = 0;
         foreach (Consumer? c in _consumers)
         {
-            if (c is not null && (c.Owed.Count > 0 || c.HasSent))
+            if (c is not null && (c.Owed.Count > 0 || c.HasGathered))
             {
                 n += FlushOwed(c);
             }
@@ -1066,7 +1210,7 @@ internal sealed class NetdEngine : IFramePlacer
     /// </summary>
     public int FlushOwed(Consumer consumer)
     {
-        consumer.CloseSent();
+        consumer.CloseGathered();
         int sent = 0;
         while (consumer.Owed.Count > 0)
         {
@@ -1111,7 +1255,7 @@ internal sealed class NetdEngine : IFramePlacer
             {
                 // Only what can leave now: a consumer whose window is full returns credits in a
                 // message, which wakes this core; until then there is nothing to do for it.
-                if (c is not null && (c.Owed.Count > 0 || c.HasSent) && c.Channel.Credits > 0 && !c.Channel.IsCompleted)
+                if (c is not null && (c.Owed.Count > 0 || c.HasGathered) && c.Channel.Credits > 0 && !c.Channel.IsCompleted)
                 {
                     return true;
                 }

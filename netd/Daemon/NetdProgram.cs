@@ -215,7 +215,7 @@ public sealed class NetdProgram
                         continue; // room came back at once
                     }
 
-                    if (room > 0 && consumer.Owed.Count == 0 && !consumer.HasSent)
+                    if (room > 0 && consumer.Owed.Count == 0 && !consumer.HasGathered)
                     {
                         // Nothing owed whose reading would make room, yet the run of posts does not
                         // fit beside the buffers netd holds: it comes back whole, refused.

@@ -48,6 +48,27 @@ public static class NetdMessages
     /// </summary>
     public const ushort PostSmallRun = 0x4E09;
 
+    /// <summary>
+    /// Up to <see cref="NetdLimits.FramesPerTransmitMany"/> frames to send from whole-page buffers
+    /// of one region: Word0 bits 0..15 are the region, bits 16..31 how many, and the frames follow,
+    /// 32 bits each, from bit 32 of Word0 on through Word1 and Word2: bits 0..15 the buffer's page
+    /// in the region (its offset is page x <see cref="NetdLimits.PageBuffer"/>), bits 16..31 the
+    /// frame's length. Each frame is the <see cref="Transmit"/> of
+    /// <c>(region, page x 4096, length, tag = page)</c> and is checked, queued, refused and given back
+    /// (with tag = its page) as that one would be; a count of 0 or beyond the limit is refused
+    /// whole with one <see cref="Ack"/> (<see cref="NetdStatus.BadDescriptor"/>). One message for
+    /// the frames a step sends instead of one each.
+    /// </summary>
+    public const ushort TransmitMany = 0x4E0A;
+
+    /// <summary>
+    /// A run of empty page buffers, <see cref="NetdLimits.PageBuffer"/> bytes each, back to back:
+    /// the descriptor's Offset is the first one's, its Length the run's bytes (a multiple of the
+    /// page, at most <see cref="NetdLimits.MaxPageRun"/> pages), and the tags count up from its Tag.
+    /// Each page is posted (and refused) as a <see cref="PostPage"/> of its own would be.
+    /// </summary>
+    public const ushort PostPageRun = 0x4E0B;
+
     // netd -> consumer
 
     /// <summary>First message on a new channel: Word0 = NIC MAC (low 48 bits), Word1 = MTU, Word2 = limits (packed).</summary>
@@ -73,6 +94,20 @@ public static class NetdMessages
     /// One message for a step's worth of sent frames instead of one each.
     /// </summary>
     public const ushort TransmittedMany = 0x4E48;
+
+    /// <summary>
+    /// Up to <see cref="NetdLimits.FramesPerReceivedMany"/> filled receive buffers of one kind that
+    /// follow each other in one region (the order the consumer posted them): Word0 bits 0..15 are
+    /// the region, bits 16..23 how many, bits 24..31 the <see cref="DescriptorFlags"/> (Small or
+    /// Page), bits 32..63 the first buffer's tag; Word1 bits 0..31 the first buffer's offset, then
+    /// the frames' lengths, 16 bits each, from bit 32 of Word1 on through Word2. Buffer i is at
+    /// offset + i x stride (<see cref="NetdLimits.SmallPacket"/> for small buffers,
+    /// <see cref="NetdLimits.PageBuffer"/> for pages) with tag + i, exactly the buffer the consumer
+    /// posted there: netd writes a delivery into the open run only when it is that buffer, else it
+    /// starts another (or sends <see cref="Received"/>). One message for a step's deliveries
+    /// instead of one each.
+    /// </summary>
+    public const ushort ReceivedMany = 0x4E49;
 
     /// <summary>A region netd can no longer reach (revoked or removed): every buffer of it is back with its owner.</summary>
     public const ushort RegionGone = 0x4E46;
@@ -131,6 +166,35 @@ public static class NetdLimits
 
     /// <summary>Small buffers one <see cref="NetdMessages.PostSmallRun"/> posts at most.</summary>
     public const int MaxSmallRun = 64;
+
+    /// <summary>Page buffers one <see cref="NetdMessages.PostPageRun"/> posts at most.</summary>
+    public const int MaxPageRun = 64;
+
+    /// <summary>Frames one <see cref="NetdMessages.TransmitMany"/> carries at most.</summary>
+    public const int FramesPerTransmitMany = 5;
+
+    /// <summary>Deliveries one <see cref="NetdMessages.ReceivedMany"/> carries at most.</summary>
+    public const int FramesPerReceivedMany = 6;
+
+    /// <summary>Frame <paramref name="index"/> (0..4) of a <see cref="NetdMessages.TransmitMany"/>: its page and length.</summary>
+    public static (ushort Page, ushort Length) TransmitFrame(in Message message, int index)
+    {
+        int bit = 32 * (index + 1);
+        ulong word = bit < 64 ? message.Word0 : bit < 128 ? message.Word1 : message.Word2;
+        uint frame = (uint)(word >> (bit & 63));
+        return ((ushort)frame, (ushort)(frame >> 16));
+    }
+
+    /// <summary>Length <paramref name="index"/> (0..5) of a <see cref="NetdMessages.ReceivedMany"/>.</summary>
+    public static ushort ReceivedLength(in Message message, int index)
+    {
+        int bit = 96 + (16 * index); // Word1 from bit 32 (bits 64.. of the payload hold the offset first)
+        ulong word = bit < 128 ? message.Word1 : message.Word2;
+        return (ushort)(word >> (bit & 63));
+    }
+
+    /// <summary>The distance between buffers of one kind in a run: a small slot or a page.</summary>
+    public static uint Stride(DescriptorFlags kind) => (kind & DescriptorFlags.Small) != 0 ? (uint)SmallPacket : PageBuffer;
 
     /// <summary>Tags one <see cref="NetdMessages.TransmittedMany"/> carries at most.</summary>
     public const int TagsPerTransmittedMany = 10;

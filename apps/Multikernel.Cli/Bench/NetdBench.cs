@@ -33,7 +33,9 @@ namespace Multikernel.Cli.Bench;
 /// <param name="PayloadCopies">Frames netd copied from one buffer into another in the window (small frames into small slots; large ones only when the device cannot place them).</param>
 /// <param name="NetdWakesPerPacket">Times a sender rang netd's core's doorbell (an eventfd write: the core was parked or about to park) per packet.</param>
 /// <param name="AppWakesPerPacket">The same for the application's core.</param>
-internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double Seconds, double AllocBytesPerPacket, double UrpcMessagesPerSecond, long SmallDeliveries, long PageDeliveries, long NoBuffer, long QueueFull, double NetdCoreAllocBytesPerPacket, double AppCoreAllocBytesPerPacket, double NetdParksPerPacket, double AppParksPerPacket, long PayloadCopies, double NetdWakesPerPacket = 0, double AppWakesPerPacket = 0)
+/// <param name="AppToNetdMessagesPerPacket">Ring messages the application's core sent netd's core per packet (posts, transmits, credits).</param>
+/// <param name="NetdToAppMessagesPerPacket">Ring messages netd's core sent the application's core per packet (completions, credits).</param>
+internal sealed record NetdBenchResult(int Size, long Packets, long Lost, double Seconds, double AllocBytesPerPacket, double UrpcMessagesPerSecond, long SmallDeliveries, long PageDeliveries, long NoBuffer, long QueueFull, double NetdCoreAllocBytesPerPacket, double AppCoreAllocBytesPerPacket, double NetdParksPerPacket, double AppParksPerPacket, long PayloadCopies, double NetdWakesPerPacket = 0, double AppWakesPerPacket = 0, double AppToNetdMessagesPerPacket = 0, double NetdToAppMessagesPerPacket = 0)
 {
     public double PacketsPerSecond => Packets / Seconds;
 
@@ -66,6 +68,11 @@ internal static class NetdBench
     // Frames in flight. 256 (was 32): enough that netd and the application each find a batch to
     // work on whenever they run, rather than taking turns on two CPUs; docs/netd-running.md.
     private const int Window = 256;
+
+    // Receive pages: a forwarded page (1500-byte echoes go back in the page they came in) is away
+    // from delivery until netd has sent it and the client posted it again, while the generator
+    // already refills its window: twice the window, so the echo never runs out of pages.
+    private const int ReceivePages = 2 * Window;
 
     // The generator refills in bursts of at least this many frames (a quarter of the window).
     private const int RefillBurst = Window / 4;
@@ -127,7 +134,7 @@ internal static class NetdBench
         {
             n.Core = 1;
             n.MaxTransmitsInFlight = Window;
-            n.MaxPostedPerConsumer = Window;
+            n.MaxPostedPerConsumer = ReceivePages;
         }, host);
         var appAllocated = new StrongBox<long>();
         options.AddProgram("bench-echo", ctx => EchoAsync(ctx, echoReady, appAllocated));
@@ -194,6 +201,7 @@ internal static class NetdBench
         long app0 = Volatile.Read(ref appAllocated.Value);
         long netdParks0 = netdCore.ParkCount, appParks0 = appCore.ParkCount;
         long netdRings0 = runtime.Machine.Kernels[1].DoorbellRings, appRings0 = runtime.Machine.Kernels[0].DoorbellRings;
+        long toNetd0 = appCore.Sent(1), toApp0 = netdCore.Sent(0);
         long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
         long start = Stopwatch.GetTimestamp();
         Thread.Sleep(window);
@@ -203,6 +211,7 @@ internal static class NetdBench
         long alloc = GC.GetTotalAllocatedBytes(precise: true) - alloc0;
         long netdParks = netdCore.ParkCount - netdParks0, appParks = appCore.ParkCount - appParks0;
         long netdRings = runtime.Machine.Kernels[1].DoorbellRings - netdRings0, appRings = runtime.Machine.Kernels[0].DoorbellRings - appRings0;
+        long toNetd = appCore.Sent(1) - toNetd0, toApp = netdCore.Sent(0) - toApp0;
         long app = Volatile.Read(ref appAllocated.Value) - app0;
         long netdAlloc = host.CoreAllocatedBytesAsync().GetAwaiter().GetResult() - netdAlloc0;
         long lost = Math.Max(0, sent - packets - Window);
@@ -212,7 +221,7 @@ internal static class NetdBench
             counters.SmallDeliveries - small0, counters.PageDeliveries - pages0,
             counters.Dropped(RxDropReason.NoBuffer) - noBuffer0, QueueFull(host, port) - queueFull0,
             PerPacket(netdAlloc), PerPacket(app), PerPacket(netdParks), PerPacket(appParks), counters.PayloadCopies - copies0,
-            PerPacket(netdRings), PerPacket(appRings));
+            PerPacket(netdRings), PerPacket(appRings), PerPacket(toNetd), PerPacket(toApp));
     }
 
     private static long QueueFull(NetdHost host, SwitchPort generator) =>
@@ -373,7 +382,7 @@ internal static class NetdBench
     {
         try
         {
-            await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = AppIp, ReceivePages = Window, SmallBuffers = Window, TransmitPages = Window });
+            await using NetdClient client = await NetdClient.ConnectAsync(ctx, new NetdClientOptions { Address = AppIp, ReceivePages = ReceivePages, SmallBuffers = Window, TransmitPages = Window });
             await client.InstallFilterAsync(string.Create(CultureInfo.InvariantCulture, $"ip.dst == {AppIp} && udp.dport == {Port}"));
             ready.TrySetResult();
             while (!ctx.Stopping.IsCancellationRequested)
@@ -381,10 +390,19 @@ internal static class NetdBench
                 await client.WaitToReceiveAsync(ctx.Stopping);
                 while (client.TryReceive(out ReceivedFrame frame))
                 {
+                    if (NetdClient.CanForward(in frame))
+                    {
+                        // A page: its addresses swapped in place and the page itself sent back (no
+                        // copy), as a forwarding application does with large frames.
+                        int pageLength = frame.Span.Length;
+                        SwapAddresses(frame.WritableSpan[..pageLength]);
+                        client.Forward(in frame, pageLength);
+                        continue;
+                    }
+
+                    // A small frame: copied into a transmit page (a copy of at most 128 bytes), its buffer given back at once.
                     TransmitBuffer tx = client.TryGetTransmitBuffer(out TransmitBuffer free) ? free : await client.GetTransmitBufferAsync(ctx.Stopping);
-                    int length = frame.Span.Length;
-                    frame.Span.CopyTo(tx.Span);
-                    SwapAddresses(tx.Span[..length]);
+                    int length = Echo(frame, tx);
                     client.Release(frame);
                     client.Transmit(tx, length);
                 }
@@ -401,6 +419,17 @@ internal static class NetdBench
             ready.TrySetException(ex);
             throw;
         }
+    }
+
+    // The frame copied into the transmit page with its addresses swapped. Each span is taken once
+    // (every Span of a received frame or a transmit page checks the region's capability).
+    private static int Echo(in ReceivedFrame frame, in TransmitBuffer tx)
+    {
+        ReadOnlySpan<byte> received = frame.Span;
+        Span<byte> reply = tx.Span[..received.Length];
+        received.CopyTo(reply);
+        SwapAddresses(reply);
+        return received.Length;
     }
 
     // Ethernet destination <-> source (bytes 0..5, 6..11) and IPv4 source <-> destination
@@ -502,6 +531,8 @@ internal static class NetdBench
                 $"{r.Size,4}   {r.PacketsPerSecond,10:F0}   {r.VsUrpc,12:F3}x   {r.AllocBytesPerPacket,10:F2} / {r.NetdCoreAllocBytesPerPacket,6:F2} / {r.AppCoreAllocBytesPerPacket,6:F2}               {r.Lost,4}   {r.SmallDeliveries}/{r.PageDeliveries}   {r.NoBuffer}/{r.QueueFull}"));
             text.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"       per 1000 packets: parks netd core {r.NetdParksPerPacket * 1000:F2}, app core {r.AppParksPerPacket * 1000:F2}; doorbell rings netd core {r.NetdWakesPerPacket * 1000:F2}, app core {r.AppWakesPerPacket * 1000:F2}; frames netd copied: {r.PayloadCopies}"));
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"       ring messages per packet: app -> netd {r.AppToNetdMessagesPerPacket:F3}, netd -> app {r.NetdToAppMessagesPerPacket:F3}"));
         }
 
         NetdBenchResult? small = results.FirstOrDefault(r => r.Size == 64);
