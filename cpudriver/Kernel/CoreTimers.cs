@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 
 namespace Multikernel.CpuDriver.Kernel;
@@ -31,9 +32,15 @@ internal sealed class CoreTimers
     private readonly long _divisor;
     private readonly double _scale;
     private readonly Stack<DelayTimer> _pool = new();
-    private long _now;
-    private bool _nowValid;
+    // The cached now, or -1 when the next read must go to the clock: one field, so the hot path's
+    // "is it cached?" is a sign test of the value it then uses (a clock that reads negative is
+    // simply never cached).
+    private long _cachedNow = NotCached;
     private bool _caching;
+    // While the loop runs: the top of the core thread's stack, as CoreKernel records it (see
+    // OnCoreStack); 0 otherwise.
+    private nint _stackTop;
+    private const long NotCached = -1;
 
     public CoreTimers(CoreKernel kernel, TimeProvider clock, int capacity)
     {
@@ -54,19 +61,58 @@ internal sealed class CoreTimers
     public long Now
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => _nowValid ? _now : Refresh();
+        get
+        {
+            long now = _cachedNow;
+            return now >= 0 ? now : Refresh();
+        }
     }
 
-    /// <summary>Loop thread: from now on <see cref="Now"/> is cached between invalidations (false: read every time).</summary>
+    /// <summary>
+    /// Loop thread: from now on <see cref="Now"/> is cached between invalidations and
+    /// <see cref="OnCoreStack"/> knows the core's stack (false: the loop is leaving; read the
+    /// clock every time, and let the kernel say who owns the core).
+    /// </summary>
     public void SetCaching(bool caching)
     {
         _caching = caching;
-        _nowValid = false;
+        _cachedNow = NotCached;
+        // Cleared before the loop's thread can exit (Run clears its own copy later still).
+        Volatile.Write(ref _stackTop, caching ? Kernel.StackTop : 0);
     }
 
     /// <summary>The next <see cref="Now"/> reads the clock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Invalidate() => _nowValid = false;
+    public void Invalidate() => _cachedNow = NotCached;
+
+    /// <summary>
+    /// True only on the core's own thread, while its loop runs, in a frame within
+    /// <see cref="CoreKernel.OwnStackBytes"/> of the loop's: the fast half of
+    /// <see cref="CoreKernel.IsCurrentThread"/>, answered from this object because every
+    /// <see cref="CoreTimer.Change"/> asks and reads this object anyway (the cached now), so the
+    /// question costs no load of the kernel and no call. The test is the kernel's own — the
+    /// address of a local lies within the window below the top of the core thread's stack, which
+    /// no other thread's stack reaches — against the top the kernel recorded, copied here by
+    /// <see cref="SetCaching"/> while the loop runs. False says nothing: the caller then asks
+    /// <see cref="CoreKernel.IsOwnerThread"/>, which is always right.
+    /// </summary>
+    public unsafe bool OnCoreStack
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        [SkipLocalsInit] // only the local's address is used: no store to zero it
+        get
+        {
+            byte probe;
+            return (nuint)(_stackTop - (nint)(&probe)) < CoreKernel.OwnStackBytes;
+        }
+    }
+
+    /// <summary>The cached now, or a negative value when <see cref="Now"/> would read the clock.</summary>
+    public long CachedNow
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _cachedNow;
+    }
 
     /// <summary>The clock now, in wheel ticks (µs), read now.</summary>
     public long ReadClock()
@@ -79,14 +125,26 @@ internal sealed class CoreTimers
     private long Refresh()
     {
         long now = ReadClock();
-        _now = now;
-        _nowValid = _caching;
+        if (_caching)
+        {
+            _cachedNow = now;
+        }
+
         return now;
     }
 
     /// <summary>Microseconds in <paramref name="timeSpanTicks"/> (100 ns ticks), rounded up (negative = 0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long Micros(long timeSpanTicks) => timeSpanTicks <= 0 ? 0 : (timeSpanTicks + 9) / 10;
+    public static long Micros(long timeSpanTicks) => timeSpanTicks <= 0 ? 0 : MicrosOfNonNegative(timeSpanTicks);
+
+    /// <summary>
+    /// <see cref="Micros"/> for ticks known to be at least 0. Unsigned, so it is right up to
+    /// <see cref="TimeSpan.MaxValue"/> (a signed <c>ticks + 9</c> overflows there, and the
+    /// longest due time would fire at once) and the division by 10 compiles to a multiply and a
+    /// shift, without the signed version's rounding fix-up.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long MicrosOfNonNegative(long timeSpanTicks) => (long)(((ulong)timeSpanTicks + 9) / 10);
 
     /// <summary>The tick <paramref name="delay"/> from now (rounded up to whole µs; negative = now).</summary>
     public long DueTick(TimeSpan delay) => Now + Micros(delay.Ticks);
@@ -94,7 +152,7 @@ internal sealed class CoreTimers
     /// <summary>Fires what is due (against a fresh clock read); returns how many fired.</summary>
     public int Fire()
     {
-        _nowValid = false;
+        _cachedNow = NotCached;
         return Wheel.Linked == 0 ? 0 : Wheel.Advance(Now);
     }
 
@@ -224,9 +282,9 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
 /// </summary>
 internal sealed class CoreTimer : WheelTimer, ITimer
 {
+    // Change's hot path reads _timers (the owner check, the cached now) and _wheel (the count)
+    // and nothing else outside this object; the kernel is one load further, for the cold paths.
     private readonly CoreTimers _timers;
-    // Cached from _timers: Change's hot path reads them without the extra dependent loads.
-    private readonly CoreKernel _kernel;
     private readonly TimerWheel _wheel;
     private readonly TimerCallback _callback;
     private readonly object? _state;
@@ -237,13 +295,54 @@ internal sealed class CoreTimer : WheelTimer, ITimer
     public CoreTimer(CoreTimers timers, TimerCallback callback, object? state)
     {
         _timers = timers;
-        _kernel = timers.Kernel;
         _wheel = timers.Wheel;
         _callback = callback;
         _state = state;
     }
 
+    /// <remarks>
+    /// The hot path — a TCP stack's arm, its re-arm on every ACK, its disarm when everything is
+    /// acknowledged, on the core's thread within a work item — is a handful of tests and stores,
+    /// all inlined into the caller: no clock read (the cached now), no call (the owner check is a
+    /// subtraction against the core's stack top kept on <see cref="CoreTimers"/>; the wheel's
+    /// stores-only re-arm and its lazy disarm are inlined), no division (µs by a multiply), no
+    /// allocation. It commits only when every condition holds; anything else — a bad argument, a
+    /// disposed timer, another thread, the first arm of a work item (no cached now) — goes to
+    /// <see cref="ChangeSlow"/>, which checks everything in order, so the fast path decides
+    /// nothing on its own, and no value of it lives across a call (the JIT keeps it in registers).
+    /// </remarks>
     public bool Change(TimeSpan dueTime, TimeSpan period)
+    {
+        long due = dueTime.Ticks;
+        long every = period.Ticks;
+        CoreTimers timers = _timers;
+        if ((every >= 0 || every == InfiniteTicks) && !_disposed && timers.OnCoreStack)
+        {
+            if (due >= 0)
+            {
+                long now = timers.CachedNow;
+                if (now >= 0)
+                {
+                    _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
+                    _wheel.Schedule(this, now + CoreTimers.MicrosOfNonNegative(due));
+                    return true;
+                }
+            }
+            else if (due == InfiniteTicks)
+            {
+                _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
+                _wheel.Disarm(this); // lazily: the next arm, later, is then two stores
+                return true;
+            }
+        }
+
+        return ChangeSlow(dueTime, period);
+    }
+
+    // Change in full, in order: the arguments (refused alike on any thread and on a disposed
+    // timer), disposal, the owner (another thread posts the change to the core), then the wheel.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ChangeSlow(TimeSpan dueTime, TimeSpan period)
     {
         long due = dueTime.Ticks;
         long every = period.Ticks;
@@ -257,22 +356,20 @@ internal sealed class CoreTimer : WheelTimer, ITimer
             return false;
         }
 
-        if (!_kernel.IsOwnerThread)
+        if (!_timers.Kernel.IsOwnerThread)
         {
             PostChange(dueTime, period);
             return true;
         }
 
-        // The hot path (a TCP stack's re-arm on every ACK): no clock read (the cached now), no
-        // virtual call, no allocation; the wheel unlinks and links integers.
-        _periodTicks = every <= 0 ? 0 : CoreTimers.Micros(every);
+        _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
         if (due < 0)
         {
-            _wheel.Disarm(this); // lazily: the next arm, later, is then two stores
+            _wheel.Disarm(this);
         }
         else
         {
-            _wheel.Schedule(this, _timers.Now + CoreTimers.Micros(due));
+            _wheel.Schedule(this, _timers.Now + CoreTimers.MicrosOfNonNegative(due));
         }
 
         return true;
@@ -333,7 +430,9 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         return ValueTask.CompletedTask;
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    // Not NoInlining: the JIT then sees that it always throws and compiles its call site as a
+    // dead end.
+    [DoesNotReturn]
     private static void ThrowNegative(TimeSpan dueTime, TimeSpan period)
     {
         bool badDue = dueTime < TimeSpan.Zero && dueTime != Timeout.InfiniteTimeSpan;

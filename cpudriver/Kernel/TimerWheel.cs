@@ -24,10 +24,13 @@ internal abstract class WheelTimer
     internal bool Armed;
 
     /// <summary>
-    /// The expiry its bucket was chosen for (at most <see cref="Expires"/>): kept on the timer so a
-    /// push-out compares and stores here without touching the wheel's node array.
+    /// While the node sits in a slot of the wheel's levels: the expiry that slot was chosen for (at
+    /// most <see cref="Expires"/>). Otherwise — no node, or on the firing list —
+    /// <see cref="TimerWheel.Unplaced"/>. So the one compare <c>expires &gt;= Placed</c> says a
+    /// re-arm may stay where it is (see <see cref="TimerWheel.Schedule"/>), and it reads only the
+    /// timer, not the wheel's node array.
     /// </summary>
-    internal long Placed;
+    internal long Placed = TimerWheel.Unplaced;
 
     /// <summary>True while the timer is on the firing list of the tick being processed.</summary>
     internal bool Firing;
@@ -79,6 +82,13 @@ internal sealed class TimerWheel
     private const long Span = 1L << (SlotBits * Levels);
     private const int FiringBucket = Levels * Slots;
     private const int None = -1;
+
+    /// <summary>
+    /// <see cref="WheelTimer.Placed"/> of a timer that is in no slot of the levels. No expiry
+    /// reaches it (ticks are µs: <see cref="long.MaxValue"/> is 292,000 years away), so no re-arm
+    /// takes the stores-only path for such a timer.
+    /// </summary>
+    internal const long Unplaced = long.MaxValue;
 
     private struct Entry
     {
@@ -136,12 +146,15 @@ internal sealed class TimerWheel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Schedule(WheelTimer timer, long expires)
     {
-        if (expires >= timer.Placed && timer.Node >= 0 && !timer.Firing)
+        Debug.Assert(expires < Unplaced, "an expiry at the sentinel would take the stores-only path for a timer in no slot");
+        if (expires >= timer.Placed)
         {
-            // Later than where its node sits — pushed out while armed (a retransmission timer on
-            // every ACK), or armed again after a lazy disarm: the bucket it sits in is processed no
-            // later than that, and processing places it by its expiry, so moving it now would be
-            // wasted work. Stores on the timer only; small enough to inline into every caller.
+            // Later than where its node sits in a slot (Placed is Unplaced for a timer without a
+            // node or on the firing list, so one compare covers all three conditions) — pushed
+            // out while armed (a retransmission timer on every ACK), or armed again after a lazy
+            // disarm: the bucket it sits in is processed no later than that, and processing
+            // places it by its expiry, so moving it now would be wasted work. Stores on the timer
+            // (and the count) only; small enough to inline into every caller.
             if (!timer.Armed)
             {
                 timer.Armed = true;
@@ -216,6 +229,7 @@ internal sealed class TimerWheel
     /// The node is swept when its bucket comes up (at most one early visit of the core), when the
     /// node storage runs out, or by <see cref="Cancel"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Disarm(WheelTimer timer)
     {
         if (!timer.Armed)
@@ -228,6 +242,8 @@ internal sealed class TimerWheel
             return Cancel(timer); // the firing list fires whatever is on it: take it off
         }
 
+        // A flag and the count: inlined into ITimer.Change(Infinite), the TCP stack's "all
+        // acknowledged", it costs no call.
         timer.Armed = false;
         _count--;
         return true;
@@ -355,6 +371,7 @@ internal sealed class TimerWheel
                 entry.Next = firing;
                 entry.Bucket = FiringBucket;
                 owner.Firing = true;
+                owner.Placed = Unplaced; // no longer in a slot: a re-arm must take it off the firing list
                 if (firing != None)
                 {
                     _nodes[firing].Previous = n;
@@ -505,6 +522,7 @@ internal sealed class TimerWheel
         _owners[node].Timer = null;
         timer.Node = None;
         timer.Firing = false;
+        timer.Placed = Unplaced;
         _linked--;
     }
 
