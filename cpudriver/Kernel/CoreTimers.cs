@@ -321,17 +321,15 @@ internal sealed class CoreTimer : WheelTimer, ITimer
             if (due >= 0)
             {
                 long now = timers.CachedNow;
-                if (now >= 0)
+                if (now >= 0 && _wheel.TryScheduleInPlace(this, now + CoreTimers.MicrosOfNonNegative(due)))
                 {
                     _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
-                    _wheel.Schedule(this, now + CoreTimers.MicrosOfNonNegative(due));
                     return true;
                 }
             }
-            else if (due == InfiniteTicks)
+            else if (due == InfiniteTicks && _wheel.TryDisarmInPlace(this)) // lazily: the next arm, later, is then two stores
             {
                 _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
-                _wheel.Disarm(this); // lazily: the next arm, later, is then two stores
                 return true;
             }
         }

@@ -146,26 +146,41 @@ internal sealed class TimerWheel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Schedule(WheelTimer timer, long expires)
     {
-        Debug.Assert(expires < Unplaced, "an expiry at the sentinel would take the stores-only path for a timer in no slot");
-        if (expires >= timer.Placed)
+        if (!TryScheduleInPlace(timer, expires))
         {
-            // Later than where its node sits in a slot (Placed is Unplaced for a timer without a
-            // node or on the firing list, so one compare covers all three conditions) — pushed
-            // out while armed (a retransmission timer on every ACK), or armed again after a lazy
-            // disarm: the bucket it sits in is processed no later than that, and processing
-            // places it by its expiry, so moving it now would be wasted work. Stores on the timer
-            // (and the count) only; small enough to inline into every caller.
-            if (!timer.Armed)
-            {
-                timer.Armed = true;
-                _count++;
-            }
+            ScheduleMoving(timer, expires);
+        }
+    }
 
-            timer.Expires = expires;
-            return;
+    /// <summary>
+    /// <see cref="Schedule"/> when it is only stores — the timer's node sits in a slot that comes
+    /// up no later than <paramref name="expires"/>; false (nothing changed) when the timer must
+    /// move, and the caller then calls <see cref="Schedule"/>. For a caller that has a slow path
+    /// of its own and wants a single one (<see cref="CoreTimer.Change"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryScheduleInPlace(WheelTimer timer, long expires)
+    {
+        Debug.Assert(expires < Unplaced, "an expiry at the sentinel would take the stores-only path for a timer in no slot");
+        if (expires < timer.Placed)
+        {
+            return false;
         }
 
-        ScheduleMoving(timer, expires);
+        // Later than where its node sits in a slot (Placed is Unplaced for a timer without a node
+        // or on the firing list, so one compare covers all three conditions) — pushed out while
+        // armed (a retransmission timer on every ACK), or armed again after a lazy disarm: the
+        // bucket it sits in is processed no later than that, and processing places it by its
+        // expiry, so moving it now would be wasted work. Stores on the timer (and the count)
+        // only; small enough to inline into every caller.
+        if (!timer.Armed)
+        {
+            timer.Armed = true;
+            _count++;
+        }
+
+        timer.Expires = expires;
+        return true;
     }
 
     // A new node, or a move to an earlier bucket (or one being fired).
@@ -229,7 +244,6 @@ internal sealed class TimerWheel
     /// The node is swept when its bucket comes up (at most one early visit of the core), when the
     /// node storage runs out, or by <see cref="Cancel"/>.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Disarm(WheelTimer timer)
     {
         if (!timer.Armed)
@@ -242,10 +256,30 @@ internal sealed class TimerWheel
             return Cancel(timer); // the firing list fires whatever is on it: take it off
         }
 
-        // A flag and the count: inlined into ITimer.Change(Infinite), the TCP stack's "all
-        // acknowledged", it costs no call.
         timer.Armed = false;
         _count--;
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="Disarm"/> when it is only a flag and the count (the timer is not on the firing
+    /// list); false (nothing changed) otherwise, and the caller then calls <see cref="Disarm"/>.
+    /// Inlined into <see cref="CoreTimer.Change"/>(Infinite), the TCP stack's "all acknowledged".
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryDisarmInPlace(WheelTimer timer)
+    {
+        if (timer.Firing)
+        {
+            return false;
+        }
+
+        if (timer.Armed)
+        {
+            timer.Armed = false;
+            _count--;
+        }
+
         return true;
     }
 
