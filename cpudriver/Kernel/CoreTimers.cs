@@ -5,12 +5,16 @@ using System.Runtime.CompilerServices;
 namespace Multikernel.CpuDriver.Kernel;
 
 /// <summary>
-/// A core's timers: the <see cref="TimerWheel"/> on a 1 µs tick read from the kernel's
+/// A core's timers: its <see cref="TimerWheel"/> on a 1 µs tick read from the kernel's
 /// <see cref="TimeProvider"/>, a pool of delay entries, and the conversions between the clock's
 /// timestamps and wheel ticks. Core thread only; other threads reach it through posted work.
 /// </summary>
 /// <remarks>
-/// <para><b>The cached now.</b> Arming reads <see cref="Now"/>, which reads the clock once and
+/// <para><b>One object.</b> This is the wheel itself (a subclass), not a holder of one: every
+/// <see cref="CoreTimer.Change"/> reads the owner check's stack top and the cached now from
+/// here and counts the timer in the wheel, and with all three in one object a change loads one
+/// reference from the timer and needs no second null check (and the timer is a field smaller).</para>
+/// <para><b>The cached now.</b> Arming reads <see cref="ClockNow"/>, which reads the clock once and
 /// then serves that tick until the kernel loop invalidates it: at the top of every loop
 /// iteration, after every work item, and before firing. So a work item that re-arms a thousand
 /// timers (a TCP stack processing a batch of ACKs) reads the clock once, not a thousand times.
@@ -23,7 +27,7 @@ namespace Multikernel.CpuDriver.Kernel;
 /// provider is <see cref="TimeProvider.System"/> (no virtual call), through the provider
 /// otherwise (a test's manual clock).</para>
 /// </remarks>
-internal sealed class CoreTimers
+internal sealed class CoreTimers : TimerWheel
 {
     private const int PoolRetained = 256;
 
@@ -43,22 +47,22 @@ internal sealed class CoreTimers
     private const long NotCached = -1;
 
     public CoreTimers(CoreKernel kernel, TimeProvider clock, int capacity)
+        : base(TicksOf(clock.GetTimestamp(), DivisorOf(clock.TimestampFrequency), ScaleOf(clock.TimestampFrequency)), capacity)
     {
         Kernel = kernel;
         _clock = clock;
         _systemClock = ReferenceEquals(clock, TimeProvider.System);
-        long frequency = clock.TimestampFrequency;
-        _divisor = frequency % 1_000_000 == 0 ? frequency / 1_000_000 : 0;
-        _scale = 1_000_000.0 / frequency;
-        Wheel = new TimerWheel(ReadClock(), capacity);
+        _divisor = DivisorOf(clock.TimestampFrequency);
+        _scale = ScaleOf(clock.TimestampFrequency);
     }
 
     public CoreKernel Kernel { get; }
 
-    public TimerWheel Wheel { get; }
-
-    /// <summary>Now in wheel ticks (µs), cached until the loop's next <see cref="Invalidate"/> (see the remarks).</summary>
-    public long Now
+    /// <summary>
+    /// The clock now in wheel ticks (µs), cached until the loop's next <see cref="Invalidate"/>
+    /// (see the remarks). Not the wheel's <see cref="TimerWheel.Now"/>, the next tick it processes.
+    /// </summary>
+    public long ClockNow
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
@@ -69,7 +73,7 @@ internal sealed class CoreTimers
     }
 
     /// <summary>
-    /// Loop thread: from now on <see cref="Now"/> is cached between invalidations and
+    /// Loop thread: from now on <see cref="ClockNow"/> is cached between invalidations and
     /// <see cref="OnCoreStack"/> knows the core's stack (false: the loop is leaving; read the
     /// clock every time, and let the kernel say who owns the core).
     /// </summary>
@@ -81,7 +85,7 @@ internal sealed class CoreTimers
         Volatile.Write(ref _stackTop, caching ? Kernel.StackTop : 0);
     }
 
-    /// <summary>The next <see cref="Now"/> reads the clock.</summary>
+    /// <summary>The next <see cref="ClockNow"/> reads the clock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Invalidate() => _cachedNow = NotCached;
 
@@ -107,7 +111,7 @@ internal sealed class CoreTimers
         }
     }
 
-    /// <summary>The cached now, or a negative value when <see cref="Now"/> would read the clock.</summary>
+    /// <summary>The cached now, or a negative value when <see cref="ClockNow"/> would read the clock.</summary>
     public long CachedNow
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -115,11 +119,14 @@ internal sealed class CoreTimers
     }
 
     /// <summary>The clock now, in wheel ticks (µs), read now.</summary>
-    public long ReadClock()
-    {
-        long timestamp = _systemClock ? Stopwatch.GetTimestamp() : _clock.GetTimestamp();
-        return _divisor > 0 ? timestamp / _divisor : (long)(timestamp * _scale);
-    }
+    public long ReadClock() => TicksOf(_systemClock ? Stopwatch.GetTimestamp() : _clock.GetTimestamp(), _divisor, _scale);
+
+    // Static, for the base constructor's first tick, before this object's fields are set.
+    private static long DivisorOf(long frequency) => frequency % 1_000_000 == 0 ? frequency / 1_000_000 : 0;
+
+    private static double ScaleOf(long frequency) => 1_000_000.0 / frequency;
+
+    private static long TicksOf(long timestamp, long divisor, double scale) => divisor > 0 ? timestamp / divisor : (long)(timestamp * scale);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private long Refresh()
@@ -147,22 +154,22 @@ internal sealed class CoreTimers
     public static long MicrosOfNonNegative(long timeSpanTicks) => (long)(((ulong)timeSpanTicks + 9) / 10);
 
     /// <summary>The tick <paramref name="delay"/> from now (rounded up to whole µs; negative = now).</summary>
-    public long DueTick(TimeSpan delay) => Now + Micros(delay.Ticks);
+    public long DueTick(TimeSpan delay) => ClockNow + Micros(delay.Ticks);
 
     /// <summary>Fires what is due (against a fresh clock read); returns how many fired.</summary>
     public int Fire()
     {
         _cachedNow = NotCached;
-        return Wheel.Linked == 0 ? 0 : Wheel.Advance(Now);
+        return Linked == 0 ? 0 : Advance(ClockNow);
     }
 
     /// <summary>True when a timer is due now (a fresh clock read: the park path).</summary>
-    public bool HasDue => Wheel.Linked > 0 && Wheel.NextEventTick() <= ReadClock();
+    public bool HasDue => Linked > 0 && NextEventTick() <= ReadClock();
 
     /// <summary>Nanoseconds until the wheel next needs the core (a firing or a cascade), or -1 when empty.</summary>
     public long NanosecondsUntilNext()
     {
-        long next = Wheel.NextEventTick();
+        long next = NextEventTick();
         if (next == long.MaxValue)
         {
             return -1;
@@ -218,7 +225,7 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
     {
         _operation.Reset();
         _generation++;
-        _timers.Wheel.Schedule(this, expires);
+        _timers.Schedule(this, expires);
         if (cancellationToken.CanBeCanceled)
         {
             _token = cancellationToken;
@@ -256,7 +263,7 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
             return; // fired already, or a later delay reuses this entry
         }
 
-        _timers.Wheel.Cancel(this);
+        _timers.Cancel(this);
         CancellationToken token = _token;
         ReleaseRegistration();
         _operation.SetException(new OperationCanceledException(token));
@@ -282,10 +289,9 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
 /// </summary>
 internal sealed class CoreTimer : WheelTimer, ITimer
 {
-    // Change's hot path reads _timers (the owner check, the cached now) and _wheel (the count)
-    // and nothing else outside this object; the kernel is one load further, for the cold paths.
+    // Change's hot path reads _timers (the owner check, the cached now, the wheel's count) and
+    // nothing else outside this object; the kernel is one load further, for the cold paths.
     private readonly CoreTimers _timers;
-    private readonly TimerWheel _wheel;
     private readonly TimerCallback _callback;
     private readonly object? _state;
     private const long InfiniteTicks = -TimeSpan.TicksPerMillisecond; // Timeout.InfiniteTimeSpan
@@ -295,7 +301,6 @@ internal sealed class CoreTimer : WheelTimer, ITimer
     public CoreTimer(CoreTimers timers, TimerCallback callback, object? state)
     {
         _timers = timers;
-        _wheel = timers.Wheel;
         _callback = callback;
         _state = state;
     }
@@ -321,13 +326,13 @@ internal sealed class CoreTimer : WheelTimer, ITimer
             if (due >= 0)
             {
                 long now = timers.CachedNow;
-                if (now >= 0 && _wheel.TryScheduleInPlace(this, now + CoreTimers.MicrosOfNonNegative(due)))
+                if (now >= 0 && timers.TryScheduleInPlace(this, now + CoreTimers.MicrosOfNonNegative(due)))
                 {
                     _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
                     return true;
                 }
             }
-            else if (due == InfiniteTicks && _wheel.TryDisarmInPlace(this)) // lazily: the next arm, later, is then two stores
+            else if (due == InfiniteTicks && timers.TryDisarmInPlace(this)) // lazily: the next arm, later, is then two stores
             {
                 _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
                 return true;
@@ -363,11 +368,11 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
         if (due < 0)
         {
-            _wheel.Disarm(this);
+            _timers.Disarm(this);
         }
         else
         {
-            _wheel.Schedule(this, _timers.Now + CoreTimers.MicrosOfNonNegative(due));
+            _timers.Schedule(this, _timers.ClockNow + CoreTimers.MicrosOfNonNegative(due));
         }
 
         return true;
@@ -389,7 +394,7 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         {
             // Drift-free: the next period counts from this due tick, not from when it ran.
             long next = Expires + _periodTicks;
-            _timers.Wheel.Schedule(this, next < _timers.Wheel.Now ? _timers.Wheel.Now : next);
+            _timers.Schedule(this, next < _timers.Now ? _timers.Now : next); // the wheel's now: the next tick it processes
         }
 
         try
@@ -414,11 +419,11 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         _disposed = true;
         if (_timers.Kernel.IsOwnerThread)
         {
-            _timers.Wheel.Cancel(this);
+            _timers.Cancel(this);
         }
         else
         {
-            _ = _timers.Kernel.TryPostInternal(static s => { var t = (CoreTimer)s!; t._timers.Wheel.Cancel(t); }, this);
+            _ = _timers.Kernel.TryPostInternal(static s => { var t = (CoreTimer)s!; t._timers.Cancel(t); }, this);
         }
     }
 
@@ -460,7 +465,7 @@ public sealed class CoreTimeProvider : TimeProvider
     public int CoreId => _timers.Kernel.Id;
 
     /// <summary>Timers armed on the core now. Core thread (racy elsewhere).</summary>
-    public int ArmedTimers => _timers.Wheel.Count;
+    public int ArmedTimers => _timers.Count;
 
     /// <inheritdoc />
     public override long GetTimestamp() => _clock.GetTimestamp();

@@ -74,7 +74,7 @@ internal abstract class WheelTimer
 /// bucket, outside the levels), so a callback that cancels or re-arms another timer due in the
 /// same tick unlinks it from that list like from any other.</para>
 /// </remarks>
-internal sealed class TimerWheel
+internal class TimerWheel // not sealed: CoreTimers is a core's wheel and its clock in one object (see there)
 {
     private const int SlotBits = 6;
     private const int Slots = 1 << SlotBits;
