@@ -111,6 +111,9 @@ internal sealed class CoreTimers : TimerWheel
         }
     }
 
+    /// <summary>True while <see cref="OnCoreStack"/> has a stack top to test against (the loop runs); tests.</summary>
+    internal bool KnowsCoreStack => Volatile.Read(ref _stackTop) != 0;
+
     /// <summary>The cached now, or a negative value when <see cref="ClockNow"/> would read the clock.</summary>
     public long CachedNow
     {
@@ -487,6 +490,9 @@ public sealed class CoreTimeProvider : TimeProvider
         timer.Change(dueTime, period);
         return timer;
     }
+
+    /// <summary>The core's wheel and clock (tests).</summary>
+    internal CoreTimers Wheel => _timers;
 
     /// <summary>Benchmarks: the next arm on this core reads the clock (as the first arm of a work item does).</summary>
     internal void InvalidateCachedNow() => _timers.Invalidate();

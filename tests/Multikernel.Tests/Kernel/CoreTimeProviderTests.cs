@@ -184,6 +184,45 @@ public sealed class CoreTimeProviderTests
     }
 
     [Fact]
+    public async Task TheTimersOwnerCheck_SaysYesOnlyOnTheCoresThread_AndOnlyWhileItsLoopRuns()
+    {
+        // CoreTimers.OnCoreStack is the fast half of Change's owner check (false sends a change
+        // to the kernel's full check). Yes on the core's thread while the loop runs, so changes
+        // there take the fast path; no on every other thread; and the stack top it tests against
+        // is gone once the loop has left, before the thread and its stack can be reused.
+        var machine = new Machine(2, new KernelOptions { PinThreads = false, MaxPark = TimeSpan.FromSeconds(5) }, TimeProvider.System, cpuCount: 2);
+        try
+        {
+            CoreKernel core = machine.Kernels[0];
+            CoreTimers timers = core.Timers.Wheel;
+            Assert.False(timers.KnowsCoreStack);
+            machine.StartCore(0);
+            machine.StartCore(1);
+            Assert.True(await core.RunAsync(() => timers.OnCoreStack).WaitAsync(KernelRig.Patience));
+            Assert.True(timers.KnowsCoreStack);
+            Assert.False(await machine.Kernels[1].RunAsync(() => timers.OnCoreStack).WaitAsync(KernelRig.Patience));
+            Assert.False(await Task.Run(() => timers.OnCoreStack));
+            Assert.False(timers.OnCoreStack);
+            bool onOther = true;
+            var thread = new Thread(() => onOther = timers.OnCoreStack, 16 * 1024 * 1024);
+            thread.Start();
+            Assert.True(thread.Join(KernelRig.Patience));
+            Assert.False(onOther);
+
+            Assert.True(machine.HaltAll(KernelRig.Patience));
+            await core.Stopped.WaitAsync(KernelRig.Patience);
+            Assert.False(timers.KnowsCoreStack);
+        }
+        finally
+        {
+            if (machine.HaltAll(KernelRig.Patience))
+            {
+                machine.Dispose(); // only once the core threads have left their loops
+            }
+        }
+    }
+
+    [Fact]
     public async Task BeforeTheCoreStarts_AnyThreadArmsInPlace()
     {
         // Boot-time setup: no core thread yet, so the creating thread owns the wheel and the arm
