@@ -164,7 +164,10 @@ public sealed partial class CoreKernel
     // The kernel thread's stack size, and how much of it below Run's frame counts as "on the core"
     // by address alone (half: Run's callers above it use a few KB, so the window stays inside).
     private const int KernelStackBytes = 2 * 1024 * 1024;
-    private const nuint OwnStackBytes = KernelStackBytes / 2;
+    internal const nuint OwnStackBytes = KernelStackBytes / 2;
+
+    /// <summary>The top of the window <see cref="IsCurrentThread"/> tests, while the loop runs (0 otherwise); CoreTimers keeps a copy for its own owner check.</summary>
+    internal nint StackTop => Volatile.Read(ref _stackTop);
 
     /// <summary>True on the core's thread, or on any thread before the core starts (boot-time setup).</summary>
     internal bool IsOwnerThread => IsCurrentThread || _thread is null; // the core's own thread first: it is the hot case

@@ -1,15 +1,20 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 
 namespace Multikernel.CpuDriver.Kernel;
 
 /// <summary>
-/// A core's timers: the <see cref="TimerWheel"/> on a 1 µs tick read from the kernel's
+/// A core's timers: its <see cref="TimerWheel"/> on a 1 µs tick read from the kernel's
 /// <see cref="TimeProvider"/>, a pool of delay entries, and the conversions between the clock's
 /// timestamps and wheel ticks. Core thread only; other threads reach it through posted work.
 /// </summary>
 /// <remarks>
-/// <para><b>The cached now.</b> Arming reads <see cref="Now"/>, which reads the clock once and
+/// <para><b>One object.</b> This is the wheel itself (a subclass), not a holder of one: every
+/// <see cref="CoreTimer.Change"/> reads the owner check's stack top and the cached now from
+/// here and counts the timer in the wheel, and with all three in one object a change loads one
+/// reference from the timer and needs no second null check (and the timer is a field smaller).</para>
+/// <para><b>The cached now.</b> Arming reads <see cref="ClockNow"/>, which reads the clock once and
 /// then serves that tick until the kernel loop invalidates it: at the top of every loop
 /// iteration, after every work item, and before firing. So a work item that re-arms a thousand
 /// timers (a TCP stack processing a batch of ACKs) reads the clock once, not a thousand times.
@@ -22,7 +27,7 @@ namespace Multikernel.CpuDriver.Kernel;
 /// provider is <see cref="TimeProvider.System"/> (no virtual call), through the provider
 /// otherwise (a test's manual clock).</para>
 /// </remarks>
-internal sealed class CoreTimers
+internal sealed class CoreTimers : TimerWheel
 {
     private const int PoolRetained = 256;
 
@@ -31,80 +36,143 @@ internal sealed class CoreTimers
     private readonly long _divisor;
     private readonly double _scale;
     private readonly Stack<DelayTimer> _pool = new();
-    private long _now;
-    private bool _nowValid;
+    // The cached now, or -1 when the next read must go to the clock: one field, so the hot path's
+    // "is it cached?" is a sign test of the value it then uses (a clock that reads negative is
+    // simply never cached).
+    private long _cachedNow = NotCached;
     private bool _caching;
+    // While the loop runs: the top of the core thread's stack, as CoreKernel records it (see
+    // OnCoreStack); 0 otherwise.
+    private nint _stackTop;
+    private const long NotCached = -1;
 
     public CoreTimers(CoreKernel kernel, TimeProvider clock, int capacity)
+        : base(TicksOf(clock.GetTimestamp(), DivisorOf(clock.TimestampFrequency), ScaleOf(clock.TimestampFrequency)), capacity)
     {
         Kernel = kernel;
         _clock = clock;
         _systemClock = ReferenceEquals(clock, TimeProvider.System);
-        long frequency = clock.TimestampFrequency;
-        _divisor = frequency % 1_000_000 == 0 ? frequency / 1_000_000 : 0;
-        _scale = 1_000_000.0 / frequency;
-        Wheel = new TimerWheel(ReadClock(), capacity);
+        _divisor = DivisorOf(clock.TimestampFrequency);
+        _scale = ScaleOf(clock.TimestampFrequency);
     }
 
     public CoreKernel Kernel { get; }
 
-    public TimerWheel Wheel { get; }
-
-    /// <summary>Now in wheel ticks (µs), cached until the loop's next <see cref="Invalidate"/> (see the remarks).</summary>
-    public long Now
+    /// <summary>
+    /// The clock now in wheel ticks (µs), cached until the loop's next <see cref="Invalidate"/>
+    /// (see the remarks). Not the wheel's <see cref="TimerWheel.Now"/>, the next tick it processes.
+    /// </summary>
+    public long ClockNow
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => _nowValid ? _now : Refresh();
+        get
+        {
+            long now = _cachedNow;
+            return now >= 0 ? now : Refresh();
+        }
     }
 
-    /// <summary>Loop thread: from now on <see cref="Now"/> is cached between invalidations (false: read every time).</summary>
+    /// <summary>
+    /// Loop thread: from now on <see cref="ClockNow"/> is cached between invalidations and
+    /// <see cref="OnCoreStack"/> knows the core's stack (false: the loop is leaving; read the
+    /// clock every time, and let the kernel say who owns the core).
+    /// </summary>
     public void SetCaching(bool caching)
     {
         _caching = caching;
-        _nowValid = false;
+        _cachedNow = NotCached;
+        // Cleared before the loop's thread can exit (Run clears its own copy later still).
+        Volatile.Write(ref _stackTop, caching ? Kernel.StackTop : 0);
     }
 
-    /// <summary>The next <see cref="Now"/> reads the clock.</summary>
+    /// <summary>The next <see cref="ClockNow"/> reads the clock.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Invalidate() => _nowValid = false;
+    public void Invalidate() => _cachedNow = NotCached;
+
+    /// <summary>
+    /// True only on the core's own thread, while its loop runs, in a frame within
+    /// <see cref="CoreKernel.OwnStackBytes"/> of the loop's: the fast half of
+    /// <see cref="CoreKernel.IsCurrentThread"/>, answered from this object because every
+    /// <see cref="CoreTimer.Change"/> asks and reads this object anyway (the cached now), so the
+    /// question costs no load of the kernel and no call. The test is the kernel's own — the
+    /// address of a local lies within the window below the top of the core thread's stack, which
+    /// no other thread's stack reaches — against the top the kernel recorded, copied here by
+    /// <see cref="SetCaching"/> while the loop runs. False says nothing: the caller then asks
+    /// <see cref="CoreKernel.IsOwnerThread"/>, which is always right.
+    /// </summary>
+    public unsafe bool OnCoreStack
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        [SkipLocalsInit] // only the local's address is used: no store to zero it
+        get
+        {
+            byte probe;
+            return (nuint)(_stackTop - (nint)(&probe)) < CoreKernel.OwnStackBytes;
+        }
+    }
+
+    /// <summary>True while <see cref="OnCoreStack"/> has a stack top to test against (the loop runs); tests.</summary>
+    internal bool KnowsCoreStack => Volatile.Read(ref _stackTop) != 0;
+
+    /// <summary>The cached now, or a negative value when <see cref="ClockNow"/> would read the clock.</summary>
+    public long CachedNow
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _cachedNow;
+    }
 
     /// <summary>The clock now, in wheel ticks (µs), read now.</summary>
-    public long ReadClock()
-    {
-        long timestamp = _systemClock ? Stopwatch.GetTimestamp() : _clock.GetTimestamp();
-        return _divisor > 0 ? timestamp / _divisor : (long)(timestamp * _scale);
-    }
+    public long ReadClock() => TicksOf(_systemClock ? Stopwatch.GetTimestamp() : _clock.GetTimestamp(), _divisor, _scale);
+
+    // Static, for the base constructor's first tick, before this object's fields are set.
+    private static long DivisorOf(long frequency) => frequency % 1_000_000 == 0 ? frequency / 1_000_000 : 0;
+
+    private static double ScaleOf(long frequency) => 1_000_000.0 / frequency;
+
+    private static long TicksOf(long timestamp, long divisor, double scale) => divisor > 0 ? timestamp / divisor : (long)(timestamp * scale);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private long Refresh()
     {
         long now = ReadClock();
-        _now = now;
-        _nowValid = _caching;
+        if (_caching)
+        {
+            _cachedNow = now;
+        }
+
         return now;
     }
 
     /// <summary>Microseconds in <paramref name="timeSpanTicks"/> (100 ns ticks), rounded up (negative = 0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static long Micros(long timeSpanTicks) => timeSpanTicks <= 0 ? 0 : (timeSpanTicks + 9) / 10;
+    public static long Micros(long timeSpanTicks) => timeSpanTicks <= 0 ? 0 : MicrosOfNonNegative(timeSpanTicks);
+
+    /// <summary>
+    /// <see cref="Micros"/> for ticks known to be at least 0. Unsigned, so it is right up to
+    /// <see cref="TimeSpan.MaxValue"/> (a signed <c>ticks + 9</c> overflows there, and the
+    /// longest due time would fire at once) and the division by 10 compiles to a multiply and a
+    /// shift, without the signed version's rounding fix-up.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long MicrosOfNonNegative(long timeSpanTicks) => (long)(((ulong)timeSpanTicks + 9) / 10);
 
     /// <summary>The tick <paramref name="delay"/> from now (rounded up to whole µs; negative = now).</summary>
-    public long DueTick(TimeSpan delay) => Now + Micros(delay.Ticks);
+    public long DueTick(TimeSpan delay) => ClockNow + Micros(delay.Ticks);
 
     /// <summary>Fires what is due (against a fresh clock read); returns how many fired.</summary>
     public int Fire()
     {
-        _nowValid = false;
-        return Wheel.Linked == 0 ? 0 : Wheel.Advance(Now);
+        _cachedNow = NotCached;
+        return Linked == 0 ? 0 : Advance(ClockNow);
     }
 
     /// <summary>True when a timer is due now (a fresh clock read: the park path).</summary>
-    public bool HasDue => Wheel.Linked > 0 && Wheel.NextEventTick() <= ReadClock();
+    public bool HasDue => Linked > 0 && NextEventTick() <= ReadClock();
 
     /// <summary>Nanoseconds until the wheel next needs the core (a firing or a cascade), or -1 when empty.</summary>
     public long NanosecondsUntilNext()
     {
-        long next = Wheel.NextEventTick();
+        long next = NextEventTick();
         if (next == long.MaxValue)
         {
             return -1;
@@ -160,7 +228,7 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
     {
         _operation.Reset();
         _generation++;
-        _timers.Wheel.Schedule(this, expires);
+        _timers.Schedule(this, expires);
         if (cancellationToken.CanBeCanceled)
         {
             _token = cancellationToken;
@@ -198,7 +266,7 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
             return; // fired already, or a later delay reuses this entry
         }
 
-        _timers.Wheel.Cancel(this);
+        _timers.Cancel(this);
         CancellationToken token = _token;
         ReleaseRegistration();
         _operation.SetException(new OperationCanceledException(token));
@@ -224,10 +292,9 @@ internal sealed class DelayTimer : WheelTimer, ICoreOperationOwner
 /// </summary>
 internal sealed class CoreTimer : WheelTimer, ITimer
 {
+    // Change's hot path reads _timers (the owner check, the cached now, the wheel's count) and
+    // nothing else outside this object; the kernel is one load further, for the cold paths.
     private readonly CoreTimers _timers;
-    // Cached from _timers: Change's hot path reads them without the extra dependent loads.
-    private readonly CoreKernel _kernel;
-    private readonly TimerWheel _wheel;
     private readonly TimerCallback _callback;
     private readonly object? _state;
     private const long InfiniteTicks = -TimeSpan.TicksPerMillisecond; // Timeout.InfiniteTimeSpan
@@ -237,13 +304,51 @@ internal sealed class CoreTimer : WheelTimer, ITimer
     public CoreTimer(CoreTimers timers, TimerCallback callback, object? state)
     {
         _timers = timers;
-        _kernel = timers.Kernel;
-        _wheel = timers.Wheel;
         _callback = callback;
         _state = state;
     }
 
+    /// <remarks>
+    /// The hot path — a TCP stack's arm, its re-arm on every ACK, its disarm when everything is
+    /// acknowledged, on the core's thread within a work item — is a handful of tests and stores,
+    /// all inlined into the caller: no clock read (the cached now), no call (the owner check is a
+    /// subtraction against the core's stack top kept on <see cref="CoreTimers"/>; the wheel's
+    /// stores-only re-arm and its lazy disarm are inlined), no division (µs by a multiply), no
+    /// allocation. It commits only when every condition holds; anything else — a bad argument, a
+    /// disposed timer, another thread, the first arm of a work item (no cached now) — goes to
+    /// <see cref="ChangeSlow"/>, which checks everything in order, so the fast path decides
+    /// nothing on its own, and no value of it lives across a call (the JIT keeps it in registers).
+    /// </remarks>
     public bool Change(TimeSpan dueTime, TimeSpan period)
+    {
+        long due = dueTime.Ticks;
+        long every = period.Ticks;
+        CoreTimers timers = _timers;
+        if ((every >= 0 || every == InfiniteTicks) && !_disposed && timers.OnCoreStack)
+        {
+            if (due >= 0)
+            {
+                long now = timers.CachedNow;
+                if (now >= 0 && timers.TryScheduleInPlace(this, now + CoreTimers.MicrosOfNonNegative(due)))
+                {
+                    _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
+                    return true;
+                }
+            }
+            else if (due == InfiniteTicks && timers.TryDisarmInPlace(this)) // lazily: the next arm, later, is then two stores
+            {
+                _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
+                return true;
+            }
+        }
+
+        return ChangeSlow(dueTime, period);
+    }
+
+    // Change in full, in order: the arguments (refused alike on any thread and on a disposed
+    // timer), disposal, the owner (another thread posts the change to the core), then the wheel.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ChangeSlow(TimeSpan dueTime, TimeSpan period)
     {
         long due = dueTime.Ticks;
         long every = period.Ticks;
@@ -257,22 +362,20 @@ internal sealed class CoreTimer : WheelTimer, ITimer
             return false;
         }
 
-        if (!_kernel.IsOwnerThread)
+        if (!_timers.Kernel.IsOwnerThread)
         {
             PostChange(dueTime, period);
             return true;
         }
 
-        // The hot path (a TCP stack's re-arm on every ACK): no clock read (the cached now), no
-        // virtual call, no allocation; the wheel unlinks and links integers.
-        _periodTicks = every <= 0 ? 0 : CoreTimers.Micros(every);
+        _periodTicks = every <= 0 ? 0 : CoreTimers.MicrosOfNonNegative(every);
         if (due < 0)
         {
-            _wheel.Disarm(this); // lazily: the next arm, later, is then two stores
+            _timers.Disarm(this);
         }
         else
         {
-            _wheel.Schedule(this, _timers.Now + CoreTimers.Micros(due));
+            _timers.Schedule(this, _timers.ClockNow + CoreTimers.MicrosOfNonNegative(due));
         }
 
         return true;
@@ -294,7 +397,7 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         {
             // Drift-free: the next period counts from this due tick, not from when it ran.
             long next = Expires + _periodTicks;
-            _timers.Wheel.Schedule(this, next < _timers.Wheel.Now ? _timers.Wheel.Now : next);
+            _timers.Schedule(this, next < _timers.Now ? _timers.Now : next); // the wheel's now: the next tick it processes
         }
 
         try
@@ -319,11 +422,11 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         _disposed = true;
         if (_timers.Kernel.IsOwnerThread)
         {
-            _timers.Wheel.Cancel(this);
+            _timers.Cancel(this);
         }
         else
         {
-            _ = _timers.Kernel.TryPostInternal(static s => { var t = (CoreTimer)s!; t._timers.Wheel.Cancel(t); }, this);
+            _ = _timers.Kernel.TryPostInternal(static s => { var t = (CoreTimer)s!; t._timers.Cancel(t); }, this);
         }
     }
 
@@ -333,7 +436,9 @@ internal sealed class CoreTimer : WheelTimer, ITimer
         return ValueTask.CompletedTask;
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    // Not NoInlining: the JIT then sees that it always throws and compiles its call site as a
+    // dead end.
+    [DoesNotReturn]
     private static void ThrowNegative(TimeSpan dueTime, TimeSpan period)
     {
         bool badDue = dueTime < TimeSpan.Zero && dueTime != Timeout.InfiniteTimeSpan;
@@ -363,7 +468,7 @@ public sealed class CoreTimeProvider : TimeProvider
     public int CoreId => _timers.Kernel.Id;
 
     /// <summary>Timers armed on the core now. Core thread (racy elsewhere).</summary>
-    public int ArmedTimers => _timers.Wheel.Count;
+    public int ArmedTimers => _timers.Count;
 
     /// <inheritdoc />
     public override long GetTimestamp() => _clock.GetTimestamp();
@@ -385,6 +490,9 @@ public sealed class CoreTimeProvider : TimeProvider
         timer.Change(dueTime, period);
         return timer;
     }
+
+    /// <summary>The core's wheel and clock (tests).</summary>
+    internal CoreTimers Wheel => _timers;
 
     /// <summary>Benchmarks: the next arm on this core reads the clock (as the first arm of a work item does).</summary>
     internal void InvalidateCachedNow() => _timers.Invalidate();

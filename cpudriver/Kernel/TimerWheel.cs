@@ -24,10 +24,13 @@ internal abstract class WheelTimer
     internal bool Armed;
 
     /// <summary>
-    /// The expiry its bucket was chosen for (at most <see cref="Expires"/>): kept on the timer so a
-    /// push-out compares and stores here without touching the wheel's node array.
+    /// While the node sits in a slot of the wheel's levels: the expiry that slot was chosen for (at
+    /// most <see cref="Expires"/>). Otherwise — no node, or on the firing list —
+    /// <see cref="TimerWheel.Unplaced"/>. So the one compare <c>expires &gt;= Placed</c> says a
+    /// re-arm may stay where it is (see <see cref="TimerWheel.Schedule"/>), and it reads only the
+    /// timer, not the wheel's node array.
     /// </summary>
-    internal long Placed;
+    internal long Placed = TimerWheel.Unplaced;
 
     /// <summary>True while the timer is on the firing list of the tick being processed.</summary>
     internal bool Firing;
@@ -71,7 +74,7 @@ internal abstract class WheelTimer
 /// bucket, outside the levels), so a callback that cancels or re-arms another timer due in the
 /// same tick unlinks it from that list like from any other.</para>
 /// </remarks>
-internal sealed class TimerWheel
+internal class TimerWheel // not sealed: CoreTimers is a core's wheel and its clock in one object (see there)
 {
     private const int SlotBits = 6;
     private const int Slots = 1 << SlotBits;
@@ -79,6 +82,13 @@ internal sealed class TimerWheel
     private const long Span = 1L << (SlotBits * Levels);
     private const int FiringBucket = Levels * Slots;
     private const int None = -1;
+
+    /// <summary>
+    /// <see cref="WheelTimer.Placed"/> of a timer that is in no slot of the levels. No expiry
+    /// reaches it (ticks are µs: <see cref="long.MaxValue"/> is 292,000 years away), so no re-arm
+    /// takes the stores-only path for such a timer.
+    /// </summary>
+    internal const long Unplaced = long.MaxValue;
 
     private struct Entry
     {
@@ -136,23 +146,41 @@ internal sealed class TimerWheel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Schedule(WheelTimer timer, long expires)
     {
-        if (expires >= timer.Placed && timer.Node >= 0 && !timer.Firing)
+        if (!TryScheduleInPlace(timer, expires))
         {
-            // Later than where its node sits — pushed out while armed (a retransmission timer on
-            // every ACK), or armed again after a lazy disarm: the bucket it sits in is processed no
-            // later than that, and processing places it by its expiry, so moving it now would be
-            // wasted work. Stores on the timer only; small enough to inline into every caller.
-            if (!timer.Armed)
-            {
-                timer.Armed = true;
-                _count++;
-            }
+            ScheduleMoving(timer, expires);
+        }
+    }
 
-            timer.Expires = expires;
-            return;
+    /// <summary>
+    /// <see cref="Schedule"/> when it is only stores — the timer's node sits in a slot that comes
+    /// up no later than <paramref name="expires"/>; false (nothing changed) when the timer must
+    /// move, and the caller then calls <see cref="Schedule"/>. For a caller that has a slow path
+    /// of its own and wants a single one (<see cref="CoreTimer.Change"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryScheduleInPlace(WheelTimer timer, long expires)
+    {
+        Debug.Assert(expires < Unplaced, "an expiry at the sentinel would take the stores-only path for a timer in no slot");
+        if (expires < timer.Placed)
+        {
+            return false;
         }
 
-        ScheduleMoving(timer, expires);
+        // Later than where its node sits in a slot (Placed is Unplaced for a timer without a node
+        // or on the firing list, so one compare covers all three conditions) — pushed out while
+        // armed (a retransmission timer on every ACK), or armed again after a lazy disarm: the
+        // bucket it sits in is processed no later than that, and processing places it by its
+        // expiry, so moving it now would be wasted work. Stores on the timer (and the count)
+        // only; small enough to inline into every caller.
+        if (!timer.Armed)
+        {
+            timer.Armed = true;
+            _count++;
+        }
+
+        timer.Expires = expires;
+        return true;
     }
 
     // A new node, or a move to an earlier bucket (or one being fired).
@@ -230,6 +258,28 @@ internal sealed class TimerWheel
 
         timer.Armed = false;
         _count--;
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="Disarm"/> when it is only a flag and the count (the timer is not on the firing
+    /// list); false (nothing changed) otherwise, and the caller then calls <see cref="Disarm"/>.
+    /// Inlined into <see cref="CoreTimer.Change"/>(Infinite), the TCP stack's "all acknowledged".
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryDisarmInPlace(WheelTimer timer)
+    {
+        if (timer.Firing)
+        {
+            return false;
+        }
+
+        if (timer.Armed)
+        {
+            timer.Armed = false;
+            _count--;
+        }
+
         return true;
     }
 
@@ -355,6 +405,7 @@ internal sealed class TimerWheel
                 entry.Next = firing;
                 entry.Bucket = FiringBucket;
                 owner.Firing = true;
+                owner.Placed = Unplaced; // no longer in a slot: a re-arm must take it off the firing list
                 if (firing != None)
                 {
                     _nodes[firing].Previous = n;
@@ -505,6 +556,7 @@ internal sealed class TimerWheel
         _owners[node].Timer = null;
         timer.Node = None;
         timer.Firing = false;
+        timer.Placed = Unplaced;
         _linked--;
     }
 

@@ -51,13 +51,12 @@ public sealed class TimerWheelTests
             }
             else if (op < 7)
             {
+                // A reset (earlier or later) of an armed timer, or an arm again of one that fired,
+                // was cancelled, or was disarmed (and perhaps swept since).
                 Probe p = probes[random.Next(probes.Count)];
-                if (p.IsArmed)
-                {
-                    long delta = random.Next(1 << 20);
-                    wheel.Schedule(p, now + delta); // reset
-                    expected[p] = Math.Max(now + delta, now + 1);
-                }
+                long delta = random.Next(1 << 20);
+                wheel.Schedule(p, now + delta);
+                expected[p] = Math.Max(now + delta, now + 1);
             }
             else if (op < 8)
             {
@@ -335,6 +334,39 @@ public sealed class TimerWheelTests
         Assert.Equal(due, p.FiredAt);
         Assert.Equal(0, wheel.Advance(10_000_000));
         Assert.Equal(1, p.Fired);
+    }
+
+    [Theory]
+    [InlineData("cancelled")]
+    [InlineData("swept")]
+    [InlineData("fired")]
+    public void OutOfTheWheel_ThenArmedAgainLater_FiresAtTheNewTick(string how)
+    {
+        // A timer with no node must never take the stores-only re-arm (there is no bucket to come
+        // up): however it left the wheel, an arm later than where it last sat links it again.
+        var log = new List<(Probe, long)>();
+        var wheel = new TimerWheel(0, 4);
+        var p = new Probe(log) { Wheel = wheel };
+        wheel.Schedule(p, 100);
+        switch (how)
+        {
+            case "cancelled":
+                Assert.True(wheel.Cancel(p));
+                break;
+            case "swept":
+                Assert.True(wheel.Disarm(p));
+                Assert.Equal(0, wheel.Advance(200));
+                break;
+            default:
+                Assert.Equal(1, wheel.Advance(200));
+                break;
+        }
+
+        Assert.Equal(0, wheel.Linked);
+        wheel.Schedule(p, 300);
+        Assert.Equal(1, wheel.Linked);
+        Assert.Equal(1, wheel.Advance(300));
+        Assert.Equal(300, p.FiredAt);
     }
 
     [Fact]
