@@ -30,12 +30,33 @@ internal sealed class ArpCache : IDisposable
 
     private long Lifetime => (long)_stack.Options.ArpEntryLifetime.TotalMilliseconds;
 
+    // How long an expired entry stays usable while it is confirmed again: every request attempt.
+    private long StaleMs => _stack.Options.ArpRequestAttempts * (long)_stack.Options.ArpRequestInterval.TotalMilliseconds;
+
     public bool TryLookup(Ipv4Address address, out MacAddress mac)
     {
         if (_entries.TryGetValue(address, out Entry entry))
         {
-            if (entry.ExpiresMs > _stack.NowMs)
+            long now = _stack.NowMs;
+            if (entry.ExpiresMs > now)
             {
+                mac = entry.Mac;
+                return true;
+            }
+
+            // Expired but recent (Linux's STALE/PROBE, RFC 1122 §2.3.2.1): keep sending to the
+            // address we know while a request confirms it (one per request interval). Dropping
+            // the entry made every connection to a busy peer queue behind a fresh resolution
+            // (four frames per address), and what did not fit was lost: at 32 connections an RTO
+            // on each, every ArpEntryLifetime (`ArpPendingFull` in bench net's http).
+            if (now < entry.ExpiresMs + StaleMs)
+            {
+                if (now >= entry.ProbedMs + (long)_stack.Options.ArpRequestInterval.TotalMilliseconds)
+                {
+                    _entries[address] = entry with { ProbedMs = now };
+                    SendRequest(address, gratuitous: false);
+                }
+
                 mac = entry.Mac;
                 return true;
             }
@@ -103,7 +124,7 @@ internal sealed class ArpCache : IDisposable
             Evict();
         }
 
-        _entries[ip] = new Entry(mac, _stack.NowMs + Lifetime);
+        _entries[ip] = new Entry(mac, _stack.NowMs + Lifetime, long.MinValue / 2);
         if (_pending.Remove(ip, out Pending? pending))
         {
             for (int i = 0; i < pending.Frames.Count; i++)
@@ -256,7 +277,7 @@ internal sealed class ArpCache : IDisposable
         _pending.Clear();
     }
 
-    private readonly record struct Entry(MacAddress Mac, long ExpiresMs);
+    private readonly record struct Entry(MacAddress Mac, long ExpiresMs, long ProbedMs);
 
     private sealed class Pending
     {

@@ -219,7 +219,9 @@ internal static class NetBench
 
     private static IEnumerable<NetBenchRow> Echo(NetLab lab, NetBenchSettings s, Action<string> log)
     {
-        LabProcess echo = lab.Start("socat echo", lab.Server, "socat", $"TCP-LISTEN:{EchoPort},bind={NetLab.ServerIp},reuseaddr,fork", "PIPE");
+        // -t 30: after the client's half-close socat waits only 0.5 s by default before it quits, and
+        // in the bulk echo more than that is still in flight: the echo would end short.
+        LabProcess echo = lab.Start("socat echo", lab.Server, "socat", "-t", "30", $"TCP-LISTEN:{EchoPort},bind={NetLab.ServerIp},reuseaddr,fork", "PIPE");
         LabProcess iperf = lab.Start("iperf3 -s", lab.Server, "iperf3", "-s", "-B", NetLab.ServerIp, "-p", "5201");
         try
         {

@@ -78,8 +78,45 @@ public sealed class InterfaceTests
         Assert.Equal(4, a.S.Arp.Count);
         Assert.Equal(10, a.S.Counters.ArpRepliesSent);
         Assert.True(a.S.Arp.TryLookup(new Ipv4Address(10, 0, 0, 109), out _));
+        // Expired: still used while a request confirms it (once per request interval), for as
+        // long as the request attempts take; unanswered, the entry goes.
         net.Time.Advance(TimeSpan.FromSeconds(11));
+        long requests = a.S.Counters.ArpRequestsSent;
+        Assert.True(a.S.Arp.TryLookup(new Ipv4Address(10, 0, 0, 109), out MacAddress stale));
+        Assert.Equal(raw.Mac, stale);
+        Assert.True(a.S.Arp.TryLookup(new Ipv4Address(10, 0, 0, 109), out _));
+        Assert.Equal(requests + 1, a.S.Counters.ArpRequestsSent);
+        net.Time.Advance(a.S.Options.ArpRequestInterval * a.S.Options.ArpRequestAttempts);
         Assert.False(a.S.Arp.TryLookup(new Ipv4Address(10, 0, 0, 109), out _));
+    }
+
+    [Fact]
+    public void Arp_AnExpiredEntry_KeepsCarryingTraffic_WhileARequestConfirmsIt()
+    {
+        using var net = new SimNetwork(44);
+        SimPort a = net.AddHost(1, o => o.ArpEntryLifetime = TimeSpan.FromSeconds(10));
+        SimPort b = net.AddHost(2, o => o.ArpEntryLifetime = TimeSpan.FromSeconds(10));
+        var pairs = new List<(Multikernel.Net.Tcp.TcpConnection Client, Multikernel.Net.Tcp.TcpConnection Server)>();
+        for (int i = 0; i < 8; i++)
+        {
+            pairs.Add(TcpHandshakeTests.Connect(net, a, b, (ushort)(7000 + i)));
+        }
+
+        net.RunFor(TimeSpan.FromSeconds(10.5)); // a's entry for b has expired
+        // Eight connections send at once: more frames than the four an unresolved address may queue.
+        long requests = a.S.Counters.ArpRequestsSent;
+        foreach ((Multikernel.Net.Tcp.TcpConnection client, _) in pairs)
+        {
+            client.NoDelay = true;
+            net.Spawn(async () => await client.WriteAsync(new byte[100]));
+        }
+
+        net.RunUntil(() => pairs.All(p => p.Server.UnreadBytes == 100), TimeSpan.FromMilliseconds(100), "the data over the expired entry, without a retransmission");
+        Assert.Equal(0, a.S.Counters.Drops(DropReason.ArpPendingFull));
+        Assert.Equal(0, a.S.Counters.TcpRetransmits);
+        Assert.Equal(requests + 1, a.S.Counters.ArpRequestsSent); // one request confirms it
+        net.RunFor(TimeSpan.FromMilliseconds(50));
+        Assert.True(a.S.Arp.TryLookup(b.Ip, out MacAddress mac) && mac == b.Mac);
     }
 
     [Fact]
