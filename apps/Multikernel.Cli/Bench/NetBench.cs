@@ -242,10 +242,12 @@ internal static class NetBench
                 sinkOurs.Add(Probe(lab, lab.Ours, "sink", OursDiscard, DiscardPort, s.BulkMegabytes, "sink_gbit_s"));
                 sinkTheirs.Add(NetBenchParsers.Iperf3(lab.RunIn(lab.Client, Client, "iperf3", "-c", NetLab.ServerIp, "-p", "5201", "-t", s.IperfSeconds.ToString(CultureInfo.InvariantCulture), "-J")));
                 log(string.Create(CultureInfo.InvariantCulture, $"net: bulk ours {sinkOurs[^1]:F3} Gbit/s (into discard, one way), linux-veth {sinkTheirs[^1]:F3} Gbit/s (iperf3)"));
-                // Both directions at once, the same probe on both sides: our echo vs socat's.
+                // Both directions at once through our echo, against iperf3's one way. (The same probe
+                // against socat's echo over veth failed now and then in CI with exit code 1 and no
+                // output, unexplained; the full run's figures with it are in docs/benchmarks.md.)
                 bulkOurs.Add(Probe(lab, lab.Ours, "bulk", OursEcho, EchoPort, s.BulkMegabytes, "bulk_gbit_s"));
-                bulkTheirs.Add(Probe(lab, lab.Client, "bulk", NetLab.ServerIp, EchoPort, s.BulkMegabytes, "bulk_gbit_s"));
-                log(string.Create(CultureInfo.InvariantCulture, $"net: echo bulk ours {bulkOurs[^1]:F3} Gbit/s each way, linux-veth {bulkTheirs[^1]:F3} Gbit/s each way (socat)"));
+                bulkTheirs.Add(sinkTheirs[^1]);
+                log(string.Create(CultureInfo.InvariantCulture, $"net: echo bulk ours {bulkOurs[^1]:F3} Gbit/s each way, linux-veth {bulkTheirs[^1]:F3} Gbit/s one way (iperf3)"));
             }
 
             return [Row("echo", "linux-veth", "rtt_p50_us", rttOurs, rttTheirs), Row("echo", "linux-veth", "bulk_gbit_s", bulkOurs, bulkTheirs), Row("discard", "linux-veth", "bulk_gbit_s", sinkOurs, sinkTheirs)];
