@@ -53,6 +53,22 @@ public sealed class TcpAckTests
         return (before, [.. Packets.TcpSent(receiverPort, mark).Where(s => s.Payload.Length == 0 && s.Has(Multikernel.Net.Wire.TcpFlags.Ack))]);
     }
 
+    // Drops the next frame from `port` that carries TCP data, once; everything else passes.
+    private static void LoseNextDataSegmentFrom(SimNetwork net, SimPort port)
+    {
+        bool dropped = false;
+        net.Tap = (from, frame) =>
+        {
+            if (!dropped && from == port && Packets.ParseTcp(frame) is { Payload.Length: > 0 })
+            {
+                dropped = true;
+                return false;
+            }
+
+            return true;
+        };
+    }
+
     private static (SimNetwork Net, SimPort A, SimPort B, TcpConnection Client, TcpConnection Server) Pair(int seed, bool bursts, Action<NetworkStackOptions>? receiver = null)
     {
         var net = new SimNetwork(seed) { Bursts = bursts };
@@ -109,18 +125,7 @@ public sealed class TcpAckTests
         using (net)
         {
             WarmUp(net, client, server, 400_000);
-            // Lose the first data segment of the next burst, once.
-            bool dropped = false;
-            net.Tap = (from, frame) =>
-            {
-                if (!dropped && from == a && Packets.ParseTcp(frame) is { Payload.Length: > 0 })
-                {
-                    dropped = true;
-                    return false;
-                }
-
-                return true;
-            };
+            LoseNextDataSegmentFrom(net, a); // the first of the next burst
             long fastBefore = a.S.Counters.TcpFastRetransmits;
             (uint hole, List<Packets.Seg> acks) = SendAtOnce(net, b, client, 8);
             // Seven duplicate ACKs, all for the hole (fast retransmit needs three), then the ACK
@@ -138,17 +143,7 @@ public sealed class TcpAckTests
         using (net)
         {
             WarmUp(net, client, server, 1_000_000);
-            bool dropped = false;
-            net.Tap = (from, frame) =>
-            {
-                if (!dropped && from == a && Packets.ParseTcp(frame) is { Payload.Length: > 0 })
-                {
-                    dropped = true;
-                    return false;
-                }
-
-                return true;
-            };
+            LoseNextDataSegmentFrom(net, a);
             long retransmitsBefore = a.S.Counters.TcpRetransmits;
             Assert.True(client.CongestionWindow >= 150 * client.SendMss, $"cwnd {client.CongestionWindow}");
             // 150 segments: most of the default 256 KiB window, all behind the hole.
